@@ -1,0 +1,31 @@
+"""Command line entry: resolve the configuration, then run the daemon. The only place that exits."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from .errors import ConfigError, FrontendError
+
+EXIT_CONFIG_ERROR = 2
+EXIT_STARTUP_ERROR = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .config import dump_toml, load_config
+
+    try:
+        config, dump = load_config(argv)
+    except ConfigError as exc:
+        print(f"frontend: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if dump:
+        sys.stdout.write(dump_toml(config))
+        return 0
+    from .daemon.supervisor import serve
+
+    try:
+        return serve(config)
+    except FrontendError as exc:
+        print(f"frontend: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_ERROR

@@ -1,0 +1,109 @@
+"""Build the frozen daemon configuration from defaults, a TOML file, ``DYN_*`` env vars and the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from typing import Any, Mapping, Sequence
+
+import msgspec
+
+from ..errors import ConfigError
+from .options import OPTIONS, OPTIONS_BY_NAME, Option
+
+FrontendConfig = msgspec.defstruct(
+    "FrontendConfig",
+    [(option.name, option.kind) for option in OPTIONS],
+    frozen=True,
+    module=__name__,
+)
+FrontendConfig.__doc__ = "The daemon's resolved configuration: one attribute per option in options.OPTIONS."
+
+_GROUP_TITLES = {
+    "general": "general", "http": "HTTP server", "preprocess": "pre-processing", "router": "routing",
+    "discovery": "worker discovery", "mocker": "built-in mock workers",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``--help``-documented parser; every flag names its env var and default."""
+    parser = argparse.ArgumentParser(
+        prog="python -m frontend",
+        description="OpenAI-compatible LLM inference frontend. Precedence: flag > DYN_* env var > --config file "
+                    "> default.",
+        argument_default=argparse.SUPPRESS,
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in OPTIONS:
+        group = groups.get(option.group)
+        if group is None:
+            group = groups[option.group] = parser.add_argument_group(_GROUP_TITLES[option.group])
+        choices = f" One of: {', '.join(option.choices)}." if option.choices else ""
+        help_text = f"{option.help}{choices} [env {option.env_var}; default {option.default!r}]"
+        if option.kind is bool:
+            group.add_argument(option.flag, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            group.add_argument(option.flag, metavar=option.name.split("_")[-1].upper(), help=help_text)
+    parser.add_argument("--dump-config", action="store_true", help="Print the resolved configuration as TOML "
+                        "and exit.")
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> tuple[Any, bool]:
+    """Resolve the configuration. Returns ``(config, dump_requested)``; raises ConfigError naming the flag."""
+    environ = os.environ if environ is None else environ
+    cli = vars(build_parser().parse_args(argv))
+    dump = bool(cli.pop("dump_config", False))
+    values: dict[str, Any] = {option.name: option.default for option in OPTIONS}
+    config_path = cli.get("config") or environ.get(OPTIONS_BY_NAME["config"].env_var, "")
+    if config_path:
+        values.update(_read_file(config_path))
+        values["config"] = config_path
+    for option in OPTIONS:
+        if option.env_var in environ:
+            values[option.name] = option.parse(environ[option.env_var], f"env {option.env_var}")
+    for name, raw in cli.items():
+        values[name] = OPTIONS_BY_NAME[name].parse(raw, "command line")
+    return FrontendConfig(**values), dump
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        option = OPTIONS_BY_NAME.get(key.replace("-", "_"))
+        if option is None or option.name == "config":
+            raise ConfigError(f"--config: unknown key {key!r} in {path}")
+        values[option.name] = option.parse(raw, f"config file {path}")
+    return values
+
+
+def dump_toml(config: Any) -> str:
+    """The configuration as a TOML document that ``--config`` accepts."""
+    lines = []
+    for option in OPTIONS:
+        if option.name == "config":
+            continue
+        value = getattr(config, option.name)
+        lines.append(f"{option.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return msgspec.json.encode(str(value)).decode()
+
+
+def option_for(name: str) -> Option:
+    """The declaration of one option (for error messages that name the flag)."""
+    return OPTIONS_BY_NAME[name]

@@ -1,0 +1,120 @@
+"""Every daemon option, declared once: flag, env var, config-file key, type, default and help.
+
+The flag is ``--name-with-dashes``, the env var ``DYN_NAME_IN_CAPS`` and the TOML key ``name_with_underscores``.
+Precedence: command line > environment > config file > default (see ``loader.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configurable setting of the daemon."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    group: str
+    choices: tuple[str, ...] | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+    validate: Callable[[Any], str | None] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_var(self) -> str:
+        return "DYN_" + self.name.upper()
+
+    def parse(self, raw: Any, source: str) -> Any:
+        """Convert a raw value (a string from the CLI or env, or a TOML value) and validate it."""
+        try:
+            value = _convert(self.kind, raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.flag} ({source}): expected {self.kind.__name__}, got {raw!r}") from None
+        if isinstance(value, str):
+            value = self.aliases.get(value, value)
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{self.flag} ({source}): {raw!r} is not one of {', '.join(self.choices)}")
+        problem = self.validate(value) if self.validate else None
+        if problem:
+            raise ConfigError(f"{self.flag} ({source}): {problem}")
+        return value
+
+
+def _convert(kind: type, raw: Any) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(raw)
+    if kind is int and isinstance(raw, float):
+        raise ValueError(raw)
+    return kind(raw)
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 < value < 65536 else "must be a TCP port (1-65535)"
+
+
+def _zmq_endpoint(value: str) -> str | None:
+    return None if value.startswith(("tcp://", "ipc://")) else "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5570"
+
+
+BUNDLED_MODEL_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "config", "models", "tiny")
+
+OPTIONS: tuple[Option, ...] = (
+    Option("config", str, "", "TOML config file; its keys are the option names with underscores.", "general"),
+    Option("http_host", str, "0.0.0.0", "Address the HTTP server binds to.", "http"),
+    Option("http_port", int, 8000, "HTTP port.", "http", validate=_port),
+    Option("workers", int, os.cpu_count() or 1, "Granian HTTP worker processes.", "http", validate=_positive),
+    Option("http_body_limit_mb", float, 192.0, "Largest accepted request body, in MiB (413 above).", "http",
+           validate=_positive),
+    Option("max_concurrent_requests", int, 0,
+           "Requests one HTTP worker process serves at once; more get 503 (0 = no limit).", "http",
+           validate=_non_negative),
+    Option("tokenizer_workers", int, 1, "Tokenizer processes (chat template + tokenization).", "preprocess",
+           validate=_positive),
+    Option("router_mode", str, "round_robin", "How a worker is picked for a request.", "router",
+           choices=("round_robin", "random", "kv"), aliases={"round-robin": "round_robin"}),
+    Option("namespace", str, "dynamo", "Only workers registering in this namespace are served.", "discovery"),
+    Option("registry_endpoint", str, "tcp://127.0.0.1:5570",
+           "ZeroMQ endpoint of the registry where workers register and heartbeat.", "discovery",
+           validate=_zmq_endpoint),
+    Option("lease_ttl_s", float, 10.0, "A worker whose last heartbeat is older than this is removed.", "discovery",
+           validate=_positive),
+    Option("mock_workers", int, 0, "Mock-engine workers to start as child processes (0 = external workers only).",
+           "mocker", validate=_non_negative),
+    Option("mock_speedup_ratio", float, 1.0,
+           "Divides the mock engine's simulated prefill/decode time (1 = realistic, 1e6 = no delay).", "mocker",
+           validate=_positive),
+    Option("mock_model_path", str, os.path.normpath(BUNDLED_MODEL_PATH), "Model directory the mock workers serve.",
+           "mocker"),
+    Option("mock_model_name", str, "", "Model name the mock workers register (default: the directory name).",
+           "mocker"),
+    Option("log_level", str, "warning", "Log level of every process.", "general",
+           choices=("debug", "info", "warning", "error")),
+    Option("run_dir", str, "", "Directory for IPC sockets (default: a new private temporary directory).", "general"),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -1,0 +1,1 @@
+"""The daemon: topology of sockets and the supervisor of every child process."""

@@ -1,0 +1,270 @@
+"""The daemon: start the registry, the tokenizer pool and mock workers, then serve HTTP with Granian.
+
+Process tree (``ps`` titles in brackets)::
+
+    python -m frontend            the supervisor; Granian's main loop runs in its main thread
+    ├── [dyn-registry]            registry.server.run
+    ├── [dyn-tokenizer] × M       tokenizer.server.run
+    ├── [dyn-mocker] × N          python -m frontend.mocker (with --mock-workers)
+    └── [dyn-http] × W            Granian RSGI workers running frontend.http.app:app
+
+Start-up waits for a READY message from the registry and every tokenizer process (with a timeout and a
+liveness check). A watcher thread waits on the children's sentinels and restarts any that dies; a child
+that dies more than ``CRASH_LOOP_LIMIT`` times within ``CRASH_LOOP_WINDOW_S`` stops the daemon. Children
+get SIGTERM when the daemon exits (``PR_SET_PDEATHSIG``), so none outlives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable
+
+import msgspec
+
+from ..errors import FrontendError
+from ..gateway import GatewaySettings
+from ..http.app import SETTINGS_ENV
+from ..logs import setup_logging
+from ..procutil import die_with_parent, set_process_title
+from .topology import Endpoints
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+CRASH_LOOP_LIMIT = 5
+CRASH_LOOP_WINDOW_S = 60.0
+EXIT_CHILD_CRASH_LOOP = 4
+
+_spawn = multiprocessing.get_context("spawn")
+
+
+class StartupError(FrontendError):
+    """A child process did not become ready."""
+
+
+def _child_main(title: str, log_level: str, target: Callable[..., None], args: tuple) -> None:
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon decides
+    set_process_title(title)
+    setup_logging(log_level, title)
+    target(*args)
+
+
+class Child:
+    """One supervised child: how to start it, its current process, and its recent deaths."""
+
+    def __init__(self, name: str, start: Callable[[], Any]) -> None:
+        self.name = name
+        self._start = start
+        self.process: Any = None
+        self.deaths: list[float] = []
+
+    def start(self) -> None:
+        self.process = self._start()
+
+    @property
+    def sentinel(self) -> Any:
+        process = self.process
+        return process.sentinel if isinstance(process, multiprocessing.process.BaseProcess) else _PopenSentinel(process)
+
+    def alive(self) -> bool:
+        process = self.process
+        if isinstance(process, subprocess.Popen):
+            return process.poll() is None
+        return process.is_alive()
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or not self.alive():
+            return
+        process.terminate()
+
+    def join(self, timeout: float) -> None:
+        process = self.process
+        if process is None:
+            return
+        if isinstance(process, subprocess.Popen):
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        else:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+class _PopenSentinel:
+    """A waitable for a subprocess.Popen child (pidfd on Linux)."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self._fd = os.pidfd_open(process.pid)
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+class Supervisor:
+    """Owns every non-Granian child of the daemon."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.own_run_dir = not config.run_dir
+        self.run_dir = config.run_dir or tempfile.mkdtemp(prefix="dyn-frontend-")
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.endpoints = Endpoints.derive(config.registry_endpoint, self.run_dir, config.tokenizer_workers)
+        self.children: list[Child] = []
+        self.stopping = threading.Event()
+        self.crash_loop = False
+
+    # ---- start -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from ..registry import server as registry_server
+        from ..tokenizer import server as tokenizer_server
+
+        config = self.config
+        self._start_ready("registry", "dyn-registry", registry_server.run,
+                          (config.namespace, config.lease_ttl_s, self.endpoints))
+        for index, endpoint in enumerate(self.endpoints.tokenizers):
+            self._start_ready(f"tokenizer-{index}", "dyn-tokenizer", tokenizer_server.run, (index, endpoint))
+        for index in range(config.mock_workers):
+            child = Child(f"mocker-{index}", self._mocker_command)
+            child.start()
+            self.children.append(child)
+        threading.Thread(target=self._watch, name="child-watcher", daemon=True).start()
+
+    def _start_ready(self, name: str, title: str, target: Callable[..., None], args: tuple) -> None:
+        def start() -> Any:
+            receiver, sender = _spawn.Pipe(duplex=False)
+            process = _spawn.Process(target=_child_main, name=name, daemon=False,
+                                     args=(title, self.config.log_level, target, (*args, sender)))
+            process.start()
+            sender.close()
+            _await_ready(name, receiver, process)
+            return process
+
+        child = Child(name, start)
+        child.start()
+        self.children.append(child)
+
+    def _mocker_command(self) -> subprocess.Popen:
+        config = self.config
+        argv = [sys.executable, "-m", "frontend.mocker", "--exit-with-parent",
+                "--registry-endpoint", config.registry_endpoint, "--namespace", config.namespace,
+                "--speedup-ratio", repr(config.mock_speedup_ratio), "--model-path", config.mock_model_path,
+                "--log-level", config.log_level]
+        if config.mock_model_name:
+            argv += ["--model-name", config.mock_model_name]
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+
+    # ---- watch and restart -------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            by_sentinel = {}
+            for child in self.children:
+                try:
+                    by_sentinel[child.sentinel] = child
+                except OSError:
+                    pass
+            ready = wait(list(by_sentinel), timeout=1.0)
+            if self.stopping.is_set():
+                return
+            for sentinel in ready:
+                self._restart(by_sentinel[sentinel])
+
+    def _restart(self, child: Child) -> None:
+        now = time.monotonic()
+        child.deaths = [t for t in child.deaths if now - t < CRASH_LOOP_WINDOW_S] + [now]
+        if len(child.deaths) > CRASH_LOOP_LIMIT:
+            log.error("child crash loop; stopping the daemon", extra={"child": child.name})
+            self.crash_loop = True
+            os.kill(os.getpid(), signal.SIGTERM)
+            self.stopping.set()
+            return
+        log.warning("child died; restarting", extra={"child": child.name})
+        try:
+            child.start()
+        except StartupError as exc:
+            log.error("child restart failed", extra={"child": child.name, "error": str(exc)})
+
+    # ---- stop --------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop children: mock workers first (they unregister), then tokenizers and the registry."""
+        self.stopping.set()
+        for child in reversed(self.children):
+            child.stop()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in reversed(self.children):
+            child.join(max(0.1, deadline - time.monotonic()))
+        if self.own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def gateway_settings(self) -> GatewaySettings:
+        config = self.config
+        return GatewaySettings(
+            endpoints=self.endpoints, router_mode=config.router_mode, namespace=config.namespace,
+            body_limit_bytes=int(config.http_body_limit_mb * 1024 * 1024),
+            max_concurrent_requests=config.max_concurrent_requests, log_level=config.log_level,
+        )
+
+
+def _await_ready(name: str, receiver: Connection, process: multiprocessing.Process) -> None:
+    ready = wait([receiver, process.sentinel], timeout=READY_TIMEOUT_S)
+    if receiver in ready:
+        try:
+            if receiver.recv() == "ready":
+                return
+        except EOFError:
+            pass
+    process.kill()
+    process.join()
+    raise StartupError(f"{name} did not become ready within {READY_TIMEOUT_S:.0f} s "
+                       f"(exit code {process.exitcode})")
+
+
+def serve(config: Any) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    setup_logging(config.log_level, "daemon")
+    supervisor = Supervisor(config)
+    try:
+        supervisor.start()
+        os.environ[SETTINGS_ENV] = msgspec.json.encode(supervisor.gateway_settings()).decode()
+        server = Granian(
+            "frontend.http.app:app", address=config.http_host, port=config.http_port,
+            interface=Interfaces.RSGI, workers=config.workers, loop=Loops.uvloop,
+            log_enabled=True, log_level=config.log_level if config.log_level != "debug" else "debug",
+            log_access=False, respawn_failed_workers=True,
+        )
+        interrupt = server.signal_handler_interrupt
+
+        def on_interrupt(*args: Any) -> None:  # children may get the same signal: don't restart them now
+            supervisor.stopping.set()
+            interrupt(*args)
+
+        server.signal_handler_interrupt = on_interrupt
+        try:
+            server.serve()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+    finally:
+        supervisor.stop()
+    return EXIT_CHILD_CRASH_LOOP if supervisor.crash_loop else 0

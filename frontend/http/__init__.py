@@ -1,0 +1,1 @@
+"""The HTTP gateway: a Granian RSGI application and one handler module per API."""

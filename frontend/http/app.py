@@ -1,0 +1,113 @@
+"""The Granian RSGI application: routing, body limits, concurrency limit and error rendering.
+
+Granian imports ``frontend.http.app:app`` in each worker process and calls ``__rsgi_init__(loop)`` once,
+where the per-process :class:`~frontend.gateway.Gateway` is built from the settings the daemon put in the
+``FRONTEND_GATEWAY_SETTINGS`` environment variable (JSON of ``GatewaySettings``; set by the daemon only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Awaitable, Callable
+
+import msgspec
+
+from ..errors import (MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError, ServiceUnavailable)
+from ..gateway import Gateway, GatewaySettings
+from ..logs import setup_logging
+from ..procutil import set_process_title
+from . import chat, completions, info
+from .responses import internal_error, send_error
+
+log = logging.getLogger(__name__)
+
+SETTINGS_ENV = "FRONTEND_GATEWAY_SETTINGS"
+
+Handler = Callable[[Gateway, object, bytes], Awaitable[None]]
+InfoHandler = Callable[[Gateway, object], None]
+
+POST_ROUTES: dict[str, Handler] = {
+    "/v1/chat/completions": chat.handle,
+    "/v1/completions": completions.handle,
+}
+GET_ROUTES: dict[str, InfoHandler] = {
+    "/v1/models": info.models,
+    "/health": info.health,
+    "/live": info.live,
+}
+
+
+class GatewayApp:
+    """RSGI entry points; one instance per Granian worker process."""
+
+    def __init__(self) -> None:
+        self.gateway: Gateway | None = None
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        settings = msgspec.json.decode(os.environ[SETTINGS_ENV], type=GatewaySettings)
+        setup_logging(settings.log_level, "http")
+        set_process_title("dyn-http")
+        self.gateway = Gateway(loop, settings)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.gateway is not None:
+            self.gateway.close()
+
+    async def __rsgi__(self, scope, proto) -> None:
+        if scope.proto != "http":
+            return
+        gateway = self.gateway
+        try:
+            if scope.method == "POST":
+                handler = POST_ROUTES.get(scope.path)
+                if handler is None:
+                    raise self._no_route(scope)
+                await self._post(gateway, scope, proto, handler)
+            elif scope.method in ("GET", "HEAD"):
+                info_handler = GET_ROUTES.get(scope.path)
+                if info_handler is None:
+                    raise self._no_route(scope)
+                info_handler(gateway, proto)
+            else:
+                raise self._no_route(scope)
+        except RequestError as error:
+            send_error(proto, error)
+        except Exception as exc:
+            send_error(proto, internal_error(exc))
+
+    async def _post(self, gateway: Gateway, scope, proto, handler: Handler) -> None:
+        settings = gateway.settings
+        if settings.max_concurrent_requests and gateway.inflight >= settings.max_concurrent_requests:
+            raise ServiceUnavailable("too many concurrent requests; retry later")
+        body = await self._read_body(scope, proto, settings.body_limit_bytes)
+        gateway.inflight += 1
+        try:
+            await handler(gateway, proto, body)
+        finally:
+            gateway.inflight -= 1
+
+    @staticmethod
+    async def _read_body(scope, proto, limit: int) -> bytes:
+        length = scope.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(limit)
+        if length is not None:
+            return await proto()
+        chunks, size = [], 0
+        async for chunk in proto:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _no_route(scope) -> RequestError:
+        if scope.path in POST_ROUTES or scope.path in GET_ROUTES:
+            return MethodNotAllowed(f"method {scope.method} is not allowed on {scope.path}")
+        return NotFoundRoute(f"no such endpoint: {scope.method} {scope.path}")
+
+
+app = GatewayApp()

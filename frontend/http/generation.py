@@ -1,0 +1,124 @@
+"""What chat and completions share: turning a validated request into an engine request and running it.
+
+A :class:`Generation` owns one request's life on a worker: submit, read output batches through the output
+pipeline, abort the worker when the client leaves or a stop string matches, and release the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from ..discovery import ServedModel
+from ..engine_client import RequestStream
+from ..errors import ContextLengthExceeded, InvalidRequest
+from ..gateway import Gateway
+from ..postprocess.pipeline import Delta, OutputPipeline
+from ..protocol.engine import GenerateRequest, RequestOutput, SamplingOptions, StopConditions
+from ..protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
+
+CLIENT_GONE = "client_disconnected"
+
+AnyRequest = ChatCompletionRequest | CompletionRequest
+
+
+def reject_unsupported(request: AnyRequest) -> None:
+    """Known fields whose feature is not available are a clear 400, never silently dropped."""
+    if request.n != 1:
+        raise InvalidRequest("n > 1 is not supported by this server yet", param="n")
+    if request.logit_bias:
+        raise InvalidRequest("logit_bias is not supported by this server yet", param="logit_bias")
+    if isinstance(request, CompletionRequest):
+        if request.best_of not in (None, 1):
+            raise InvalidRequest("best_of > 1 is not supported by this server yet", param="best_of")
+        if request.suffix:
+            raise InvalidRequest("suffix is not supported by this server yet", param="suffix")
+
+
+def stop_strings(request: AnyRequest) -> list[str]:
+    stop = request.stop
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else [s for s in stop if s]
+
+
+def max_new_tokens(requested: int | None, prompt_len: int, model: ServedModel, min_tokens: int) -> int:
+    """The generation budget; 400 when prompt plus budget exceed the context window."""
+    context = model.card.context_length
+    if prompt_len >= context:
+        raise ContextLengthExceeded(f"This model's maximum context length is {context} tokens, but the prompt "
+                                    f"has {prompt_len} tokens.")
+    if requested is None:
+        requested = context - prompt_len
+    elif prompt_len + requested > context:
+        raise ContextLengthExceeded(f"This model's maximum context length is {context} tokens. However, you "
+                                    f"requested {prompt_len + requested} tokens ({prompt_len} in the prompt, "
+                                    f"{requested} for the completion). Please reduce the length of the prompt "
+                                    f"or the maximum number of tokens.")
+    if min_tokens > requested:
+        raise InvalidRequest(f"min_tokens ({min_tokens}) is greater than max_tokens ({requested})",
+                             param="min_tokens")
+    return requested
+
+
+def engine_request(gateway: Gateway, request: AnyRequest, model: ServedModel, prompt_ids: list[int],
+                   max_tokens: int | None, logprobs: int | None) -> GenerateRequest:
+    min_tokens = request.min_tokens or 0
+    budget = max_new_tokens(max_tokens, len(prompt_ids), model, min_tokens)
+    sampling = SamplingOptions(
+        temperature=request.temperature, top_p=request.top_p, top_k=request.top_k, min_p=request.min_p,
+        seed=request.seed, presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty, repetition_penalty=request.repetition_penalty,
+        response_format=request.response_format,
+    )
+    stop = StopConditions(max_tokens=budget, min_tokens=min_tokens, stop_token_ids=request.stop_token_ids or [],
+                          ignore_eos=request.ignore_eos)
+    return GenerateRequest(gateway.new_request_id(), prompt_ids, stop, sampling,
+                           [] if request.ignore_eos else model.eos_token_ids, logprobs, model.name)
+
+
+class Generation:
+    """One request running on a worker, read as a sequence of :class:`Delta`."""
+
+    def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest,
+                 engine_req: GenerateRequest, proto) -> None:
+        self.gateway = gateway
+        self.tokenizer = model.tokenizer
+        self.prompt_tokens = len(engine_req.token_ids)
+        self.pipeline = OutputPipeline(
+            model.tokenizer, stop=stop_strings(request),
+            include_stop_str_in_output=request.include_stop_str_in_output,
+            skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:],
+        )
+        self.stream: RequestStream = gateway.submit(model, engine_req)
+        self._watcher = asyncio.ensure_future(proto.client_disconnect())
+        self._watcher.add_done_callback(self._client_gone)
+        self.client_gone = False
+
+    def _client_gone(self, task: asyncio.Future) -> None:
+        if not task.cancelled():
+            self.client_gone = True
+            self.stream.push(RequestOutput(self.stream.request_id, [], CLIENT_GONE))
+
+    def usage(self) -> Usage:
+        """Token counts so far (final once the request finished)."""
+        pipeline = self.pipeline
+        details = PromptTokensDetails(pipeline.cached_tokens) if pipeline.cached_tokens else None
+        return Usage(self.prompt_tokens, pipeline.completion_tokens,
+                     self.prompt_tokens + pipeline.completion_tokens, details)
+
+    async def deltas(self) -> AsyncIterator[Delta]:
+        """Deltas until the request finishes; always releases the worker side, aborting if unfinished."""
+        finished = False
+        try:
+            while not finished:
+                outputs = await self.stream.next()
+                if self.client_gone:
+                    return
+                delta = self.pipeline.feed(outputs)
+                finished = delta.finish_reason is not None
+                yield delta
+        finally:
+            self._watcher.cancel()
+            worker_done = finished and not self.pipeline.stopped_by_string
+            self.gateway.engines.release(self.stream, abort=not worker_done)

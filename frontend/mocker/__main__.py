@@ -1,0 +1,99 @@
+"""``python -m frontend.mocker``: a mock-engine worker that registers with a frontend and serves requests.
+
+Every flag has an env var ``DYN_MOCKER_<FLAG>``; flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import uvloop
+
+from ..config.options import BUNDLED_MODEL_PATH
+from ..logs import setup_logging
+from ..model_files import context_length, load_tokenizer
+from ..procutil import die_with_parent, set_process_title
+from ..protocol.registry import ModelCard
+from ..worker import RegistrationError, WorkerRuntime
+from .corpus import Corpus
+from .engine import EngineSettings, MockEngine
+
+log = logging.getLogger("frontend.mocker")
+
+_FLAGS = (
+    ("model_path", str, os.path.normpath(BUNDLED_MODEL_PATH), "Model directory (tokenizer + config, no weights)."),
+    ("model_name", str, "", "Name to serve the model under (default: the directory name)."),
+    ("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
+    ("namespace", str, "dynamo", "Namespace to register in."),
+    ("host", str, "127.0.0.1", "Address the request-plane socket binds to."),
+    ("speedup_ratio", float, 1.0, "Divides simulated prefill/decode time (1e6 = no delay)."),
+    ("max_num_seqs", int, 256, "Requests decoded together in one step."),
+    ("kv_block_size", int, 16, "KV cache block size advertised in the model card."),
+    ("num_gpu_blocks", int, 16384, "Simulated KV cache capacity in blocks."),
+    ("context_length", int, 0, "Context window (0 = from config.json)."),
+    ("log_level", str, "warning", "debug | info | warning | error."),
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m frontend.mocker", description=__doc__)
+    for name, kind, default, help_text in _FLAGS:
+        env = "DYN_MOCKER_" + name.upper()
+        value = kind(os.environ[env]) if env in os.environ else default
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value,
+                            help=f"{help_text} [env {env}; default {default!r}]")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="Exit when the parent process exits (the daemon starts its mock workers so).")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Build the engine, register the model and serve until SIGTERM/SIGINT."""
+    model_path = os.path.abspath(args.model_path)
+    tokenizer = load_tokenizer(model_path)
+    settings = EngineSettings(args.speedup_ratio, args.max_num_seqs, args.num_gpu_blocks * args.kv_block_size)
+    engine = MockEngine(Corpus(tokenizer), settings)
+    runtime = WorkerRuntime(engine, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
+                            host=args.host)
+    card = ModelCard(
+        name=args.model_name or os.path.basename(model_path.rstrip("/")),
+        model_path=model_path,
+        context_length=args.context_length or context_length(model_path),
+        kv_block_size=args.kv_block_size,
+        runtime_config={"total_kv_blocks": args.num_gpu_blocks, "max_num_seqs": args.max_num_seqs},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    scheduler = asyncio.create_task(engine.run())
+    await runtime.register_model(card)
+    heartbeats = asyncio.create_task(runtime.keep_alive())
+    await stop.wait()
+    heartbeats.cancel()
+    scheduler.cancel()
+    await runtime.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level, "mocker")
+    if args.exit_with_parent:
+        die_with_parent()
+    set_process_title("dyn-mocker")
+    try:
+        uvloop.run(serve(args))
+    except RegistrationError as exc:
+        log.error("registration failed", extra={"error": str(exc)})
+        print(f"mocker: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The per-choice output pipeline: engine token batches in, text deltas and a finish reason out.
+
+Stages run in order on every batch: incremental detokenization, then stop strings (held back until they
+match or diverge). Reasoning and tool-call parsers plug in as further ``TextStage``s after stop strings:
+each takes the text released by the previous stage and returns what it releases in turn.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from tokenizers import Tokenizer
+
+from ..protocol.engine import RequestOutput, TokenLogprob
+from .detokenizer import IncrementalDetokenizer
+from .stop_strings import StopStringMatcher
+
+
+class TextStage(Protocol):
+    """A stage that transforms released text; ``finish`` releases what it still holds."""
+
+    def feed(self, text: str) -> str: ...
+
+    def finish(self) -> str: ...
+
+
+class Delta:
+    """What one batch produced for the client."""
+
+    __slots__ = ("text", "finish_reason", "logprobs", "error")
+
+    def __init__(self, text: str, finish_reason: str | None, logprobs: list[TokenLogprob] | None,
+                 error: str | None) -> None:
+        self.text = text
+        self.finish_reason = finish_reason
+        self.logprobs = logprobs
+        self.error = error
+
+
+class OutputPipeline:
+    """Turns one request's engine outputs into client-visible deltas."""
+
+    def __init__(self, tokenizer: Tokenizer, *, stop: list[str], include_stop_str_in_output: bool,
+                 skip_special_tokens: bool, prompt_tail: list[int] | None = None,
+                 stages: list[TextStage] | None = None) -> None:
+        self.detokenizer = IncrementalDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens,
+                                                  prompt_tail=prompt_tail)
+        self.stop = StopStringMatcher(stop, include_stop_str_in_output=include_stop_str_in_output) if stop else None
+        self.stages = stages or []
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+        self.finish_reason: str | None = None
+        self.stopped_by_string = False
+
+    def feed(self, outputs: list[RequestOutput]) -> Delta:
+        """Process every output of a batch; stops at the first finish (engine's or a stop string's)."""
+        text_parts: list[str] = []
+        logprobs: list[TokenLogprob] | None = None
+        error = None
+        for output in outputs:
+            self.completion_tokens += len(output.token_ids)
+            if output.cached_tokens:
+                self.cached_tokens = output.cached_tokens
+            if output.logprobs:
+                logprobs = (logprobs or []) + output.logprobs
+            text = self.detokenizer.step(output.token_ids) if output.token_ids else ""
+            finished = output.finish_reason is not None
+            if finished:
+                text += self.detokenizer.flush()
+            text, matched = self._stop_strings(text, finished)
+            text_parts.append(self._run_stages(text, finished or matched))
+            if matched:
+                self.finish_reason, self.stopped_by_string = "stop", True
+                break
+            if finished:
+                self.finish_reason = "stop" if output.finish_reason == "abort" else output.finish_reason
+                error = output.error
+                break
+        return Delta("".join(text_parts), self.finish_reason, logprobs, error)
+
+    def _stop_strings(self, text: str, finished: bool) -> tuple[str, bool]:
+        if self.stop is None:
+            return text, False
+        released, matched = self.stop.feed(text) if text else ("", False)
+        if finished and not matched:
+            released += self.stop.flush()
+        return released, matched
+
+    def _run_stages(self, text: str, finished: bool) -> str:
+        for stage in self.stages:
+            text = stage.feed(text)
+            if finished:
+                text += stage.finish()
+        return text

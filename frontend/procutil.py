@@ -1,0 +1,24 @@
+"""Small helpers every child process uses: a process title and dying with the parent."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to send SIGTERM to this process when its parent exits (Linux only)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def set_process_title(title: str) -> None:
+    """Name the process so that ``ps``/``top`` show what it is (kernel comm name, 15 characters)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)

@@ -1,0 +1,90 @@
+"""Discovery channel: workers register models and heartbeat; the registry publishes who serves what.
+
+Sockets:
+    worker DEALER  --[Register | Heartbeat | Unregister]-->  registry ROUTER (``--registry-endpoint``, tcp)
+    worker DEALER  <--[Ack]-----------------------------------  registry ROUTER
+    registry PUB   --[Snapshot]-->  gateway SUB (ipc, in the run directory)
+
+Framing: one MessagePack frame per message (tagged Structs). The registry sends the whole table on every
+change and once a second, so a late subscriber catches up without a request of its own.
+A heartbeat for an instance the registry does not know (it restarted, or the lease expired) is answered with
+``Ack(ok=False, unknown_instance=True)`` and the worker registers again.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+MODEL_TYPES = ("chat", "completions")
+
+
+class ModelCard(msgspec.Struct, omit_defaults=True, frozen=True):
+    """What the frontend needs to serve a model: where its tokenizer/template live and its limits.
+
+    ``model_path`` is a directory with tokenizer.json, tokenizer_config.json (chat template), config.json and
+    optionally generation_config.json; it must exist at the same path on the frontend's machine.
+    """
+
+    name: str
+    model_path: str
+    model_types: list[str] = msgspec.field(default_factory=lambda: ["chat", "completions"])
+    context_length: int = 8192
+    kv_block_size: int = 16
+    runtime_config: dict = msgspec.field(default_factory=dict)
+
+    def checksum_key(self) -> tuple:
+        """Fields that must agree between all workers serving the same model name."""
+        return (self.model_path, tuple(self.model_types), self.context_length, self.kv_block_size)
+
+
+class Register(msgspec.Struct, tag="register"):
+    """A worker instance announces itself and the model it serves."""
+
+    instance_id: str
+    namespace: str
+    endpoint: str
+    card: ModelCard
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat"):
+    """Keeps an instance's lease alive."""
+
+    instance_id: str
+
+
+class Unregister(msgspec.Struct, tag="unregister"):
+    """A worker leaves on purpose (clean shutdown)."""
+
+    instance_id: str
+
+
+class Ack(msgspec.Struct, tag="ack", omit_defaults=True):
+    """The registry's answer to every worker message."""
+
+    ok: bool
+    error: str | None = None
+    unknown_instance: bool = False
+    lease_ttl_s: float = 0.0
+
+
+class Instance(msgspec.Struct, frozen=True):
+    """One live worker instance as the gateways see it."""
+
+    instance_id: str
+    endpoint: str
+    card: ModelCard
+
+
+class Snapshot(msgspec.Struct, tag="snapshot"):
+    """Every live instance in the namespace; ``version`` grows with every change."""
+
+    version: int
+    instances: list[Instance]
+
+
+ToRegistry = Register | Heartbeat | Unregister
+
+to_registry_decoder = msgspec.msgpack.Decoder(ToRegistry)
+ack_decoder = msgspec.msgpack.Decoder(Ack)
+snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
+encoder = msgspec.msgpack.Encoder()

@@ -1,0 +1,1 @@
+"""The registry process: worker registration, leases and snapshots for the gateways."""

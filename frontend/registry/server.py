@@ -1,0 +1,133 @@
+"""The registry process: worker leases and the table of live instances.
+
+Sockets (see ``frontend.protocol.registry`` for the messages):
+    recv_from_workers  ROUTER  bind    ``--registry-endpoint`` (tcp)   Register / Heartbeat / Unregister -> Ack
+    send_to_gateways   PUB     bind    ipc in the run directory        Snapshot on change and every second
+
+A lease lasts ``--lease-ttl-s`` seconds from the last heartbeat; an expired instance is dropped and the new
+table published, so gateways stop routing to it and a model whose last instance went away disappears.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from multiprocessing.connection import Connection
+
+import msgspec
+import zmq
+
+from ..daemon.topology import Endpoints
+from ..protocol import registry as wire
+
+log = logging.getLogger(__name__)
+
+PUBLISH_INTERVAL_S = 1.0
+
+
+class Leases:
+    """Live instances keyed by id, with their lease deadlines; pure logic, no sockets."""
+
+    def __init__(self, namespace: str, ttl_s: float) -> None:
+        self.namespace = namespace
+        self.ttl_s = ttl_s
+        self.instances: dict[str, wire.Instance] = {}
+        self.deadlines: dict[str, float] = {}
+        self.version = 0
+
+    def register(self, message: wire.Register, now: float) -> wire.Ack:
+        if message.namespace != self.namespace:
+            return wire.Ack(ok=False, error=f"namespace {message.namespace!r} is not served here "
+                                            f"(this frontend serves {self.namespace!r})")
+        conflict = self._conflict(message)
+        if conflict:
+            return wire.Ack(ok=False, error=conflict)
+        known = self.instances.get(message.instance_id)
+        instance = wire.Instance(message.instance_id, message.endpoint, message.card)
+        self.instances[message.instance_id] = instance
+        self.deadlines[message.instance_id] = now + self.ttl_s
+        if known != instance:
+            self.version += 1
+            log.info("instance registered", extra={"instance": message.instance_id, "model": message.card.name,
+                                                   "endpoint": message.endpoint})
+        return wire.Ack(ok=True, lease_ttl_s=self.ttl_s)
+
+    def _conflict(self, message: wire.Register) -> str | None:
+        for other in self.instances.values():
+            if other.instance_id == message.instance_id or other.card.name != message.card.name:
+                continue
+            if other.card.checksum_key() != message.card.checksum_key():
+                return (f"model {message.card.name!r} is already served with a different model card "
+                        f"(path, types, context length or KV block size differ from instance "
+                        f"{other.instance_id}); refusing the new worker")
+        return None
+
+    def heartbeat(self, message: wire.Heartbeat, now: float) -> wire.Ack:
+        if message.instance_id not in self.instances:
+            return wire.Ack(ok=False, error="unknown instance", unknown_instance=True)
+        self.deadlines[message.instance_id] = now + self.ttl_s
+        return wire.Ack(ok=True, lease_ttl_s=self.ttl_s)
+
+    def unregister(self, instance_id: str) -> wire.Ack:
+        if self.instances.pop(instance_id, None) is not None:
+            self.deadlines.pop(instance_id, None)
+            self.version += 1
+            log.info("instance unregistered", extra={"instance": instance_id})
+        return wire.Ack(ok=True)
+
+    def expire(self, now: float) -> list[str]:
+        expired = [iid for iid, deadline in self.deadlines.items() if deadline < now]
+        for instance_id in expired:
+            del self.instances[instance_id]
+            del self.deadlines[instance_id]
+            log.warning("instance lease expired", extra={"instance": instance_id})
+        if expired:
+            self.version += 1
+        return expired
+
+    def snapshot(self) -> wire.Snapshot:
+        return wire.Snapshot(self.version, list(self.instances.values()))
+
+
+def handle(leases: Leases, payload: bytes, now: float) -> wire.Ack:
+    """Apply one worker message; a malformed frame is answered with an error, never raised."""
+    try:
+        message = wire.to_registry_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        return wire.Ack(ok=False, error=f"malformed registry message: {exc}")
+    if isinstance(message, wire.Register):
+        return leases.register(message, now)
+    if isinstance(message, wire.Heartbeat):
+        return leases.heartbeat(message, now)
+    return leases.unregister(message.instance_id)
+
+
+def run(namespace: str, ttl_s: float, endpoints: Endpoints, ready: Connection) -> None:
+    """Process entry: serve the registry until terminated."""
+    context = zmq.Context()
+    recv_from_workers = context.socket(zmq.ROUTER)
+    recv_from_workers.bind(endpoints.registry)
+    send_to_gateways = context.socket(zmq.PUB)
+    send_to_gateways.bind(endpoints.registry_pub)
+    leases = Leases(namespace, ttl_s)
+    ready.send("ready")
+    ready.close()
+    published_version, next_publish = -1, 0.0
+    poller = zmq.Poller()
+    poller.register(recv_from_workers, zmq.POLLIN)
+    while True:
+        if poller.poll(250):
+            while True:
+                try:
+                    identity, payload = recv_from_workers.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                except ValueError:
+                    continue  # wrong frame count: nothing to answer to
+                ack = handle(leases, payload, time.monotonic())
+                recv_from_workers.send_multipart([identity, wire.encoder.encode(ack)])
+        now = time.monotonic()
+        leases.expire(now)
+        if leases.version != published_version or now >= next_publish:
+            send_to_gateways.send(wire.encoder.encode(leases.snapshot()))
+            published_version, next_publish = leases.version, now + PUBLISH_INTERVAL_S

@@ -1,0 +1,1 @@
+"""Worker selection for a request."""

@@ -1,0 +1,1 @@
+"""Tokenizer process: chat-template rendering and tokenization of requests."""

@@ -1,0 +1,63 @@
+"""The gateway side of the tokenizer pool: one DEALER connected to every pool process.
+
+ZeroMQ round-robins requests over the connected pool processes; replies are matched to waiting requests
+by ``request_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import msgspec
+import zmq
+
+from ..errors import ServiceUnavailable, TemplateError
+from ..protocol import tokenizer as wire
+from ..zmqloop import SocketDrainer
+
+TOKENIZE_TIMEOUT_S = 30.0
+
+
+class TokenizerClient:
+    """Sends prompts to the pool and awaits token ids."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoints: list[str]) -> None:
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        for endpoint in endpoints:
+            sock.connect(endpoint)
+        self.loop = loop
+        self._drainer = SocketDrainer(loop, sock, self._on_reply)
+        self._sock = sock
+        self._ids = itertools.count()
+        self._waiting: dict[int, asyncio.Future[wire.TokenizeResult]] = {}
+
+    async def tokenize(self, model_path: str, kind: str, body: bytes) -> list[int]:
+        """Token ids of the request's prompt; TemplateError (400) when the template or prompt is bad."""
+        request_id = next(self._ids)
+        future = self.loop.create_future()
+        self._waiting[request_id] = future
+        self._sock.send(wire.encoder.encode(wire.TokenizeRequest(request_id, model_path, kind, body)))
+        self._drainer.after_send()
+        try:
+            result = await asyncio.wait_for(future, TOKENIZE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable("the tokenizer pool did not answer in time") from None
+        finally:
+            self._waiting.pop(request_id, None)
+        if result.error is not None:
+            raise TemplateError(result.error)
+        return result.token_ids
+
+    def _on_reply(self, frames: list[bytes]) -> None:
+        try:
+            result = wire.result_decoder.decode(frames[-1])
+        except msgspec.DecodeError:
+            return
+        future = self._waiting.get(result.request_id)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def close(self) -> None:
+        self._drainer.close()

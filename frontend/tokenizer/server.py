@@ -1,0 +1,120 @@
+"""A tokenizer-pool process: renders chat templates and tokenizes prompts for the gateway processes.
+
+Sockets (messages in ``frontend.protocol.tokenizer``):
+    recv_from_gateways  ROUTER  bind  ipc (one endpoint per pool process)  TokenizeRequest -> TokenizeResult
+
+Models are loaded on first use from the request's ``model_path`` and kept (tokenizer + compiled template).
+A template or decoding problem is answered with an error message for a 400; it never stops the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+import zmq
+from tokenizers import Tokenizer
+
+from ..errors import FrontendError, TemplateError
+from ..model_files import load_tokenizer
+from ..protocol import tokenizer as wire
+from .chat_template import ChatTemplate
+
+log = logging.getLogger(__name__)
+
+
+class ChatTemplateInput(msgspec.Struct):
+    """The part of a chat request the template needs; the gateway already validated the full request."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    documents: list[dict[str, Any]] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+
+
+class CompletionPromptInput(msgspec.Struct):
+    """A completion request's prompt (the gateway sends only single-string prompts here)."""
+
+    prompt: str
+
+
+_chat_decoder = msgspec.json.Decoder(ChatTemplateInput)
+_prompt_decoder = msgspec.json.Decoder(CompletionPromptInput)
+
+
+class LoadedModel:
+    """Tokenizer and chat template of one model directory."""
+
+    def __init__(self, model_path: str) -> None:
+        self.tokenizer: Tokenizer = load_tokenizer(model_path)
+        self.template = ChatTemplate.from_model_dir(model_path)
+
+    def chat_prompt_ids(self, body: bytes) -> list[int]:
+        request = _chat_decoder.decode(body)
+        if self.template is None:
+            raise TemplateError("Chat template error: this model has no chat template; use /v1/completions")
+        tools = None if request.tool_choice == "none" else request.tools
+        prompt = self.template.render(
+            request.messages, tools=tools, documents=request.documents,
+            add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
+            continue_final_message=request.continue_final_message,
+            chat_template_kwargs=request.chat_template_kwargs,
+        )
+        return self.tokenizer.encode(prompt, add_special_tokens=False).ids
+
+    def completion_prompt_ids(self, body: bytes) -> list[int]:
+        return self.tokenizer.encode(_prompt_decoder.decode(body).prompt, add_special_tokens=True).ids
+
+
+class Tokenization:
+    """Answers TokenizeRequests; models are cached by path."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, LoadedModel] = {}
+
+    def model(self, model_path: str) -> LoadedModel:
+        loaded = self.models.get(model_path)
+        if loaded is None:
+            loaded = self.models[model_path] = LoadedModel(model_path)
+        return loaded
+
+    def handle(self, request: wire.TokenizeRequest) -> wire.TokenizeResult:
+        try:
+            model = self.model(request.model_path)
+            if request.kind == "chat":
+                ids = model.chat_prompt_ids(request.body)
+            else:
+                ids = model.completion_prompt_ids(request.body)
+        except (FrontendError, msgspec.DecodeError) as exc:
+            return wire.TokenizeResult(request.request_id, error=str(exc))
+        except Exception as exc:  # a model directory we cannot read: report, keep serving
+            log.exception("tokenization failed", extra={"model_path": request.model_path})
+            return wire.TokenizeResult(request.request_id, error=f"tokenization failed: {exc}")
+        return wire.TokenizeResult(request.request_id, ids)
+
+
+def run(index: int, endpoint: str, ready: Connection) -> None:
+    """Process entry: serve tokenization requests until terminated."""
+    context = zmq.Context()
+    recv_from_gateways = context.socket(zmq.ROUTER)
+    recv_from_gateways.bind(endpoint)
+    tokenization = Tokenization()
+    ready.send("ready")
+    ready.close()
+    encode = wire.encoder.encode
+    while True:
+        frames = recv_from_gateways.recv_multipart()
+        if len(frames) != 2:
+            continue
+        identity, payload = frames
+        try:
+            request = wire.request_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            log.warning("malformed tokenizer frame", extra={"error": str(exc)})
+            continue
+        recv_from_gateways.send_multipart([identity, encode(tokenization.handle(request))])

@@ -1,0 +1,15 @@
+"""Worker SDK: what an inference engine uses to be served by this frontend.
+
+Typical use::
+
+    runtime = WorkerRuntime(my_engine, registry_endpoint="tcp://127.0.0.1:5570")
+    await runtime.register_model(ModelCard(name="my-model", model_path="/models/my-model"))
+    await runtime.keep_alive()  # heartbeats until cancelled
+"""
+
+from ..protocol.engine import GenerateRequest, TokenLogprob
+from ..protocol.registry import ModelCard
+from .runtime import Engine, RegistrationError, TokenSink, WorkerRuntime
+
+__all__ = ["Engine", "GenerateRequest", "ModelCard", "RegistrationError", "TokenLogprob", "TokenSink",
+           "WorkerRuntime"]

