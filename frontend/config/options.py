@@ -96,7 +96,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("tokenizer_workers", int, 1, "Tokenizer processes (chat template + tokenization).", "preprocess",
            validate=_positive),
     Option("router_mode", str, "round_robin", "How a worker is picked for a request.", "router",
-           choices=("round_robin", "random", "kv"), aliases={"round-robin": "round_robin"}),
+           choices=("round_robin", "random"), aliases={"round-robin": "round_robin"}),
     Option("namespace", str, "dynamo", "Only workers registering in this namespace are served.", "discovery"),
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570",
            "ZeroMQ endpoint of the registry where workers register and heartbeat.", "discovery",
