@@ -13,6 +13,7 @@ import signal
 import sys
 
 import uvloop
+import zmq
 
 from ..config.options import BUNDLED_MODEL_PATH
 from ..logs import setup_logging
@@ -20,6 +21,7 @@ from ..model_files import context_length, load_tokenizer
 from ..procutil import die_with_parent, set_process_title
 from ..protocol.registry import ModelCard
 from ..worker import RegistrationError, WorkerRuntime
+from ..worker.kv_publisher import KvEventPublisher
 from .corpus import Corpus
 from .engine import EngineSettings, MockEngine
 
@@ -30,14 +32,17 @@ _FLAGS = (
     ("model_name", str, "", "Name to serve the model under (default: the directory name)."),
     ("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
     ("namespace", str, "dynamo", "Namespace to register in."),
-    ("host", str, "127.0.0.1", "Address the request-plane socket binds to."),
+    ("host", str, "127.0.0.1", "Address the request-plane and KV-event sockets bind to."),
     ("speedup_ratio", float, 1.0, "Divides simulated prefill/decode time (1e6 = no delay)."),
     ("max_num_seqs", int, 256, "Requests decoded together in one step."),
-    ("kv_block_size", int, 16, "KV cache block size advertised in the model card."),
-    ("num_gpu_blocks", int, 16384, "Simulated KV cache capacity in blocks."),
+    ("max_num_batched_tokens", int, 8192, "Token budget of one step (decode tokens + prefill chunks)."),
+    ("block_size", int, 16, "KV cache block size in tokens (also --kv-block-size)."),
+    ("num_gpu_blocks", int, 16384, "KV cache capacity in blocks."),
+    ("kv_events", str, "array", "Publish KV events: array | map (vLLM's two encodings) | off."),
     ("context_length", int, 0, "Context window (0 = from config.json)."),
     ("log_level", str, "warning", "debug | info | warning | error."),
 )
+_ALIASES = {"block_size": ["--kv-block-size"]}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, kind, default, help_text in _FLAGS:
         env = "DYN_MOCKER_" + name.upper()
         value = kind(os.environ[env]) if env in os.environ else default
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value,
+        parser.add_argument("--" + name.replace("_", "-"), *_ALIASES.get(name, []), type=kind, default=value,
                             help=f"{help_text} [env {env}; default {default!r}]")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="Exit when the parent process exits (the daemon starts its mock workers so).")
@@ -56,16 +61,27 @@ async def serve(args: argparse.Namespace) -> None:
     """Build the engine, register the model and serve until SIGTERM/SIGINT."""
     model_path = os.path.abspath(args.model_path)
     tokenizer = load_tokenizer(model_path)
-    settings = EngineSettings(args.speedup_ratio, args.max_num_seqs, args.num_gpu_blocks * args.kv_block_size)
-    engine = MockEngine(Corpus(tokenizer), settings)
+    settings = EngineSettings(args.speedup_ratio, args.max_num_seqs, args.max_num_batched_tokens,
+                              args.num_gpu_blocks, args.block_size)
+    publisher = None
+    if args.kv_events not in ("array", "map", "off"):
+        raise SystemExit("--kv-events must be array, map or off")
+    if args.kv_events != "off":
+        publisher = KvEventPublisher(zmq.Context.instance(), host=args.host, encoding=args.kv_events)
+        publisher.attach(asyncio.get_running_loop())
+    engine = MockEngine(Corpus(tokenizer), settings, publisher)
     runtime = WorkerRuntime(engine, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
                             host=args.host)
+    runtime_config = {"total_kv_blocks": args.num_gpu_blocks, "max_num_seqs": args.max_num_seqs,
+                      "max_num_batched_tokens": args.max_num_batched_tokens}
+    if publisher is not None:
+        runtime_config.update(publisher.runtime_config_entries())
     card = ModelCard(
         name=args.model_name or os.path.basename(model_path.rstrip("/")),
         model_path=model_path,
         context_length=args.context_length or context_length(model_path),
-        kv_block_size=args.kv_block_size,
-        runtime_config={"total_kv_blocks": args.num_gpu_blocks, "max_num_seqs": args.max_num_seqs},
+        kv_block_size=args.block_size,
+        runtime_config=runtime_config,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,16 +1,18 @@
-"""A mock inference engine: readable text from a corpus, real batching, a simulated clock.
+"""A mock inference engine: readable text from a corpus, a real paged KV cache, vLLM-like scheduling.
 
-Scheduling follows a vLLM-like loop: each step admits waiting requests (prefill, whose time grows with the
-new prompt tokens) and advances every running request by one token (decode, whose time grows with KV use).
-All requests advanced in a step are reported together, so the SDK sends one message per step per gateway.
+Each step spends a token budget (``max_num_batched_tokens``): one token for every request in decode, the
+rest on prompt chunks of requests in prefill (chunked prefill), admitting waiting requests while the KV cache
+has room and fewer than ``max_num_seqs`` run. A prompt's cached prefix (prefix caching) is not recomputed.
+Everything a step produced is reported together, so the SDK sends one message per step per gateway, and the
+KV events of the step go out as one batch.
 
 Generation: a request starts at a paragraph of the corpus (chosen from the seed, or from the prompt when
 sampling is greedy) and walks its tokens; the end of a paragraph is the end of sequence unless ``ignore_eos``
 or ``min_tokens`` say otherwise, in which case it moves on to the next paragraph.
 
 Timing model (milliseconds, Dynamo's mocker polynomials), divided by ``speedup_ratio``:
-    prefill(t) = 4.209989e-7 t^2 + 1.518344e-2 t + 16.50142        t = new prompt tokens in the step
-    decode(u)  = max(1, -25.74 u^2 + 54.01 u + 5.74)                u = active KV tokens / KV capacity
+    prefill(t) = 4.209989e-7 t^2 + 1.518344e-2 t + 16.50142        t = prompt tokens computed in the step
+    decode(u)  = max(1, -25.74 u^2 + 54.01 u + 5.74)                u = used KV blocks / all KV blocks
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import logging
 import random
 import zlib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..protocol.engine import GenerateRequest, TokenLogprob
 from ..worker import Engine, TokenSink
+from ..worker.kv_publisher import KvEventPublisher
 from .corpus import Corpus
+from .kv_cache import CacheFull, KvCache, SequenceBlocks
 
 log = logging.getLogger(__name__)
 
@@ -41,37 +45,54 @@ def decode_ms(kv_usage: float) -> float:
     return max(1.0, -25.74 * kv_usage * kv_usage + 54.01 * kv_usage + 5.74)
 
 
-@dataclass
-class Sequence:
-    """One request inside the engine."""
-
-    request: GenerateRequest
-    sink: TokenSink
-    rng: random.Random
-    position: int
-    generated: int = 0
-    stop_ids: frozenset[int] = field(default_factory=frozenset)
-
-    @property
-    def kv_tokens(self) -> int:
-        return len(self.request.token_ids) + self.generated
-
-
 @dataclass(frozen=True)
 class EngineSettings:
     """Capacity and speed of the simulated engine."""
 
     speedup_ratio: float = 1.0
     max_num_seqs: int = 256
-    kv_capacity_tokens: int = 16384 * 16
+    max_num_batched_tokens: int = 8192
+    num_gpu_blocks: int = 16384
+    block_size: int = 16
+
+
+class Sequence:
+    """One request inside the engine."""
+
+    __slots__ = ("request", "sink", "rng", "position", "generated", "stop_ids", "blocks", "computed",
+                 "cached_tokens")
+
+    def __init__(self, request: GenerateRequest, sink: TokenSink, rng: random.Random, position: int) -> None:
+        self.request = request
+        self.sink = sink
+        self.rng = rng
+        self.position = position
+        self.generated = 0
+        stop_ids = set(request.stop.stop_token_ids)
+        if not request.stop.ignore_eos:
+            stop_ids.update(request.eos_token_ids)
+        self.stop_ids = frozenset(stop_ids)
+        self.blocks = SequenceBlocks(request.token_ids)
+        self.computed = 0  # prompt tokens whose KV exists
+        self.cached_tokens = 0
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.request.token_ids)
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.computed < self.prompt_len
 
 
 class MockEngine(Engine):
     """Step-based mock engine; ``run()`` is the scheduler loop (start it as a task)."""
 
-    def __init__(self, corpus: Corpus, settings: EngineSettings) -> None:
+    def __init__(self, corpus: Corpus, settings: EngineSettings, publisher: KvEventPublisher | None = None) -> None:
         self.corpus = corpus
         self.settings = settings
+        self.cache = KvCache(settings.num_gpu_blocks, settings.block_size, publisher)
+        self.publisher = publisher
         self.waiting: deque[Sequence] = deque()
         self.running: dict[str, Sequence] = {}
         self._wakeup = asyncio.Event()
@@ -81,15 +102,15 @@ class MockEngine(Engine):
 
     def add_request(self, request: GenerateRequest, sink: TokenSink) -> None:
         rng = self._rng_for(request)
-        stop_ids = frozenset(request.stop.stop_token_ids)
-        if not request.stop.ignore_eos:
-            stop_ids |= frozenset(request.eos_token_ids)
         position = self.corpus.paragraph_start(rng.randrange(self.corpus.paragraph_count))
-        self.waiting.append(Sequence(request, sink, rng, position, stop_ids=stop_ids))
+        self.waiting.append(Sequence(request, sink, rng, position))
         self._wakeup.set()
 
     def abort_request(self, request_id: str) -> None:
-        if self.running.pop(request_id, None) is None:
+        sequence = self.running.pop(request_id, None)
+        if sequence is not None:
+            self.cache.release(sequence.blocks)
+        else:
             self.waiting = deque(s for s in self.waiting if s.request.request_id != request_id)
 
     # ---- scheduler ------------------------------------------------------------------------------------
@@ -100,50 +121,86 @@ class MockEngine(Engine):
             if not self.waiting and not self.running:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            step_ms = self._admit() + self._decode_time()
-            self.steps += 1
-            for sequence in list(self.running.values()):
-                self._advance(sequence)
+            step_ms = self.step()
             delay = step_ms / 1000.0 / self.settings.speedup_ratio
             await asyncio.sleep(delay if delay >= MIN_SLEEP_S else 0)
 
-    def _admit(self) -> float:
-        new_tokens = 0
-        while self.waiting and len(self.running) < self.settings.max_num_seqs:
-            sequence = self.waiting.popleft()
+    def step(self) -> float:
+        """Advance every running request once; returns the simulated duration in milliseconds."""
+        self.steps += 1
+        decoding = [s for s in self.running.values() if not s.in_prefill]
+        budget = self.settings.max_num_batched_tokens - len(decoding)
+        prefilled = 0
+        for sequence in [s for s in self.running.values() if s.in_prefill]:
+            prefilled += self._prefill_chunk(sequence, budget - prefilled)
+        budget -= prefilled
+        while self.waiting and budget > 0 and len(self.running) < self.settings.max_num_seqs:
+            sequence = self.waiting[0]
             if sequence.sink.finished:
+                self.waiting.popleft()
                 continue
-            self.running[sequence.request.request_id] = sequence
-            new_tokens += len(sequence.request.token_ids)
-        return prefill_ms(new_tokens)
+            try:
+                self._admit(sequence)
+            except CacheFull:
+                break
+            self.waiting.popleft()
+            chunk = self._prefill_chunk(sequence, budget)
+            prefilled += chunk
+            budget -= chunk
+        usage = self.cache.used_blocks / self.cache.num_blocks
+        for sequence in decoding:
+            self._decode(sequence)
+        if self.publisher is not None:
+            self.publisher.flush()
+        return prefill_ms(prefilled) + (decode_ms(usage) if decoding else 0.0)
 
-    def _decode_time(self) -> float:
-        active = sum(s.kv_tokens for s in self.running.values())
-        return decode_ms(min(1.0, active / self.settings.kv_capacity_tokens))
+    def _admit(self, sequence: Sequence) -> None:
+        cached = self.cache.admit(sequence.blocks)
+        sequence.cached_tokens = cached
+        sequence.computed = min(cached, sequence.prompt_len - 1)
+        self.running[sequence.request.request_id] = sequence
 
-    def _advance(self, sequence: Sequence) -> None:
+    def _prefill_chunk(self, sequence: Sequence, budget: int) -> int:
+        """Compute up to ``budget`` prompt tokens; the first token comes out when the prompt is done."""
+        if budget <= 0:
+            return 0
+        chunk = min(budget, sequence.prompt_len - sequence.computed)
+        sequence.computed += chunk
+        self.cache.commit(sequence.blocks, sequence.computed)
+        if not sequence.in_prefill:
+            self._decode(sequence)
+        return chunk
+
+    def _decode(self, sequence: Sequence) -> None:
         request = sequence.request
         stop = request.stop
         token, at_paragraph_end = self.corpus.token_at(sequence.position)
         sequence.position += 1
         may_stop = sequence.generated >= stop.min_tokens
-        if at_paragraph_end and may_stop and not stop.ignore_eos and request.eos_token_ids:
+        if may_stop and ((at_paragraph_end and not stop.ignore_eos and request.eos_token_ids)
+                         or token in sequence.stop_ids):
             self._finish(sequence, [], "stop")
             return
-        if token in sequence.stop_ids and may_stop:
-            self._finish(sequence, [], "stop")
+        try:
+            self.cache.append(sequence.blocks, token)
+        except CacheFull:
+            self._finish(sequence, [], "error", error="the KV cache is full")
             return
+        self.cache.commit(sequence.blocks, len(sequence.blocks.tokens) - 1)
         sequence.generated += 1
         logprobs = self._logprobs(sequence, token) if request.logprobs is not None else None
+        cached = sequence.cached_tokens if sequence.generated == 1 else 0
         if sequence.generated >= stop.max_tokens:
-            self._finish(sequence, [token], "length", logprobs)
+            self._finish(sequence, [token], "length", logprobs, cached_tokens=cached)
         else:
-            sequence.sink.send([token], None, logprobs)
+            sequence.sink.send([token], None, logprobs, cached_tokens=cached)
 
     def _finish(self, sequence: Sequence, tokens: list[int], reason: str,
-                logprobs: list[TokenLogprob] | None = None) -> None:
+                logprobs: list[TokenLogprob] | None = None, *, error: str | None = None,
+                cached_tokens: int = 0) -> None:
         del self.running[sequence.request.request_id]
-        sequence.sink.send(tokens, reason, logprobs)
+        self.cache.release(sequence.blocks)
+        sequence.sink.send(tokens, reason, logprobs, error=error, cached_tokens=cached_tokens)
 
     def _logprobs(self, sequence: Sequence, token: int) -> list[TokenLogprob]:
         """A made-up but seed-deterministic distribution: the chosen token is always the most likely."""
