@@ -40,8 +40,8 @@ class TemplateError(InvalidRequest):
 class ContextLengthExceeded(InvalidRequest):
     """Prompt plus max_tokens is longer than the model's context window (400)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, param="messages", code="context_length_exceeded")
+    def __init__(self, message: str, param: str = "messages") -> None:
+        super().__init__(message, param=param, code="context_length_exceeded")
 
 
 class ModelNotFound(RequestError):

@@ -101,7 +101,7 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return msgspec.json.encode(str(value)).decode()
+    return msgspec.json.encode(str(value)).decode().replace("\x7f", "\\u007f")  # TOML forbids a raw DEL
 
 
 def option_for(name: str) -> Option:

@@ -51,6 +51,8 @@ class Option:
 
 
 def _convert(kind: type, raw: Any) -> Any:
+    if not isinstance(raw, str):  # a TOML value: its type must already be right
+        return _check_toml_type(kind, raw)
     if kind is bool:
         if isinstance(raw, bool):
             return raw
@@ -63,6 +65,16 @@ def _convert(kind: type, raw: Any) -> Any:
     if kind is int and isinstance(raw, float):
         raise ValueError(raw)
     return kind(raw)
+
+
+def _check_toml_type(kind: type, raw: Any) -> Any:
+    if isinstance(raw, bool) != (kind is bool):
+        raise TypeError(raw)
+    if kind is float and isinstance(raw, (int, float)):
+        return float(raw)
+    if not isinstance(raw, kind):
+        raise TypeError(raw)
+    return raw
 
 
 def _positive(value: float) -> str | None:

@@ -42,19 +42,20 @@ def stop_strings(request: AnyRequest) -> list[str]:
     return [stop] if isinstance(stop, str) else [s for s in stop if s]
 
 
-def max_new_tokens(requested: int | None, prompt_len: int, model: ServedModel, min_tokens: int) -> int:
+def max_new_tokens(requested: int | None, prompt_len: int, model: ServedModel, min_tokens: int,
+                   prompt_param: str = "messages") -> int:
     """The generation budget; 400 when prompt plus budget exceed the context window."""
     context = model.card.context_length
     if prompt_len >= context:
         raise ContextLengthExceeded(f"This model's maximum context length is {context} tokens, but the prompt "
-                                    f"has {prompt_len} tokens.")
+                                    f"has {prompt_len} tokens.", prompt_param)
     if requested is None:
         requested = context - prompt_len
     elif prompt_len + requested > context:
         raise ContextLengthExceeded(f"This model's maximum context length is {context} tokens. However, you "
                                     f"requested {prompt_len + requested} tokens ({prompt_len} in the prompt, "
                                     f"{requested} for the completion). Please reduce the length of the prompt "
-                                    f"or the maximum number of tokens.")
+                                    f"or the maximum number of tokens.", prompt_param)
     if min_tokens > requested:
         raise InvalidRequest(f"min_tokens ({min_tokens}) is greater than max_tokens ({requested})",
                              param="min_tokens")
@@ -64,7 +65,8 @@ def max_new_tokens(requested: int | None, prompt_len: int, model: ServedModel, m
 def engine_request(gateway: Gateway, request: AnyRequest, model: ServedModel, prompt_ids: list[int],
                    max_tokens: int | None, logprobs: int | None) -> GenerateRequest:
     min_tokens = request.min_tokens or 0
-    budget = max_new_tokens(max_tokens, len(prompt_ids), model, min_tokens)
+    prompt_param = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
+    budget = max_new_tokens(max_tokens, len(prompt_ids), model, min_tokens, prompt_param)
     sampling = SamplingOptions(
         temperature=request.temperature, top_p=request.top_p, top_k=request.top_k, min_p=request.min_p,
         seed=request.seed, presence_penalty=request.presence_penalty,

@@ -208,10 +208,15 @@ class MockEngine(Engine):
         chosen = -rng.random() * 0.7
         wanted = sequence.request.logprobs or 0
         top = [(token, chosen)] if wanted else []
+        seen = {token}
         logprob = chosen
         while len(top) < wanted:
+            alternative = rng.randrange(self.corpus.vocab_size)
+            if alternative in seen:
+                continue
+            seen.add(alternative)
             logprob -= 0.5 + rng.random()
-            top.append((rng.randrange(self.corpus.vocab_size), logprob))
+            top.append((alternative, logprob))
         return [TokenLogprob(token, chosen, top)]
 
     @staticmethod

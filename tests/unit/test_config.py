@@ -221,7 +221,7 @@ def test_int_for_float_option_in_file_accepted(tmp_path):
 
 @pytest.mark.parametrize("toml, flag", [
     ("http_port = true\n", "--http-port"),
-    ("workers = false\n", "--workers"),
+    ("mock_workers = true\n", "--mock-workers"),
     ('namespace = ["a", "b"]\n', "--namespace"),
     ("http_host = { a = 1 }\n", "--http-host"),
 ])
@@ -328,6 +328,24 @@ def test_dump_toml_round_trips_custom_values(tmp_path):
             assert getattr(reloaded, option.name) == getattr(config, option.name), option.name
 
 
+def test_dump_toml_round_trips_extreme_floats(tmp_path):
+    config, _ = load(["--mock-speedup-ratio", "inf", "--lease-ttl-s", "1e-7", "--http-body-limit-mb", "1e300"])
+    reloaded, _ = load(["--config", write_toml(tmp_path, dump_toml(config))])
+    assert reloaded.mock_speedup_ratio == float("inf")
+    assert reloaded.lease_ttl_s == 1e-7
+    assert reloaded.http_body_limit_mb == 1e300
+
+
+@pytest.mark.parametrize("value", ["nul\x00byte", "del\x7fchar", "esc\x1bchar", "line\nbreak"])
+def test_dump_toml_round_trips_control_characters(tmp_path, value):
+    # BUG: _toml_value escapes strings as JSON, which leaves U+007F (DEL) raw; TOML forbids a raw DEL in a basic
+    # string, so the dump of such a value is not valid TOML ("--config: ... is not valid TOML").
+    value = value.encode().decode("unicode_escape")
+    config, _ = load(["--mock-model-name", value])
+    reloaded, _ = load(["--config", write_toml(tmp_path, dump_toml(config))])
+    assert reloaded.mock_model_name == value
+
+
 def test_dump_toml_lists_every_option_but_config():
     config, _ = load()
     keys = [line.split(" = ", 1)[0] for line in dump_toml(config).splitlines()]
@@ -347,5 +365,6 @@ def test_help_lists_every_flag_and_env_var():
 
 def test_help_lists_choices():
     help_text = " ".join(build_parser().format_help().split())
-    assert "round_robin, random, kv" in help_text
-    assert "debug, info, warning, error" in help_text
+    for option in OPTIONS:
+        if option.choices:
+            assert "One of: " + ", ".join(option.choices) + "." in help_text, option.flag
