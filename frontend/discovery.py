@@ -32,7 +32,9 @@ class ServedModel:
         self.created = int(time.time())
         self.tokenizer: Tokenizer = load_tokenizer(card.model_path)
         self.eos_token_ids = eos_token_ids(card.model_path, self.tokenizer)
+        self.block_size = card.kv_block_size
         self.instance_ids: list[str] = []
+        self.total_kv_blocks: dict[str, int] = {}
 
 
 class ModelTable:
@@ -72,8 +74,12 @@ class ModelTable:
                     if model is None:
                         continue
                 model.instance_ids = []
+                model.total_kv_blocks = {}
                 models[instance.card.name] = model
             model.instance_ids.append(instance.instance_id)
+            total = instance.card.runtime_config.get("total_kv_blocks")
+            if isinstance(total, int):
+                model.total_kv_blocks[instance.instance_id] = total
         self.models = models
         self.instances = list(instances)
         self._on_instances(self.instances)

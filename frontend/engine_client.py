@@ -95,9 +95,9 @@ class EngineClient:
                                       "went away"))
 
     def submit(self, instance_id: str, request: GenerateRequest) -> RequestStream:
+        self.connections[instance_id].send(request)
         stream = RequestStream(self.loop, request.request_id, instance_id)
         self.streams[request.request_id] = stream
-        self.connections[instance_id].send(request)
         return stream
 
     def release(self, stream: RequestStream, *, abort: bool) -> None:

@@ -18,16 +18,19 @@ from .daemon.topology import Endpoints
 from .discovery import ModelTable, ServedModel
 from .engine_client import EngineClient, RequestStream
 from .errors import ModelNotFound, ServiceUnavailable
+from .kv import KvIndexReader
+from .protocol import indexer as indexer_wire
 from .protocol.engine import GenerateRequest
-from .router.select import Router
+from .router.select import Route, Router, RouterSettings
 from .tokenizer.client import TokenizerClient
+from .zmqloop import SocketDrainer
 
 
 class GatewaySettings(msgspec.Struct, frozen=True):
     """The part of the daemon config an HTTP worker needs, plus the derived endpoints."""
 
     endpoints: Endpoints
-    router_mode: str
+    router: RouterSettings
     namespace: str
     body_limit_bytes: int
     max_concurrent_requests: int
@@ -44,7 +47,17 @@ class Gateway:
         self.engines = EngineClient(loop, self.context)
         self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances)
         self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers)
-        self.router = Router(settings.router_mode)
+        self.kv_index = KvIndexReader(settings.endpoints.kv_index_name)
+        self._send_routed = self.context.socket(zmq.PUSH)
+        self._send_routed.setsockopt(zmq.LINGER, 0)
+        self._send_routed.setsockopt(zmq.SNDHWM, 10_000)
+        self._send_routed.connect(settings.endpoints.indexer_routed)
+        self.router = Router(settings.router, self.kv_index, self._routed)
+        self.indexer_status = indexer_wire.IndexerStatus({}, [])
+        status = self.context.socket(zmq.SUB)
+        status.setsockopt(zmq.SUBSCRIBE, b"")
+        status.connect(settings.endpoints.indexer_status)
+        self._status = SocketDrainer(loop, status, self._on_indexer_status)
         self._prefix = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
         self._counter = itertools.count()
         self.inflight = 0
@@ -59,15 +72,33 @@ class Gateway:
             raise ModelNotFound(name)
         return model
 
-    def submit(self, model: ServedModel, request: GenerateRequest) -> RequestStream:
+    def submit(self, model: ServedModel, request: GenerateRequest, block_hashes: list[int],
+               pinned: str | None) -> tuple[RequestStream, Route]:
         """Route and send a preprocessed request; 503 when the model has no live instance."""
-        instance_id = self.router.pick(model.name, model.instance_ids)
-        if instance_id not in self.engines.connections:
+        route = self.router.pick(model, block_hashes, len(request.token_ids), pinned)
+        if route.instance_id not in self.engines.connections:
+            self.router.finish(route)
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
-        return self.engines.submit(instance_id, request)
+        return self.engines.submit(route.instance_id, request), route
+
+    def _routed(self, instance_id: str, block_hashes: list[int]) -> None:
+        try:
+            self._send_routed.send(indexer_wire.encoder.encode(indexer_wire.RoutedBlocks(instance_id, block_hashes)),
+                                   zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the indexer is behind: this decision is only a hint
+
+    def _on_indexer_status(self, frames: list[bytes]) -> None:
+        try:
+            self.indexer_status = indexer_wire.status_decoder.decode(frames[-1])
+        except msgspec.DecodeError:
+            pass
 
     def close(self) -> None:
         self.models.close()
         self.tokenizer.close()
         self.engines.close()
+        self._status.close()
+        self._send_routed.close(0)
+        self.kv_index.close()
         self.context.term()

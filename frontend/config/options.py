@@ -108,7 +108,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("tokenizer_workers", int, 1, "Tokenizer processes (chat template + tokenization).", "preprocess",
            validate=_positive),
     Option("router_mode", str, "round_robin", "How a worker is picked for a request.", "router",
-           choices=("round_robin", "random"), aliases={"round-robin": "round_robin"}),
+           choices=("round_robin", "random", "kv"), aliases={"round-robin": "round_robin"}),
+    Option("kv_overlap_score_weight", float, 1.0,
+           "KV routing: weight of the prefill cost against the decode cost (0 = load balancing only).", "router",
+           validate=_non_negative),
+    Option("router_temperature", float, 0.0,
+           "KV routing: 0 picks the cheapest worker; above 0 samples from softmax(-cost/T).", "router",
+           validate=_non_negative),
+    Option("kv_events", bool, True,
+           "KV routing: follow the workers' KV events (--no-kv-events: only the router's own decisions, "
+           "each remembered for --router-ttl-s).", "router"),
+    Option("router_ttl_s", float, 120.0, "Approximate mode (--no-kv-events): how long a routed prefix "
+           "counts as cached.", "router", validate=_positive),
+    Option("router_pending_ttl_s", float, 10.0, "KV routing with events: how long a routed prefix counts as "
+           "cached before the worker's events confirm it.", "router", validate=_positive),
+    Option("active_decode_blocks_threshold", float, 0.0, "A worker whose active blocks exceed this fraction of "
+           "its KV blocks gets no new requests (0 = off); all busy is a 503.", "router", validate=_non_negative),
+    Option("active_prefill_tokens_threshold", int, 0, "A worker with more active prefill tokens than this gets "
+           "no new requests (0 = off); all busy is a 503.", "router", validate=_non_negative),
+    Option("kv_index_capacity_blocks", int, 262144, "Blocks the shared KV index can hold (memory is fixed: "
+           "about 100 bytes per block).", "router", validate=_positive),
+    Option("kv_index_max_workers", int, 64, "Worker instances the shared KV index can track (up to 256).",
+           "router", validate=lambda v: None if 0 < v <= 256 else "must be 1-256"),
     Option("namespace", str, "dynamo", "Only workers registering in this namespace are served.", "discovery"),
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570",
            "ZeroMQ endpoint of the registry where workers register and heartbeat.", "discovery",

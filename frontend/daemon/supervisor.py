@@ -36,6 +36,7 @@ from ..gateway import GatewaySettings
 from ..http.app import SETTINGS_ENV
 from ..logs import setup_logging
 from ..procutil import die_with_parent, set_process_title
+from ..router.select import RouterSettings
 from .topology import Endpoints
 
 log = logging.getLogger(__name__)
@@ -133,12 +134,16 @@ class Supervisor:
     # ---- start -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        from ..indexer import server as indexer_server
         from ..registry import server as registry_server
         from ..tokenizer import server as tokenizer_server
 
         config = self.config
         self._start_ready("registry", "dyn-registry", registry_server.run,
                           (config.namespace, config.lease_ttl_s, self.endpoints))
+        self._start_ready("indexer", "dyn-indexer", indexer_server.run,
+                          (self.endpoints, config.kv_index_capacity_blocks, config.kv_index_max_workers,
+                           config.kv_events, config.router_ttl_s, config.router_pending_ttl_s))
         for index, endpoint in enumerate(self.endpoints.tokenizers):
             self._start_ready(f"tokenizer-{index}", "dyn-tokenizer", tokenizer_server.run, (index, endpoint))
         for index in range(config.mock_workers):
@@ -217,8 +222,15 @@ class Supervisor:
 
     def gateway_settings(self) -> GatewaySettings:
         config = self.config
+        router = RouterSettings(
+            mode=config.router_mode, overlap_weight=config.kv_overlap_score_weight,
+            temperature=config.router_temperature,
+            predicted_ttl_s=config.router_pending_ttl_s if config.kv_events else config.router_ttl_s,
+            active_decode_blocks_threshold=config.active_decode_blocks_threshold,
+            active_prefill_tokens_threshold=config.active_prefill_tokens_threshold,
+        )
         return GatewaySettings(
-            endpoints=self.endpoints, router_mode=config.router_mode, namespace=config.namespace,
+            endpoints=self.endpoints, router=router, namespace=config.namespace,
             body_limit_bytes=int(config.http_body_limit_mb * 1024 * 1024),
             max_concurrent_requests=config.max_concurrent_requests, log_level=config.log_level,
         )

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_ENV = "FRONTEND_GATEWAY_SETTINGS"
 
-Handler = Callable[[Gateway, object, bytes], Awaitable[None]]
+Handler = Callable[[Gateway, object, object, bytes], Awaitable[None]]
 InfoHandler = Callable[[Gateway, object], None]
 
 POST_ROUTES: dict[str, Handler] = {
@@ -81,10 +81,10 @@ class GatewayApp:
         settings = gateway.settings
         if settings.max_concurrent_requests and gateway.inflight >= settings.max_concurrent_requests:
             raise ServiceUnavailable("too many concurrent requests; retry later")
-        body = await self._read_body(scope, proto, settings.body_limit_bytes)
-        gateway.inflight += 1
+        gateway.inflight += 1  # counted while the body uploads too
         try:
-            await handler(gateway, proto, body)
+            body = await self._read_body(scope, proto, settings.body_limit_bytes)
+            await handler(gateway, scope, proto, body)
         finally:
             gateway.inflight -= 1
 

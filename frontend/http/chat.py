@@ -6,7 +6,7 @@ import time
 
 import msgspec
 
-from ..errors import EngineError, InvalidRequest
+from ..errors import EngineError, InvalidRequest, ServiceUnavailable
 from ..gateway import Gateway
 from ..protocol.openai import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
                                ChatCompletionRequest, ChatDelta, ChoiceLogprobs)
@@ -18,7 +18,7 @@ from .streaming import StreamWriter, decode_request
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
 
 
-async def handle(gateway: Gateway, proto, body: bytes) -> None:
+async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: ChatCompletionRequest = decode_request(_decoder, body)
     reject_unsupported(request)
     if not request.messages:
@@ -26,12 +26,14 @@ async def handle(gateway: Gateway, proto, body: bytes) -> None:
     model = gateway.model(request.model)
     if "chat" not in model.card.model_types:
         raise InvalidRequest(f"model `{model.name}` does not serve chat completions", param="model")
-    gateway.router.pick(model.name, model.instance_ids)  # 503 before tokenizing when no worker is live
-    prompt_ids = await gateway.tokenizer.tokenize(model.card.model_path, "chat", body)
+    if not model.instance_ids:  # 503 before tokenizing
+        raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+    prompt_ids, block_hashes = await gateway.tokenizer.tokenize(model.card.model_path, "chat", body,
+                                                                model.block_size)
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
     engine_req = engine_request(gateway, request, model, prompt_ids,
                                 request.max_completion_tokens or request.max_tokens, logprobs)
-    generation = Generation(gateway, model, request, engine_req, proto)
+    generation = Generation(gateway, model, request, engine_req, block_hashes, scope, proto)
     response_id = "chatcmpl-" + engine_req.request_id
     if request.stream:
         include_usage = request.stream_options is not None and request.stream_options.include_usage

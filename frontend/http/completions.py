@@ -6,7 +6,8 @@ import time
 
 import msgspec
 
-from ..errors import EngineError, InvalidRequest
+from ..errors import EngineError, InvalidRequest, ServiceUnavailable
+from ..kv import block_hashes
 from ..gateway import Gateway
 from ..protocol.openai import Completion, CompletionChoice, CompletionRequest
 from .generation import Generation, engine_request, reject_unsupported
@@ -34,23 +35,30 @@ def _single_prompt(prompt: str | list) -> str | list[int]:
     return prompt[0]
 
 
-async def handle(gateway: Gateway, proto, body: bytes) -> None:
+async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: CompletionRequest = decode_request(_decoder, body)
     reject_unsupported(request)
     prompt = _single_prompt(request.prompt)
     model = gateway.model(request.model)
     if "completions" not in model.card.model_types:
         raise InvalidRequest(f"model `{model.name}` does not serve completions", param="model")
-    gateway.router.pick(model.name, model.instance_ids)  # 503 before tokenizing when no worker is live
+    if not model.instance_ids:  # 503 before tokenizing
+        raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
     if isinstance(prompt, str):
         single = body if isinstance(request.prompt, str) else msgspec.json.encode({"prompt": prompt})
-        prompt_ids = await gateway.tokenizer.tokenize(model.card.model_path, "completion", single)
+        prompt_ids, hashes = await gateway.tokenizer.tokenize(model.card.model_path, "completion", single,
+                                                              model.block_size)
     else:
         prompt_ids = list(prompt)
+        vocab_size = model.tokenizer.get_vocab_size()
+        if max(prompt_ids) >= vocab_size:
+            raise InvalidRequest(f"prompt token id {max(prompt_ids)} is outside the vocabulary (size {vocab_size})",
+                                 param="prompt")
+        hashes = list(block_hashes(prompt_ids, model.block_size))
     if not prompt_ids:
         raise InvalidRequest("prompt must not be empty", param="prompt")
     engine_req = engine_request(gateway, request, model, prompt_ids, request.max_tokens, request.logprobs)
-    generation = Generation(gateway, model, request, engine_req, proto)
+    generation = Generation(gateway, model, request, engine_req, hashes, scope, proto)
     echo = model.tokenizer.decode(prompt_ids, skip_special_tokens=False) if request.echo else ""
     response_id = "cmpl-" + engine_req.request_id
     if request.stream:

@@ -79,11 +79,27 @@ def engine_request(gateway: Gateway, request: AnyRequest, model: ServedModel, pr
                            [] if request.ignore_eos else model.eos_token_ids, logprobs, model.name)
 
 
+PIN_HEADERS = ("x-worker-instance-id", "x-dynamo-worker-instance-id")
+
+
+def pinned_instance(request: AnyRequest, headers) -> str | None:
+    """A worker instance the client asked for: a header first, else ``nvext.backend_instance_id``."""
+    for name in PIN_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    if request.nvext:
+        value = request.nvext.get("backend_instance_id")
+        if value is not None:
+            return str(value)
+    return None
+
+
 class Generation:
     """One request running on a worker, read as a sequence of :class:`Delta`."""
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest,
-                 engine_req: GenerateRequest, proto) -> None:
+                 engine_req: GenerateRequest, block_hashes: list[int], scope, proto) -> None:
         self.gateway = gateway
         self.tokenizer = model.tokenizer
         self.prompt_tokens = len(engine_req.token_ids)
@@ -92,7 +108,8 @@ class Generation:
             include_stop_str_in_output=request.include_stop_str_in_output,
             skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:],
         )
-        self.stream: RequestStream = gateway.submit(model, engine_req)
+        self.stream, self.route = gateway.submit(model, engine_req, block_hashes, pinned_instance(request, scope.headers))
+        self._prefilled = False
         self._watcher = asyncio.ensure_future(proto.client_disconnect())
         self._watcher.add_done_callback(self._client_gone)
         self.client_gone = False
@@ -117,6 +134,9 @@ class Generation:
                 outputs = await self.stream.next()
                 if self.client_gone:
                     return
+                if not self._prefilled:
+                    self._prefilled = True
+                    self.gateway.router.first_token(self.route)
                 delta = self.pipeline.feed(outputs)
                 finished = delta.finish_reason is not None
                 yield delta
@@ -124,3 +144,4 @@ class Generation:
             self._watcher.cancel()
             worker_done = finished and not self.pipeline.stopped_by_string
             self.gateway.engines.release(self.stream, abort=not worker_done)
+            self.gateway.router.finish(self.route)

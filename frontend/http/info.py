@@ -17,12 +17,18 @@ def health(gateway: Gateway, proto) -> None:
     """200 with the live instances; 503 while no worker is registered."""
     instances = [
         {"instance_id": i.instance_id, "model": i.card.name, "endpoint": i.endpoint,
-         "namespace": gateway.settings.namespace, "transport": "zmq"}
+         "namespace": gateway.settings.namespace, "transport": "zmq", "load": _load(gateway, i.instance_id)}
         for i in gateway.models.instances
     ]
     endpoints = sorted({f"{i['namespace']}.{i['model']}.generate" for i in instances})
+    status = gateway.indexer_status
     if instances:
-        send_json(proto, 200, {"status": "healthy", "endpoints": endpoints, "instances": instances})
+        send_json(proto, 200, {"status": "healthy", "endpoints": endpoints, "instances": instances,
+                               "router_mode": gateway.settings.router.mode,
+                               "kv_index": {"live_blocks": status.live_blocks,
+                                            "dropped_inserts": status.dropped_inserts,
+                                            "workers": status.workers},
+                               "warnings": status.problems})
     else:
         send_json(proto, 503, {"status": "unhealthy", "message": "No endpoints available", "endpoints": [],
                                "instances": []})
@@ -30,3 +36,12 @@ def health(gateway: Gateway, proto) -> None:
 
 def live(gateway: Gateway, proto) -> None:
     send_json(proto, 200, {"status": "live", "message": "Service is live"})
+
+
+def _load(gateway: Gateway, instance_id: str) -> dict[str, int] | None:
+    """The worker's active load as all HTTP processes together put it on it (shared memory)."""
+    slot = gateway.router.slot(instance_id)
+    if slot is None:
+        return None
+    requests, blocks, prefill_tokens = gateway.kv_index.load(slot)
+    return {"active_requests": requests, "active_blocks": blocks, "active_prefill_tokens": prefill_tokens}

@@ -17,7 +17,7 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
     except msgspec.ValidationError as exc:
         message, param = validation_error(exc)
         raise InvalidRequest(message, param=param) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"malformed JSON body: {exc}") from None
 
 

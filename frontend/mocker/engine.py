@@ -1,6 +1,7 @@
 """A mock inference engine: readable text from a corpus, a real paged KV cache, vLLM-like scheduling.
 
-Each step spends a token budget (``max_num_batched_tokens``): one token for every request in decode, the
+A step's outputs are delivered when its simulated duration has passed, so time to first token includes
+the prefill that produced it. Each step spends a token budget (``max_num_batched_tokens``): one token for every request in decode, the
 rest on prompt chunks of requests in prefill (chunked prefill), admitting waiting requests while the KV cache
 has room and fewer than ``max_num_seqs`` run. A prompt's cached prefix (prefix caching) is not recomputed.
 Everything a step produced is reported together, so the SDK sends one message per step per gateway, and the
@@ -96,6 +97,7 @@ class MockEngine(Engine):
         self.waiting: deque[Sequence] = deque()
         self.running: dict[str, Sequence] = {}
         self._wakeup = asyncio.Event()
+        self._outbox: list[tuple[TokenSink, tuple, dict]] = []
         self.steps = 0
 
     # ---- Engine interface -----------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class MockEngine(Engine):
         sequence = self.running.pop(request_id, None)
         if sequence is not None:
             self.cache.release(sequence.blocks)
+            self._outbox = [entry for entry in self._outbox if entry[0] is not sequence.sink]
         else:
             self.waiting = deque(s for s in self.waiting if s.request.request_id != request_id)
 
@@ -124,6 +127,15 @@ class MockEngine(Engine):
             step_ms = self.step()
             delay = step_ms / 1000.0 / self.settings.speedup_ratio
             await asyncio.sleep(delay if delay >= MIN_SLEEP_S else 0)
+            self.deliver()
+
+    def deliver(self) -> None:
+        """Hand the last step's outputs to their requests (and its KV events to the publisher)."""
+        outbox, self._outbox = self._outbox, []
+        for sink, args, kwargs in outbox:
+            sink.send(*args, **kwargs)
+        if self.publisher is not None:
+            self.publisher.flush()
 
     def step(self) -> float:
         """Advance every running request once; returns the simulated duration in milliseconds."""
@@ -150,8 +162,6 @@ class MockEngine(Engine):
         usage = self.cache.used_blocks / self.cache.num_blocks
         for sequence in decoding:
             self._decode(sequence)
-        if self.publisher is not None:
-            self.publisher.flush()
         return prefill_ms(prefilled) + (decode_ms(usage) if decoding else 0.0)
 
     def _admit(self, sequence: Sequence) -> None:
@@ -193,14 +203,14 @@ class MockEngine(Engine):
         if sequence.generated >= stop.max_tokens:
             self._finish(sequence, [token], "length", logprobs, cached_tokens=cached)
         else:
-            sequence.sink.send([token], None, logprobs, cached_tokens=cached)
+            self._outbox.append((sequence.sink, ([token], None, logprobs), {"cached_tokens": cached}))
 
     def _finish(self, sequence: Sequence, tokens: list[int], reason: str,
                 logprobs: list[TokenLogprob] | None = None, *, error: str | None = None,
                 cached_tokens: int = 0) -> None:
         del self.running[sequence.request.request_id]
         self.cache.release(sequence.blocks)
-        sequence.sink.send(tokens, reason, logprobs, error=error, cached_tokens=cached_tokens)
+        self._outbox.append((sequence.sink, (tokens, reason, logprobs), {"error": error, "cached_tokens": cached_tokens}))
 
     def _logprobs(self, sequence: Sequence, token: int) -> list[TokenLogprob]:
         """A made-up but seed-deterministic distribution: the chosen token is always the most likely."""

@@ -14,8 +14,10 @@ from msgspec import Meta
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
-PositiveInt = Annotated[int, Meta(ge=1)]
-NonNegativeInt = Annotated[int, Meta(ge=0)]
+PositiveInt = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+NonNegativeInt = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+TokenId = Annotated[int, Meta(ge=0, le=2**32 - 1)]
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class TextPart(msgspec.Struct, tag="text", tag_field="type"):
@@ -91,11 +93,11 @@ class _SamplingFields(msgspec.Struct, kw_only=True):
     max_tokens: PositiveInt | None = None
     temperature: Temperature | None = None
     top_p: Probability | None = None
-    top_k: Annotated[int, Meta(ge=-1)] | None = None
+    top_k: Annotated[int, Meta(ge=-1, le=2**31 - 1)] | None = None
     min_p: Probability | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = None
-    stop_token_ids: list[NonNegativeInt] | None = None
+    stop_token_ids: list[TokenId] | None = None
     n: PositiveInt = 1
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
@@ -129,7 +131,7 @@ class CompletionRequest(_SamplingFields, kw_only=True):
     """POST /v1/completions."""
 
     # a string, a list of strings, token ids, or a list of token-id lists (checked by the handler)
-    prompt: str | list[str | NonNegativeInt | list[NonNegativeInt]]
+    prompt: str | list[str | TokenId | list[TokenId]]
     logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     echo: bool = False
     suffix: str | None = None

@@ -17,19 +17,21 @@ import msgspec
 
 
 class TokenizeRequest(msgspec.Struct, tag="tokenize", array_like=True, gc=False):
-    """Render (chat) or take (completion) the prompt of ``body`` and tokenize it with the model's tokenizer."""
+    """Render (chat) or take (completion) the prompt of ``body``, tokenize it, and hash its KV blocks."""
 
     request_id: int
     model_path: str
     kind: str  # "chat" | "completion"
     body: bytes
+    block_size: int = 0  # 0: no block hashes wanted
 
 
 class TokenizeResult(msgspec.Struct, tag="result", array_like=True, omit_defaults=True, gc=False):
-    """Token ids of the prompt, or the client-facing error message when rendering failed."""
+    """Token ids and chained block hashes of the prompt, or the client-facing error message."""
 
     request_id: int
     token_ids: list[int] = []
+    block_hashes: list[int] = []
     error: str | None = None
 
 

@@ -1,27 +1,165 @@
-"""Picking a worker instance for a request: round-robin or random (KV-aware routing plugs in here)."""
+"""Picking a worker instance for a request and accounting its load in shared memory.
+
+Modes: ``round_robin`` (one counter shared by all HTTP processes), ``random``, and ``kv`` (prefix overlap
+from the shared KV block index plus every worker's active load, see ``cost.py``). A request can pin an
+instance. In every mode the chosen worker's shared load counters (requests, blocks, prefill tokens) are
+raised at routing, lowered by the prefill tokens at the first token, and by the rest when the request ends,
+so that every HTTP process sees the load the others put on a worker.
+"""
 
 from __future__ import annotations
 
-import os
 import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
 from ..errors import ServiceUnavailable
+from .cost import WorkerLoad, select_worker
+
+
+class SharedIndex(Protocol):
+    """The reader side of the shared KV index (frontend.kv.KvIndexReader)."""
+
+    def find_matches(self, seq_hashes: list[int], now_s: float, predicted_ttl_s: float) -> dict[int, int]: ...
+
+    def slots(self) -> list[tuple[int, str]]: ...
+
+    def worker_id(self, slot: int) -> str | None: ...
+
+    def load(self, slot: int) -> tuple[int, int, int]: ...
+
+    def add_load(self, slot: int, requests: int, blocks: int, prefill_tokens: int) -> None: ...
+
+    def next_round_robin(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """Routing knobs (see the ``router`` option group)."""
+
+    mode: str = "round_robin"
+    overlap_weight: float = 1.0
+    temperature: float = 0.0
+    predicted_ttl_s: float = 10.0
+    active_decode_blocks_threshold: float = 0.0  # fraction of the worker's KV blocks; 0 = off
+    active_prefill_tokens_threshold: int = 0  # 0 = off
+
+
+@dataclass
+class Route:
+    """Where a request went and the load it added (undone by ``Router.first_token`` / ``Router.finish``)."""
+
+    instance_id: str
+    slot: int | None
+    blocks: int
+    prefill_tokens: int
+    overlap_blocks: int = 0
+
+
+class Candidate(Protocol):
+    """The part of a served model the router needs."""
+
+    name: str
+    instance_ids: list[str]
+    block_size: int
+    total_kv_blocks: dict[str, int]
 
 
 class Router:
-    """Chooses an instance among a model's live instances; one Router per gateway process."""
+    """One per HTTP process; all shared state lives in the index's shared memory."""
 
-    def __init__(self, mode: str) -> None:
-        if mode not in ("round_robin", "random"):
-            raise ValueError(f"unknown router mode {mode!r}")
-        self.mode = mode
-        self._next: dict[str, int] = {}
+    def __init__(self, settings: RouterSettings, index: SharedIndex | None = None,
+                 send_routed: Callable[[str, list[int]], None] | None = None) -> None:
+        if settings.mode not in ("round_robin", "random", "kv"):
+            raise ValueError(f"unknown router mode {settings.mode!r}")
+        self.settings = settings
+        self.index = index
+        self.send_routed = send_routed
+        self._slots: dict[str, int] = {}
+        self._local_counter = 0
 
-    def pick(self, model: str, instance_ids: list[str]) -> str:
-        if not instance_ids:
-            raise ServiceUnavailable(f"no live worker serves model `{model}`")
-        if self.mode == "random":
-            return random.choice(instance_ids)
-        index = self._next.get(model, os.getpid())  # processes start at different workers
-        self._next[model] = index + 1
-        return instance_ids[index % len(instance_ids)]
+    def pick(self, model: Candidate, seq_hashes: list[int], isl: int, pinned: str | None = None) -> Route:
+        """Choose a live instance of ``model``; 503 when there is none (or all are busy)."""
+        instances = model.instance_ids
+        if not instances:
+            raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+        if pinned is not None:
+            if pinned not in instances:
+                raise ServiceUnavailable(f"worker instance `{pinned}` does not serve model `{model.name}`")
+            chosen, overlap = pinned, 0
+        elif self.settings.mode == "kv" and self.index is not None:
+            chosen, overlap = self._pick_kv(model, seq_hashes, isl)
+        elif self.settings.mode == "random":
+            chosen, overlap = random.choice(instances), 0
+        else:
+            chosen, overlap = instances[self._next_round_robin() % len(instances)], 0
+        return self._account(model, chosen, seq_hashes, isl, overlap)
+
+    def _next_round_robin(self) -> int:
+        if self.index is not None:
+            return self.index.next_round_robin()
+        self._local_counter += 1
+        return self._local_counter
+
+    def _pick_kv(self, model: Candidate, seq_hashes: list[int], isl: int) -> tuple[str, int]:
+        settings = self.settings
+        matches = self.index.find_matches(seq_hashes, time.time(), settings.predicted_ttl_s) if seq_hashes else {}
+        loads = []
+        for instance_id in model.instance_ids:
+            slot = self.slot(instance_id)
+            requests, blocks, prefill = self.index.load(slot) if slot is not None else (0, 0, 0)
+            if self._busy(model, instance_id, blocks, prefill):
+                continue
+            overlap = matches.get(slot, 0) if slot is not None else 0
+            loads.append(WorkerLoad(instance_id, overlap, blocks, prefill))
+        if not loads:
+            raise ServiceUnavailable(f"all workers of model `{model.name}` are busy; retry later")
+        chosen = select_worker(loads, isl=isl, block_size=model.block_size, overlap_weight=settings.overlap_weight,
+                               temperature=settings.temperature)
+        return chosen.instance_id, chosen.overlap_blocks
+
+    def _busy(self, model: Candidate, instance_id: str, blocks: int, prefill_tokens: int) -> bool:
+        settings = self.settings
+        if settings.active_prefill_tokens_threshold and prefill_tokens > settings.active_prefill_tokens_threshold:
+            return True
+        total = model.total_kv_blocks.get(instance_id, 0)
+        threshold = settings.active_decode_blocks_threshold
+        return bool(threshold and total and blocks / total > threshold)
+
+    def _account(self, model: Candidate, instance_id: str, seq_hashes: list[int], isl: int,
+                 overlap: int) -> Route:
+        block_size = model.block_size
+        route = Route(instance_id, self.slot(instance_id), max(isl // block_size - overlap, 0),
+                      max(isl - overlap * block_size, 0), overlap)
+        if route.slot is not None:
+            self.index.add_load(route.slot, 1, route.blocks, route.prefill_tokens)
+        if self.settings.mode == "kv" and self.send_routed is not None and seq_hashes:
+            self.send_routed(instance_id, seq_hashes)
+        return route
+
+    def first_token(self, route: Route) -> None:
+        """The worker finished the prefill: its prefill tokens no longer count."""
+        if route.prefill_tokens and self._owns(route):
+            self.index.add_load(route.slot, 0, 0, -route.prefill_tokens)
+        route.prefill_tokens = 0
+
+    def finish(self, route: Route) -> None:
+        """The request ended (any way): release everything it added."""
+        if self._owns(route):
+            self.index.add_load(route.slot, -1, -route.blocks, -route.prefill_tokens)
+        route.slot = None
+
+    def _owns(self, route: Route) -> bool:
+        """The slot still belongs to the route's worker (it is reassigned when a worker leaves)."""
+        return route.slot is not None and self.index.worker_id(route.slot) == route.instance_id
+
+    def slot(self, instance_id: str) -> int | None:
+        """The index slot of a worker instance, if the indexer gave it one."""
+        if self.index is None:
+            return None
+        slot = self._slots.get(instance_id)
+        if slot is None or self.index.worker_id(slot) != instance_id:
+            self._slots = {worker_id: slot for slot, worker_id in self.index.slots()}
+            slot = self._slots.get(instance_id)
+        return slot

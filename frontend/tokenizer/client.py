@@ -33,12 +33,12 @@ class TokenizerClient:
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[wire.TokenizeResult]] = {}
 
-    async def tokenize(self, model_path: str, kind: str, body: bytes) -> list[int]:
-        """Token ids of the request's prompt; TemplateError (400) when the template or prompt is bad."""
+    async def tokenize(self, model_path: str, kind: str, body: bytes, block_size: int) -> tuple[list[int], list[int]]:
+        """Token ids and block hashes of the request's prompt; TemplateError (400) when it cannot be rendered."""
         request_id = next(self._ids)
         future = self.loop.create_future()
         self._waiting[request_id] = future
-        self._sock.send(wire.encoder.encode(wire.TokenizeRequest(request_id, model_path, kind, body)))
+        self._sock.send(wire.encoder.encode(wire.TokenizeRequest(request_id, model_path, kind, body, block_size)))
         self._drainer.after_send()
         try:
             result = await asyncio.wait_for(future, TOKENIZE_TIMEOUT_S)
@@ -48,7 +48,7 @@ class TokenizerClient:
             self._waiting.pop(request_id, None)
         if result.error is not None:
             raise TemplateError(result.error)
-        return result.token_ids
+        return result.token_ids, result.block_hashes
 
     def _on_reply(self, frames: list[bytes]) -> None:
         try:

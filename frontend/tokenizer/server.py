@@ -18,6 +18,7 @@ import zmq
 from tokenizers import Tokenizer
 
 from ..errors import FrontendError, TemplateError
+from ..kv import block_hashes
 from ..model_files import load_tokenizer
 from ..protocol import tokenizer as wire
 from .chat_template import ChatTemplate
@@ -90,12 +91,13 @@ class Tokenization:
                 ids = model.chat_prompt_ids(request.body)
             else:
                 ids = model.completion_prompt_ids(request.body)
+            hashes = list(block_hashes(ids, request.block_size)) if request.block_size > 0 else []
         except (FrontendError, msgspec.DecodeError) as exc:
             return wire.TokenizeResult(request.request_id, error=str(exc))
         except Exception as exc:  # a model directory we cannot read: report, keep serving
             log.exception("tokenization failed", extra={"model_path": request.model_path})
             return wire.TokenizeResult(request.request_id, error=f"tokenization failed: {exc}")
-        return wire.TokenizeResult(request.request_id, ids)
+        return wire.TokenizeResult(request.request_id, ids, hashes)
 
 
 def run(index: int, endpoint: str, ready: Connection) -> None:

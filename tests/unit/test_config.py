@@ -114,7 +114,10 @@ def test_every_option_settable_from_env():
         "max_concurrent_requests": "7", "tokenizer_workers": "2", "router_mode": "random", "namespace": "ns",
         "registry_endpoint": "ipc:///tmp/x", "lease_ttl_s": "0.5", "mock_workers": "1",
         "mock_speedup_ratio": "1e6", "mock_model_path": "/models/m", "mock_model_name": "m", "log_level": "debug",
-        "run_dir": "/tmp/run",
+        "run_dir": "/tmp/run", "kv_overlap_score_weight": "0.5", "router_temperature": "0.3",
+        "kv_events": "false", "router_ttl_s": "60", "router_pending_ttl_s": "5",
+        "active_decode_blocks_threshold": "0.9", "active_prefill_tokens_threshold": "10000",
+        "kv_index_capacity_blocks": "4096", "kv_index_max_workers": "8",
     }
     assert set(samples) == set(OPTIONS_BY_NAME), "a new option needs a sample here"
     env = {OPTIONS_BY_NAME[name].env_var: raw for name, raw in samples.items() if raw is not None}
@@ -123,8 +126,9 @@ def test_every_option_settable_from_env():
         if raw is None:
             continue
         option = OPTIONS_BY_NAME[name]
-        assert getattr(config, name) == option.kind(raw), name
+        assert getattr(config, name) == option.parse(raw, "test"), name
         assert type(getattr(config, name)) is option.kind, name
+    assert config.kv_events is False
 
 
 # ---- aliases and choices ---------------------------------------------------------------------------

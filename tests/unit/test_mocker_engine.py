@@ -447,9 +447,12 @@ def test_step_time_samples(corpus):
     sink = FakeSink(engine)
     engine.add_request(request("t", list(range(100, 300)), max_tokens=3, ignore_eos=True), sink)
     assert math.isclose(engine.step(), prefill_ms(200), rel_tol=1e-12)
+    assert sink.tokens == []  # outputs wait for the step's simulated time
+    engine.deliver()
     assert len(sink.tokens) == 1
     assert math.isclose(engine.step(), decode_ms(13 / 100), rel_tol=1e-12)
     assert math.isclose(engine.step(), decode_ms(13 / 100), rel_tol=1e-12)
+    engine.deliver()
     assert sink.finish_reason == "length" and len(sink.tokens) == 3
 
 
@@ -459,8 +462,10 @@ def test_chunked_prefill_time_samples(corpus):
     engine.add_request(request("t", list(range(100, 300)), max_tokens=2, ignore_eos=True), sink)
     for _ in range(3):
         assert math.isclose(engine.step(), prefill_ms(64), rel_tol=1e-12)
+        engine.deliver()
         assert sink.calls == []
     assert math.isclose(engine.step(), prefill_ms(8), rel_tol=1e-12)
+    engine.deliver()
     assert len(sink.tokens) == 1
 
 

@@ -255,7 +255,8 @@ def _poll_recv(sock: zmq.Socket, timeout_ms: int = 5000) -> list[bytes]:
 
 def test_run_serves_registrations_and_publishes_snapshots(tmp_path):
     endpoints = Endpoints(registry=f"ipc://{tmp_path}/registry", registry_pub=f"ipc://{tmp_path}/registry-pub",
-                          tokenizers=[])
+                          tokenizers=[], indexer_routed=f"ipc://{tmp_path}/routed",
+                          indexer_status=f"ipc://{tmp_path}/status", kv_index_name="unused")
     spawn = multiprocessing.get_context("spawn")
     parent_end, child_end = spawn.Pipe()
     process = spawn.Process(target=run, args=(NS, 0.5, endpoints, child_end), daemon=True)

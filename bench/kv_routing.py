@@ -1,0 +1,201 @@
+"""KV-aware routing experiment: multi-turn sessions with long private system prompts, round_robin vs kv.
+
+Workload (issue 3's acceptance test): ``--sessions`` sessions, each with its own ~``--system-words``-word
+system prompt, ``--turns`` turns each (every turn resends the whole history plus a new user message, as
+chat clients do), turns of different sessions interleaved at random, ``--concurrency`` streams at once,
+against a frontend with ``--mock-workers`` mock workers at ``--speedup`` (1 = realistic timing).
+
+For each router mode the script starts the daemon on free loopback ports, runs the workload and reports
+the cached-token ratio (sum of ``usage.prompt_tokens_details.cached_tokens`` over sum of prompt tokens, as
+the mock workers' real prefix caches report them) and TTFT (time to the first content chunk).
+
+    python bench/kv_routing.py                 # round_robin vs kv with the issue's settings
+    python bench/kv_routing.py --modes kv --sessions 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(ROOT, "frontend", "mocker", "corpus.txt")
+
+
+@dataclass
+class Session:
+    system: str
+    turns_left: int
+    history: list[dict] = field(default_factory=list)
+    busy: bool = False
+
+
+@dataclass
+class Result:
+    ttft_s: float
+    prompt_tokens: int
+    cached_tokens: int
+    error: str | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_sessions(count: int, words: int, turns: int, seed: int) -> list[Session]:
+    with open(CORPUS, encoding="utf-8") as handle:
+        vocabulary = handle.read().split()
+    rng = random.Random(seed)
+    return [Session(f"Session {i}. " + " ".join(rng.choice(vocabulary) for _ in range(words)), turns)
+            for i in range(count)]
+
+
+async def one_turn(client: httpx.AsyncClient, url: str, model: str, session: Session, max_tokens: int) -> Result:
+    session.history.append({"role": "user", "content": f"Question {len(session.history) // 2 + 1}: tell me more."})
+    body = {"model": model, "stream": True, "max_tokens": max_tokens, "ignore_eos": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "system", "content": session.system}, *session.history]}
+    start = time.perf_counter()
+    ttft, text, usage = None, [], None
+    async with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            return Result(0.0, 0, 0, f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices", []):
+                content = choice.get("delta", {}).get("content")
+                if content:
+                    ttft = ttft if ttft is not None else time.perf_counter() - start
+                    text.append(content)
+    session.history.append({"role": "assistant", "content": "".join(text)})
+    details = (usage or {}).get("prompt_tokens_details") or {}
+    return Result(ttft or 0.0, (usage or {}).get("prompt_tokens", 0), details.get("cached_tokens", 0))
+
+
+async def run_workload(url: str, model: str, sessions: list[Session], concurrency: int, max_tokens: int,
+                       seed: int) -> list[Result]:
+    rng = random.Random(seed)
+    results: list[Result] = []
+    ready = asyncio.Condition()
+
+    def pick() -> Session | None:
+        choices = [s for s in sessions if s.turns_left and not s.busy]
+        return rng.choice(choices) if choices else None
+
+    async def stream_slot(client: httpx.AsyncClient) -> None:
+        while True:
+            async with ready:
+                session = pick()
+                while session is None:
+                    if not any(s.turns_left for s in sessions):
+                        return
+                    await ready.wait()
+                    session = pick()
+                session.busy, session.turns_left = True, session.turns_left - 1
+            results.append(await one_turn(client, url, model, session, max_tokens))
+            async with ready:
+                session.busy = False
+                ready.notify_all()
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        await asyncio.gather(*(stream_slot(client) for _ in range(concurrency)))
+    return results
+
+
+def start_daemon(mode: str, workers: int, speedup: float) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    argv = [sys.executable, "-m", "frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
+            "--registry-endpoint", f"tcp://127.0.0.1:{free_port()}", "--mock-workers", str(workers),
+            "--mock-speedup-ratio", str(speedup), "--router-mode", mode, "--workers", "1"]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
+            if len(health.get("instances", [])) == workers:
+                return process, port
+        except (httpx.HTTPError, ValueError):
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    stop_daemon(process)
+    raise RuntimeError(f"the frontend ({mode}) did not come up")
+
+
+def stop_daemon(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def summarize(mode: str, results: list[Result], elapsed_s: float) -> dict:
+    good = [r for r in results if r.error is None]
+    prompt = sum(r.prompt_tokens for r in good)
+    ttfts = sorted(r.ttft_s for r in good)
+    return {"mode": mode, "requests": len(results), "errors": len(results) - len(good),
+            "cached_token_ratio": sum(r.cached_tokens for r in good) / prompt if prompt else 0.0,
+            "ttft_mean_ms": statistics.fmean(ttfts) * 1000 if ttfts else float("nan"),
+            "ttft_p50_ms": ttfts[len(ttfts) // 2] * 1000 if ttfts else float("nan"),
+            "ttft_p90_ms": ttfts[int(len(ttfts) * 0.9)] * 1000 if ttfts else float("nan"),
+            "mean_prompt_tokens": prompt / len(good) if good else 0, "elapsed_s": elapsed_s,
+            "first_error": next((r.error for r in results if r.error), None)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modes", default="round_robin,kv")
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--system-words", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--mock-workers", type=int, default=4)
+    parser.add_argument("--speedup", type=float, default=1.0)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rows = []
+    for mode in args.modes.split(","):
+        sessions = make_sessions(args.sessions, args.system_words, args.turns, args.seed)
+        process, port = start_daemon(mode, args.mock_workers, args.speedup)
+        try:
+            start = time.perf_counter()
+            results = asyncio.run(run_workload(f"http://127.0.0.1:{port}/v1/chat/completions", "tiny", sessions,
+                                               args.concurrency, args.max_tokens, args.seed))
+            rows.append(summarize(mode, results, time.perf_counter() - start))
+        finally:
+            stop_daemon(process)
+        print(json.dumps(rows[-1]), flush=True)
+    if len(rows) == 2 and rows[0]["ttft_mean_ms"]:
+        print(f"{rows[1]['mode']}/{rows[0]['mode']}: mean TTFT ratio "
+              f"{rows[1]['ttft_mean_ms'] / rows[0]['ttft_mean_ms']:.2f}, cached-token ratio "
+              f"{rows[0]['cached_token_ratio']:.2f} -> {rows[1]['cached_token_ratio']:.2f}")
+    return 1 if any(row["errors"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

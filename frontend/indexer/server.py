@@ -1,0 +1,276 @@
+"""The KV indexer process: the single writer of the shared-memory block index.
+
+Sockets:
+    recv_from_registry   SUB     connect  registry PUB (ipc)             Snapshot: which workers exist
+    recv_kv_events[w]    SUB     connect  worker w's KV event PUB (tcp)  [topic, seq, EventBatch]
+    request_replay[w]    DEALER  connect  worker w's replay ROUTER       [b"", start_seq] -> batches, end marker
+    recv_routed          PULL    bind     ipc in the run directory       RoutedBlocks from the gateways
+    send_status          PUB     bind     ipc in the run directory       IndexerStatus every second
+
+A worker gets a slot in the index when it registers and loses it (with all its blocks) when it goes.
+With ``use_kv_events`` off, only the routers' own decisions (RoutedBlocks) populate the index, each for
+``ttl_s`` (approximate mode); with events on, those decisions count for ``pending_ttl_s`` until the
+worker's events confirm them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from multiprocessing.connection import Connection
+
+import msgspec
+import zmq
+
+from ..daemon.topology import Endpoints
+from ..kv import KvIndexWriter, chain_hashes, local_block_hashes
+from ..protocol import indexer as indexer_wire
+from ..protocol import kv_events as events_wire
+from ..protocol import registry as registry_wire
+from ..protocol.registry import Instance
+from .worker_state import WorkerKvState
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S = 1.0
+
+
+class WorkerFeed:
+    """A worker's event sockets and its event state."""
+
+    def __init__(self, context: zmq.Context | None, instance: Instance, state: WorkerKvState) -> None:
+        """With ``context`` None the worker is followed through routing decisions only (no sockets)."""
+        config = instance.card.runtime_config
+        self.instance = instance
+        self.state = state
+        self.events: zmq.Socket | None = None
+        self.replay: zmq.Socket | None = None
+        self.replaying = False
+        self.held: list[tuple[int, bytes]] = []  # live batches that arrived during a replay
+        if context is None:
+            return
+        endpoint = config.get("kv_events_endpoint")
+        if endpoint:
+            self.events = context.socket(zmq.SUB)
+            self.events.setsockopt(zmq.RCVHWM, 100_000)
+            self.events.setsockopt(zmq.SUBSCRIBE, str(config.get("kv_events_topic", "")).encode())
+            self.events.connect(endpoint)
+        replay = config.get("kv_events_replay_endpoint")
+        if replay:
+            self.replay = context.socket(zmq.DEALER)
+            self.replay.setsockopt(zmq.LINGER, 0)
+            self.replay.connect(replay)
+
+    def close(self) -> None:
+        for sock in (self.events, self.replay):
+            if sock is not None:
+                sock.close(0)
+
+
+class Indexer:
+    """Keeps the shared index in step with the workers' KV events and the routers' decisions."""
+
+    def __init__(self, context: zmq.Context, writer: KvIndexWriter, *, use_kv_events: bool, ttl_s: float,
+                 pending_ttl_s: float) -> None:
+        self.context = context
+        self.writer = writer
+        self.use_kv_events = use_kv_events
+        self.prediction_ttl_s = pending_ttl_s if use_kv_events else ttl_s
+        self.feeds: dict[str, WorkerFeed] = {}
+        self.malformed = 0
+
+    # ---- workers -------------------------------------------------------------------------------------
+
+    def sync(self, instances: list[Instance]) -> None:
+        live = {i.instance_id: i for i in instances}
+        for instance_id in [iid for iid in self.feeds if iid not in live]:
+            feed = self.feeds.pop(instance_id)
+            feed.close()
+            self.writer.free_slot(feed.state.slot)
+            log.info("worker left the index", extra={"instance": instance_id})
+        for instance_id, instance in live.items():
+            if instance_id not in self.feeds:
+                self._add(instance)
+
+    def _add(self, instance: Instance) -> None:
+        try:
+            slot = self.writer.assign_slot(instance.instance_id)
+        except Exception as exc:  # no free slot: this worker is routed without KV awareness
+            log.error("no KV index slot for worker", extra={"instance": instance.instance_id, "error": str(exc)})
+            return
+        state = WorkerKvState(instance.instance_id, slot, instance.card.kv_block_size, self.writer,
+                              local_block_hashes, chain_hashes)
+        context = self.context if self.use_kv_events else None
+        self.feeds[instance.instance_id] = WorkerFeed(context, instance, state)
+
+    # ---- events --------------------------------------------------------------------------------------
+
+    def on_event_frames(self, feed: WorkerFeed, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            self.malformed += 1
+            return
+        try:
+            seq = events_wire.decode_seq(frames[1])
+        except events_wire.EventDecodeError:
+            self.malformed += 1
+            return
+        if feed.replaying:
+            feed.held.append((seq, frames[2]))
+            return
+        self._apply(feed, seq, frames[2])
+
+    def _apply(self, feed: WorkerFeed, seq: int, payload: bytes) -> None:
+        state = feed.state
+        verdict = state.check_seq(seq)
+        if verdict == "duplicate":
+            return
+        if verdict == "restart":
+            state.drop_all()
+        elif verdict == "gap":
+            state.gaps += 1
+            if feed.replay is not None:
+                self._start_replay(feed, seq, payload)
+                return
+            log.warning("KV event gap without replay; dropping the worker's blocks",
+                        extra={"instance": feed.instance.instance_id, "expected": state.last_seq + 1, "got": seq})
+            state.drop_all()
+        try:
+            events = events_wire.decode_batch(payload)
+        except events_wire.EventDecodeError as exc:
+            self.malformed += 1
+            log.warning("malformed KV event batch", extra={"instance": feed.instance.instance_id,
+                                                           "error": str(exc)})
+            state.last_seq = seq
+            return
+        state.apply_batch(seq, events)
+
+    def _start_replay(self, feed: WorkerFeed, seq: int, payload: bytes) -> None:
+        feed.replaying = True
+        feed.held = [(seq, payload)]
+        feed.replay.send_multipart([b"", events_wire.encode_seq(feed.state.last_seq + 1)])
+
+    def on_replay_frames(self, feed: WorkerFeed, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            self.malformed += 1
+            return
+        _, seq_frame, payload = frames
+        if seq_frame == events_wire.END_OF_REPLAY:
+            self._finish_replay(feed)
+            return
+        state = feed.state
+        seq = events_wire.decode_seq(seq_frame)
+        if state.check_seq(seq) == "gap":  # the engine no longer has what we missed
+            state.drop_all()
+            state.last_seq = seq - 1
+        if state.check_seq(seq) == "next":
+            self._apply(feed, seq, payload)
+
+    def _finish_replay(self, feed: WorkerFeed) -> None:
+        feed.replaying = False
+        held, feed.held = feed.held, []
+        for seq, payload in held:
+            if feed.state.check_seq(seq) != "duplicate":
+                self._apply(feed, seq, payload)
+
+    # ---- routing decisions ---------------------------------------------------------------------------
+
+    def on_routed(self, payload: bytes) -> None:
+        try:
+            routed = indexer_wire.routed_decoder.decode(payload)
+        except msgspec.DecodeError:
+            self.malformed += 1
+            return
+        feed = self.feeds.get(routed.instance_id)
+        if feed is not None:
+            self.writer.predict(feed.state.slot, routed.seq_hashes, time.time())
+
+    def status(self) -> indexer_wire.IndexerStatus:
+        workers, problems = {}, []
+        for instance_id, feed in self.feeds.items():
+            info = feed.state.status()
+            info["kv_events"] = feed.events is not None
+            workers[instance_id] = indexer_wire.WorkerIndexStatus(**info)
+            if info["block_size_mismatch"] is not None:
+                problems.append(f"worker {instance_id} publishes KV events with block size "
+                                f"{info['block_size_mismatch']} but its model card says "
+                                f"{feed.state.block_size}: its events are ignored")
+            if self.use_kv_events and feed.events is None:
+                problems.append(f"worker {instance_id} advertises no KV event endpoint: KV routing "
+                                f"falls back to the router's own decisions for it")
+        stats = self.writer.stats()
+        return indexer_wire.IndexerStatus(workers, problems, stats.get("live_entries", 0),
+                                          stats.get("dropped_inserts", 0))
+
+
+def run(endpoints: Endpoints, capacity_blocks: int, max_workers: int, use_kv_events: bool, ttl_s: float,
+        pending_ttl_s: float, ready: Connection) -> None:
+    """Process entry: create the shared index, report READY, follow workers until terminated."""
+    context = zmq.Context()
+    writer = KvIndexWriter(name=endpoints.kv_index_name, capacity_blocks=capacity_blocks, max_workers=max_workers)
+    try:
+        _serve(context, writer, endpoints, use_kv_events, ttl_s, pending_ttl_s, ready)
+    finally:
+        writer.close()
+
+
+def _serve(context: zmq.Context, writer: KvIndexWriter, endpoints: Endpoints, use_kv_events: bool, ttl_s: float,
+           pending_ttl_s: float, ready: Connection) -> None:
+    recv_from_registry = context.socket(zmq.SUB)
+    recv_from_registry.setsockopt(zmq.SUBSCRIBE, b"")
+    recv_from_registry.connect(endpoints.registry_pub)
+    recv_routed = context.socket(zmq.PULL)
+    recv_routed.bind(endpoints.indexer_routed)
+    send_status = context.socket(zmq.PUB)
+    send_status.bind(endpoints.indexer_status)
+    indexer = Indexer(context, writer, use_kv_events=use_kv_events, ttl_s=ttl_s, pending_ttl_s=pending_ttl_s)
+    ready.send("ready")
+    ready.close()
+    version, next_housekeeping = -1, 0.0
+    while True:
+        poller = zmq.Poller()
+        poller.register(recv_from_registry, zmq.POLLIN)
+        poller.register(recv_routed, zmq.POLLIN)
+        by_socket = {}
+        for feed in indexer.feeds.values():
+            for sock, handler in ((feed.events, indexer.on_event_frames), (feed.replay, indexer.on_replay_frames)):
+                if sock is not None:
+                    poller.register(sock, zmq.POLLIN)
+                    by_socket[sock] = (feed, handler)
+        for sock, _ in poller.poll(200):
+            if sock is recv_from_registry:
+                snapshot = _latest_snapshot(sock)
+                if snapshot is not None and snapshot.version != version:
+                    version = snapshot.version
+                    indexer.sync(snapshot.instances)
+                    break  # sockets may have closed: rebuild the poller before reading more
+            elif sock is recv_routed:
+                for frames in _drain(sock):
+                    indexer.on_routed(frames[-1])
+            else:
+                feed, handler = by_socket[sock]
+                for frames in _drain(sock):
+                    handler(feed, frames)
+        now = time.time()
+        if now >= next_housekeeping:
+            writer.expire_predictions(now - indexer.prediction_ttl_s)
+            send_status.send(indexer_wire.encoder.encode(indexer.status()))
+            next_housekeeping = now + STATUS_INTERVAL_S
+
+
+def _drain(sock: zmq.Socket) -> list[list[bytes]]:
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            return messages
+
+
+def _latest_snapshot(sock: zmq.Socket) -> registry_wire.Snapshot | None:
+    latest = None
+    for frames in _drain(sock):
+        try:
+            latest = registry_wire.snapshot_decoder.decode(frames[-1])
+        except msgspec.DecodeError:
+            continue
+    return latest

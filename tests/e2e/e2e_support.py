@@ -1,0 +1,236 @@
+"""Process helpers for the end-to-end tests: start the real daemon and real mock workers, poll, stop.
+
+Nothing here fakes a project component: the daemon is ``python -m frontend`` and a worker is
+``python -m frontend.mocker``, both on 127.0.0.1 with free ports; tests talk to them over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import openai
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_DIR = REPO / "config" / "models" / "tiny"
+MODEL = "tiny"
+FAST = "1000000"  # --speedup-ratio: no simulated delay
+STOP_GRACE_S = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05,
+               on_timeout: Callable[[], str] | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy or ``timeout`` seconds pass (then fail)."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (httpx.HTTPError, OSError) as exc:
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = on_timeout() if on_timeout else ""
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what} "
+                                 f"(last error: {last_exc!r})\n{detail}")
+        time.sleep(interval)
+
+
+def _clean_env() -> dict[str, str]:
+    """The test runner's environment without DYN_* settings, so that only the given flags apply."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("DYN_")}
+
+
+class _Logged:
+    """A child process whose stderr goes to a temp file (shown when a test fails)."""
+
+    process: subprocess.Popen
+    _log: Any
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._log = tempfile.NamedTemporaryFile(prefix="e2e-", suffix=".log", delete=False)
+        self.argv = argv
+        self.process = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        env={**_clean_env(), **(env or {})})
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_text(self, limit: int = 12000) -> str:
+        try:
+            text = Path(self._log.name).read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-limit:]
+
+    def describe(self) -> str:
+        return f"--- {' '.join(self.argv[2:])} (exit {self.process.poll()}) log tail:\n{self.log_text()}"
+
+    def kill(self) -> None:
+        """SIGKILL the process (no clean unregister) and reap it."""
+        if self.alive():
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(STOP_GRACE_S)
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait up to 15 s, SIGKILL what is left of its process group, reap it."""
+        process = self.process
+        if process.returncode is not None:
+            return process.returncode
+        os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline:
+            try:  # WNOWAIT: an exited leader stays a zombie, so its pid (= the group id) cannot be reused yet
+                if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    break
+            except ChildProcessError:  # reaped elsewhere: its group id may already be someone else's
+                return process.wait(STOP_GRACE_S)
+            time.sleep(0.05)
+        try:  # children of the process that did not exit with it (or the process itself, after 15 s)
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return process.wait(STOP_GRACE_S)
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        try:
+            os.unlink(self._log.name)
+        except OSError:
+            pass
+
+
+class Daemon(_Logged):
+    """``python -m frontend`` on 127.0.0.1 with its own HTTP port and registry endpoint."""
+
+    def __init__(self, *extra: str, mock_workers: int = 2, speedup: str = FAST, lease_ttl_s: str = "2",
+                 env: dict[str, str] | None = None) -> None:
+        self.http_port = free_port()
+        self.registry_port = free_port()
+        self.registry_endpoint = f"tcp://127.0.0.1:{self.registry_port}"
+        self.base_url = f"http://127.0.0.1:{self.http_port}"
+        self.mock_workers = mock_workers
+        argv = [sys.executable, "-m", "frontend", "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
+                "--registry-endpoint", self.registry_endpoint, "--workers", "1", "--tokenizer-workers", "1",
+                "--mock-workers", str(mock_workers), "--mock-speedup-ratio", speedup, "--lease-ttl-s", lease_ttl_s,
+                *extra]
+        self._spawn(argv, env)
+        self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
+        self.mockers: list[Mocker] = []
+
+    def client(self, **kwargs: Any) -> openai.OpenAI:
+        kwargs.setdefault("timeout", 60.0)
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key="e2e", max_retries=0, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        kwargs.setdefault("timeout", 60.0)
+        return openai.AsyncOpenAI(base_url=self.base_url + "/v1", api_key="e2e", max_retries=0, **kwargs)
+
+    def model_ids(self) -> list[str]:
+        response = self.http.get("/v1/models")
+        response.raise_for_status()
+        return [entry["id"] for entry in response.json()["data"]]
+
+    def _check_alive(self) -> None:
+        if not self.alive():
+            raise AssertionError(f"the daemon exited early\n{self.describe()}")
+
+    def wait_ready(self, timeout: float = 30.0) -> "Daemon":
+        def ready() -> bool:
+            self._check_alive()
+            if self.mock_workers == 0:
+                return self.http.get("/live").status_code == 200
+            health = self.http.get("/health")
+            if health.status_code != 200 or len(health.json()["instances"]) < self.mock_workers:
+                return False
+            return MODEL in self.model_ids()
+
+        wait_until(ready, timeout, "the daemon to become ready", interval=0.1, on_timeout=self.describe)
+        return self
+
+    def wait_model(self, name: str, present: bool = True, timeout: float = 20.0, instances: int = 1) -> float:
+        """Wait until ``name`` is (or is no longer) in /v1/models; returns the seconds it took."""
+        start = time.monotonic()
+
+        def check() -> bool:
+            self._check_alive()
+            if not present:
+                return name not in self.model_ids()
+            if name not in self.model_ids():
+                return False
+            live = [i for i in self.http.get("/health").json()["instances"] if i["model"] == name]
+            return len(live) >= instances
+
+        wait_until(check, timeout, f"model {name!r} to {'appear' if present else 'disappear'}",
+                   on_timeout=lambda: self.describe() + "".join("\n" + m.describe() for m in self.mockers))
+        return time.monotonic() - start
+
+    def start_mocker(self, *extra: str, speedup: str = FAST) -> "Mocker":
+        mocker = Mocker(self.registry_endpoint, *extra, speedup=speedup)
+        self.mockers.append(mocker)
+        return mocker
+
+    def close(self) -> None:
+        for mocker in self.mockers:
+            mocker.close()
+        self.http.close()
+        super().close()
+
+
+class Mocker(_Logged):
+    """An external ``python -m frontend.mocker`` worker registering with a daemon's registry."""
+
+    def __init__(self, registry_endpoint: str, *extra: str, speedup: str = FAST) -> None:
+        argv = [sys.executable, "-m", "frontend.mocker", "--registry-endpoint", registry_endpoint,
+                "--speedup-ratio", speedup, *extra]
+        self._spawn(argv)
+
+
+def error_of(response: httpx.Response) -> dict:
+    """The OpenAI error object of a response, checking its shape."""
+    assert response.headers.get("content-type", "").startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert isinstance(error["type"], str) and error["type"], error
+    return error
+
+
+def sse_events(lines: list[str]) -> tuple[list[dict], bool]:
+    """Decode SSE ``data:`` lines: (JSON events, whether ``[DONE]`` came last)."""
+    import json
+
+    events, done = [], False
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[len("data:"):].strip()
+        assert not done, f"data after [DONE]: {data!r}"
+        if data == "[DONE]":
+            done = True
+            continue
+        events.append(json.loads(data))
+    return events, done
