@@ -105,6 +105,7 @@ class Router:
     def _pick_kv(self, model: Candidate, seq_hashes: list[int], isl: int) -> tuple[str, int]:
         settings = self.settings
         matches = self.index.find_matches(seq_hashes, time.time(), settings.predicted_ttl_s) if seq_hashes else {}
+        cached = self.index.stats()["slot_blocks"]  # tie-break: the worker with the fewest cached blocks
         loads = []
         for instance_id in model.instance_ids:
             slot = self.slot(instance_id)
@@ -112,7 +113,7 @@ class Router:
             if self._busy(model, instance_id, blocks, prefill):
                 continue
             overlap = matches.get(slot, 0) if slot is not None else 0
-            loads.append(WorkerLoad(instance_id, overlap, blocks, prefill))
+            loads.append(WorkerLoad(instance_id, overlap, blocks, prefill, cached.get(slot, 0)))
         if not loads:
             raise ServiceUnavailable(f"all workers of model `{model.name}` are busy; retry later")
         chosen = select_worker(loads, isl=isl, block_size=model.block_size, overlap_weight=settings.overlap_weight,
