@@ -10,7 +10,7 @@ from ..errors import EngineError, InvalidRequest, ServiceUnavailable
 from ..gateway import Gateway
 from ..protocol.openai import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
                                ChatCompletionRequest, ChatDelta, ChoiceLogprobs)
-from .generation import Generation, engine_request, reject_unsupported
+from ..generation import Generation, engine_request, pinned_instance, reject_unsupported
 from .logprobs import chat_logprobs
 from .responses import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
 from .streaming import StreamWriter, decode_request
@@ -33,7 +33,8 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
     engine_req = engine_request(gateway, request, model, prompt_ids,
                                 request.max_completion_tokens or request.max_tokens, logprobs)
-    generation = Generation(gateway, model, request, engine_req, block_hashes, scope, proto)
+    generation = Generation(gateway, model, request, engine_req, block_hashes,
+                            pinned=pinned_instance(request, scope.headers), disconnected=proto.client_disconnect())
     response_id = "chatcmpl-" + engine_req.request_id
     if request.stream:
         include_usage = request.stream_options is not None and request.stream_options.include_usage

@@ -10,7 +10,7 @@ from ..errors import EngineError, InvalidRequest, ServiceUnavailable
 from ..kv import block_hashes
 from ..gateway import Gateway
 from ..protocol.openai import Completion, CompletionChoice, CompletionRequest
-from .generation import Generation, engine_request, reject_unsupported
+from ..generation import Generation, engine_request, pinned_instance, reject_unsupported
 from .logprobs import completion_logprobs
 from .responses import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
 from .streaming import StreamWriter, decode_request
@@ -58,7 +58,8 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     if not prompt_ids:
         raise InvalidRequest("prompt must not be empty", param="prompt")
     engine_req = engine_request(gateway, request, model, prompt_ids, request.max_tokens, request.logprobs)
-    generation = Generation(gateway, model, request, engine_req, hashes, scope, proto)
+    generation = Generation(gateway, model, request, engine_req, hashes,
+                            pinned=pinned_instance(request, scope.headers), disconnected=proto.client_disconnect())
     echo = model.tokenizer.decode(prompt_ids, skip_special_tokens=False) if request.echo else ""
     response_id = "cmpl-" + engine_req.request_id
     if request.stream:

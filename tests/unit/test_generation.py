@@ -1,4 +1,4 @@
-"""Unit tests for the request helpers of frontend.http.generation and frontend.http.completions._single_prompt."""
+"""Unit tests for the request helpers of frontend.generation and frontend.http.completions._single_prompt."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from frontend.errors import ContextLengthExceeded, InvalidRequest, RequestError
 from frontend.http.completions import _single_prompt
-from frontend.http.generation import engine_request, max_new_tokens, reject_unsupported, stop_strings
+from frontend.generation import engine_request, max_new_tokens, reject_unsupported, stop_strings
 from frontend.protocol.engine import GenerateRequest
 from frontend.protocol.openai import ChatCompletionRequest, CompletionRequest
 

@@ -1,21 +1,23 @@
-"""What chat and completions share: turning a validated request into an engine request and running it.
+"""What every generating API shares (HTTP chat/completions, gRPC): request to engine request, and running it.
 
-A :class:`Generation` owns one request's life on a worker: submit, read output batches through the output
-pipeline, abort the worker when the client leaves or a stop string matches, and release the stream.
+A :class:`Generation` owns one request's life on a worker: route and submit, read output batches through
+the output pipeline, abort the worker when the client leaves or a stop string matches, release the stream
+and the routing load. It knows nothing of HTTP: the caller passes the pinned instance, if any, and an
+awaitable that completes when the client goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Mapping
 
-from ..discovery import ServedModel
-from ..engine_client import RequestStream
-from ..errors import ContextLengthExceeded, InvalidRequest
-from ..gateway import Gateway
-from ..postprocess.pipeline import Delta, OutputPipeline
-from ..protocol.engine import GenerateRequest, RequestOutput, SamplingOptions, StopConditions
-from ..protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
+from .discovery import ServedModel
+from .engine_client import RequestStream
+from .errors import ContextLengthExceeded, InvalidRequest
+from .gateway import Gateway
+from .postprocess.pipeline import Delta, OutputPipeline
+from .protocol.engine import GenerateRequest, RequestOutput, SamplingOptions, StopConditions
+from .protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
 
 CLIENT_GONE = "client_disconnected"
 
@@ -82,7 +84,7 @@ def engine_request(gateway: Gateway, request: AnyRequest, model: ServedModel, pr
 PIN_HEADERS = ("x-worker-instance-id", "x-dynamo-worker-instance-id")
 
 
-def pinned_instance(request: AnyRequest, headers) -> str | None:
+def pinned_instance(request: AnyRequest, headers: Mapping[str, str]) -> str | None:
     """A worker instance the client asked for: a header first, else ``nvext.backend_instance_id``."""
     for name in PIN_HEADERS:
         value = headers.get(name)
@@ -98,8 +100,9 @@ def pinned_instance(request: AnyRequest, headers) -> str | None:
 class Generation:
     """One request running on a worker, read as a sequence of :class:`Delta`."""
 
-    def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest,
-                 engine_req: GenerateRequest, block_hashes: list[int], scope, proto) -> None:
+    def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
+                 block_hashes: list[int], *, pinned: str | None = None,
+                 disconnected: Awaitable[None] | None = None) -> None:
         self.gateway = gateway
         self.tokenizer = model.tokenizer
         self.prompt_tokens = len(engine_req.token_ids)
@@ -108,14 +111,21 @@ class Generation:
             include_stop_str_in_output=request.include_stop_str_in_output,
             skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:],
         )
-        self.stream, self.route = gateway.submit(model, engine_req, block_hashes, pinned_instance(request, scope.headers))
+        self.stream, self.route = gateway.submit(model, engine_req, block_hashes, pinned)
         self._prefilled = False
-        self._watcher = asyncio.ensure_future(proto.client_disconnect())
-        self._watcher.add_done_callback(self._client_gone)
         self.client_gone = False
+        self._watcher: asyncio.Future | None = None
+        if disconnected is not None:
+            self._watcher = asyncio.ensure_future(disconnected)
+            self._watcher.add_done_callback(self._on_disconnect)
 
-    def _client_gone(self, task: asyncio.Future) -> None:
+    def _on_disconnect(self, task: asyncio.Future) -> None:
         if not task.cancelled():
+            self.cancel()
+
+    def cancel(self) -> None:
+        """The client went away: stop reading and abort the request on the worker."""
+        if not self.client_gone:
             self.client_gone = True
             self.stream.push(RequestOutput(self.stream.request_id, [], CLIENT_GONE))
 
@@ -141,7 +151,8 @@ class Generation:
                 finished = delta.finish_reason is not None
                 yield delta
         finally:
-            self._watcher.cancel()
+            if self._watcher is not None:
+                self._watcher.cancel()
             worker_done = finished and not self.pipeline.stopped_by_string
             self.gateway.engines.release(self.stream, abort=not worker_done)
             self.gateway.router.finish(self.route)
