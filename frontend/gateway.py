@@ -19,6 +19,7 @@ from .discovery import ModelTable, ServedModel
 from .engine_client import EngineClient, RequestStream
 from .errors import ModelNotFound, ServiceUnavailable
 from .kv import KvIndexReader
+from .metrics import Metrics, SnapshotWriter
 from .protocol import indexer as indexer_wire
 from .protocol.engine import GenerateRequest
 from .router.select import Route, Router, RouterSettings
@@ -35,6 +36,8 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     body_limit_bytes: int
     max_concurrent_requests: int
     log_level: str
+    metrics_dir: str
+    metrics_prefix: str = "dynamo_frontend"
 
 
 class Gateway:
@@ -44,9 +47,11 @@ class Gateway:
         self.loop = loop
         self.settings = settings
         self.context = zmq.Context()
+        self.metrics = Metrics()
+        self._metrics_writer = SnapshotWriter(loop, self.metrics, settings.metrics_dir)
         self.engines = EngineClient(loop, self.context)
         self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances)
-        self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers)
+        self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics)
         self.kv_index = KvIndexReader(settings.endpoints.kv_index_name)
         self._send_routed = self.context.socket(zmq.PUSH)
         self._send_routed.setsockopt(zmq.LINGER, 0)
@@ -95,6 +100,7 @@ class Gateway:
             pass
 
     def close(self) -> None:
+        self._metrics_writer.close()
         self.models.close()
         self.tokenizer.close()
         self.engines.close()

@@ -15,6 +15,7 @@ from .discovery import ServedModel
 from .engine_client import RequestStream
 from .errors import ContextLengthExceeded, InvalidRequest
 from .gateway import Gateway
+from .metrics import GenerationObserver
 from .postprocess.pipeline import Delta, OutputPipeline
 from .protocol.engine import GenerateRequest, RequestOutput, SamplingOptions, StopConditions
 from .protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
@@ -112,6 +113,7 @@ class Generation:
             skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:],
         )
         self.stream, self.route = gateway.submit(model, engine_req, block_hashes, pinned)
+        self.observer = GenerationObserver(gateway.metrics, model.name, request.stream)
         self._prefilled = False
         self.client_gone = False
         self._watcher: asyncio.Future | None = None
@@ -138,7 +140,7 @@ class Generation:
 
     async def deltas(self) -> AsyncIterator[Delta]:
         """Deltas until the request finishes; always releases the worker side, aborting if unfinished."""
-        finished = False
+        finished = error = False
         try:
             while not finished:
                 outputs = await self.stream.next()
@@ -147,8 +149,12 @@ class Generation:
                 if not self._prefilled:
                     self._prefilled = True
                     self.gateway.router.first_token(self.route)
+                before = self.pipeline.completion_tokens
                 delta = self.pipeline.feed(outputs)
+                if self.pipeline.completion_tokens > before:
+                    self.observer.tokens(self.pipeline.completion_tokens - before)
                 finished = delta.finish_reason is not None
+                error = delta.error is not None
                 yield delta
         finally:
             if self._watcher is not None:
@@ -156,3 +162,6 @@ class Generation:
             worker_done = finished and not self.pipeline.stopped_by_string
             self.gateway.engines.release(self.stream, abort=not worker_done)
             self.gateway.router.finish(self.route)
+            pipeline = self.pipeline
+            self.observer.finished(self.prompt_tokens, pipeline.completion_tokens, pipeline.cached_tokens,
+                                   cancelled=self.client_gone or not finished, error=error)

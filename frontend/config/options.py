@@ -145,6 +145,8 @@ OPTIONS: tuple[Option, ...] = (
            "mocker"),
     Option("mock_model_name", str, "", "Model name the mock workers register (default: the directory name).",
            "mocker"),
+    Option("metrics_prefix", str, "dynamo_frontend", "Prefix of every Prometheus metric name on /metrics.",
+           "general", validate=lambda v: None if v.replace("_", "a").isalnum() else "letters, digits and _ only"),
     Option("log_level", str, "warning", "Log level of every process.", "general",
            choices=("debug", "info", "warning", "error")),
     Option("run_dir", str, "", "Directory for IPC sockets (default: a new private temporary directory).", "general"),

@@ -233,6 +233,7 @@ class Supervisor:
             endpoints=self.endpoints, router=router, namespace=config.namespace,
             body_limit_bytes=int(config.http_body_limit_mb * 1024 * 1024),
             max_concurrent_requests=config.max_concurrent_requests, log_level=config.log_level,
+            metrics_dir=os.path.join(self.run_dir, "metrics"), metrics_prefix=config.metrics_prefix,
         )
 
 

@@ -17,6 +17,7 @@ import msgspec
 from ..errors import (MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError, ServiceUnavailable)
 from ..gateway import Gateway, GatewaySettings
 from ..logs import setup_logging
+from ..metrics import CURRENT_REQUEST, RequestRecord, error_type_for
 from ..procutil import set_process_title
 from . import chat, completions, info
 from .responses import internal_error, send_error
@@ -36,7 +37,9 @@ GET_ROUTES: dict[str, InfoHandler] = {
     "/v1/models": info.models,
     "/health": info.health,
     "/live": info.live,
+    "/metrics": info.metrics,
 }
+ENDPOINT_LABELS = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
 
 
 class GatewayApp:
@@ -82,11 +85,20 @@ class GatewayApp:
         if settings.max_concurrent_requests and gateway.inflight >= settings.max_concurrent_requests:
             raise ServiceUnavailable("too many concurrent requests; retry later")
         gateway.inflight += 1  # counted while the body uploads too
+        record = RequestRecord(ENDPOINT_LABELS.get(scope.path, scope.path.strip("/").replace("/", "_")))
+        CURRENT_REQUEST.set(record)
         try:
             body = await self._read_body(scope, proto, settings.body_limit_bytes)
             await handler(gateway, scope, proto, body)
+        except RequestError as error:
+            record.error_type = error_type_for(error.status)
+            raise
+        except Exception:
+            record.error_type = "internal"
+            raise
         finally:
             gateway.inflight -= 1
+            record.record(gateway.metrics)
 
     @staticmethod
     async def _read_body(scope, proto, limit: int) -> bytes:

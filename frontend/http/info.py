@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..gateway import Gateway
+from ..metrics import merge, read_snapshots, render
 from ..protocol.openai import ModelEntry, ModelList
 from .responses import send_json
 
@@ -45,3 +46,39 @@ def _load(gateway: Gateway, instance_id: str) -> dict[str, int] | None:
         return None
     requests, blocks, prefill_tokens = gateway.kv_index.load(slot)
     return {"active_requests": requests, "active_blocks": blocks, "active_prefill_tokens": prefill_tokens}
+
+
+def metrics(gateway: Gateway, proto) -> None:
+    """Prometheus text: every serving process's metrics plus live per-worker router gauges."""
+    settings = gateway.settings
+    total = merge(read_snapshots(settings.metrics_dir, gateway.metrics))
+    body = render(total, settings.metrics_prefix, _router_gauges(gateway))
+    proto.response_bytes(200, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], body)
+
+
+def _router_gauges(gateway: Gateway) -> list[tuple[str, str, tuple, float]]:
+    rows = []
+    for model in gateway.models.models.values():
+        rows.append(("model_workers", "Live worker instances of the model.", (("model", model.name),),
+                     len(model.instance_ids)))
+        for instance_id in model.instance_ids:
+            load = _load(gateway, instance_id)
+            if load is None:
+                continue
+            labels = (("model", model.name), ("worker_id", instance_id))
+            rows.append(("worker_active_requests", "Requests in flight on the worker (all frontend processes).",
+                         labels, load["active_requests"]))
+            rows.append(("worker_active_decode_blocks", "KV blocks of the worker's active requests.", labels,
+                         load["active_blocks"]))
+            rows.append(("worker_active_prefill_tokens", "Prompt tokens the worker has yet to prefill.", labels,
+                         load["active_prefill_tokens"]))
+    status = gateway.indexer_status
+    rows.append(("kv_index_live_blocks", "Blocks in the shared KV index.", (), status.live_blocks))
+    rows.append(("kv_index_dropped_inserts", "Blocks the full KV index could not take.", (), status.dropped_inserts))
+    for instance_id, worker in status.workers.items():
+        labels = (("worker_id", instance_id),)
+        rows.append(("kv_events_applied", "KV events applied from the worker.", labels, worker.events))
+        rows.append(("kv_event_gaps", "Sequence gaps in the worker's KV events.", labels, worker.gaps))
+        rows.append(("kv_block_size_mismatch", "1 when the worker's KV events use another block size than its "
+                     "model card.", labels, 1 if worker.block_size_mismatch is not None else 0))
+    return rows

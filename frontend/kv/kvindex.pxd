@@ -208,7 +208,6 @@ cdef struct KvView:
     kv_load* loads
     uint64_t capacity
     uint64_t mask            # capacity - 1
-    uint64_t home_mask       # mask without the entry-within-cache-line bits
     uint64_t secret
     size_t stride            # bytes per entry
     int words

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import msgspec
 import zmq
 
 from ..errors import ServiceUnavailable, TemplateError
+from ..metrics import Metrics
 from ..protocol import tokenizer as wire
 from ..zmqloop import SocketDrainer
 
@@ -22,7 +24,8 @@ TOKENIZE_TIMEOUT_S = 30.0
 class TokenizerClient:
     """Sends prompts to the pool and awaits token ids."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoints: list[str]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoints: list[str],
+                 metrics: Metrics | None = None) -> None:
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         for endpoint in endpoints:
@@ -31,11 +34,13 @@ class TokenizerClient:
         self._drainer = SocketDrainer(loop, sock, self._on_reply)
         self._sock = sock
         self._ids = itertools.count()
+        self._metrics = metrics
         self._waiting: dict[int, asyncio.Future[wire.TokenizeResult]] = {}
 
     async def tokenize(self, model_path: str, kind: str, body: bytes, block_size: int) -> tuple[list[int], list[int]]:
         """Token ids and block hashes of the request's prompt; TemplateError (400) when it cannot be rendered."""
         request_id = next(self._ids)
+        started = time.perf_counter()
         future = self.loop.create_future()
         self._waiting[request_id] = future
         self._sock.send(wire.encoder.encode(wire.TokenizeRequest(request_id, model_path, kind, body, block_size)))
@@ -46,6 +51,9 @@ class TokenizerClient:
             raise ServiceUnavailable("the tokenizer pool did not answer in time") from None
         finally:
             self._waiting.pop(request_id, None)
+        if self._metrics is not None:
+            self._metrics.observe("tokenizer_latency_ms", (("operation", "tokenize"),),
+                                  (time.perf_counter() - started) * 1000)
         if result.error is not None:
             raise TemplateError(result.error)
         return result.token_ids, result.block_hashes

@@ -117,7 +117,7 @@ def test_every_option_settable_from_env():
         "run_dir": "/tmp/run", "kv_overlap_score_weight": "0.5", "router_temperature": "0.3",
         "kv_events": "false", "router_ttl_s": "60", "router_pending_ttl_s": "5",
         "active_decode_blocks_threshold": "0.9", "active_prefill_tokens_threshold": "10000",
-        "kv_index_capacity_blocks": "4096", "kv_index_max_workers": "8",
+        "kv_index_capacity_blocks": "4096", "kv_index_max_workers": "8", "metrics_prefix": "my_frontend",
     }
     assert set(samples) == set(OPTIONS_BY_NAME), "a new option needs a sample here"
     env = {OPTIONS_BY_NAME[name].env_var: raw for name, raw in samples.items() if raw is not None}
