@@ -26,6 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return serve(config)
+    except ConfigError as exc:
+        print(f"frontend: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     except FrontendError as exc:
         print(f"frontend: {exc}", file=sys.stderr)
         return EXIT_STARTUP_ERROR

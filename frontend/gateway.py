@@ -36,6 +36,9 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     body_limit_bytes: int
     max_concurrent_requests: int
     log_level: str
+    log_format: str
+    http_ready_dir: str
+    draining_flag: str
     metrics_dir: str
     metrics_prefix: str = "dynamo_frontend"
 

@@ -102,6 +102,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("workers", int, os.cpu_count() or 1, "Granian HTTP worker processes.", "http", validate=_positive),
     Option("http_body_limit_mb", float, 192.0, "Largest accepted request body, in MiB (413 above).", "http",
            validate=_positive),
+    Option("tls_cert_path", str, "", "PEM certificate (chain) for HTTPS; needs --tls-key-path.", "http"),
+    Option("tls_key_path", str, "", "PEM private key of --tls-cert-path.", "http"),
+    Option("tls_client_ca_path", str, "", "PEM CA bundle: clients must present a certificate it signed (mutual "
+           "TLS).", "http"),
+    Option("tls_min_version", str, "1.2", "Oldest TLS version accepted.", "http", choices=("1.2", "1.3")),
+    Option("graceful_shutdown_timeout", float, 30.0, "On SIGTERM/SIGINT, seconds in-flight requests get to "
+           "finish before the HTTP workers are killed.", "http", validate=_non_negative),
+    Option("access_log", bool, False, "Log every HTTP request (Granian's access log).", "http"),
     Option("max_concurrent_requests", int, 0,
            "Requests one HTTP worker process serves at once; more get 503 (0 = no limit).", "http",
            validate=_non_negative),
@@ -149,6 +157,8 @@ OPTIONS: tuple[Option, ...] = (
            "general", validate=lambda v: None if v.replace("_", "a").isalnum() else "letters, digits and _ only"),
     Option("log_level", str, "warning", "Log level of every process.", "general",
            choices=("debug", "info", "warning", "error")),
+    Option("log_format", str, "text", "Log lines as logfmt-style text or JSON.", "general",
+           choices=("text", "json")),
     Option("run_dir", str, "", "Directory for IPC sockets (default: a new private temporary directory).", "general"),
 )
 

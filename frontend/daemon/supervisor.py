@@ -17,6 +17,7 @@ get SIGTERM when the daemon exits (``PR_SET_PDEATHSIG``), so none outlives it.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
@@ -37,6 +39,8 @@ from ..http.app import SETTINGS_ENV
 from ..logs import setup_logging
 from ..procutil import die_with_parent, set_process_title
 from ..router.select import RouterSettings
+from .sdnotify import Notifier
+from .tls import check_tls
 from .topology import Endpoints
 
 log = logging.getLogger(__name__)
@@ -54,11 +58,11 @@ class StartupError(FrontendError):
     """A child process did not become ready."""
 
 
-def _child_main(title: str, log_level: str, target: Callable[..., None], args: tuple) -> None:
+def _child_main(title: str, log_level: str, log_format: str, target: Callable[..., None], args: tuple) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon decides
     set_process_title(title)
-    setup_logging(log_level, title)
+    setup_logging(log_level, title, log_format)
     target(*args)
 
 
@@ -127,6 +131,9 @@ class Supervisor:
         self.run_dir = config.run_dir or tempfile.mkdtemp(prefix="dyn-frontend-")
         os.makedirs(self.run_dir, exist_ok=True)
         self.endpoints = Endpoints.derive(config.registry_endpoint, self.run_dir, config.tokenizer_workers)
+        self.http_ready_dir = os.path.join(self.run_dir, "http-ready")
+        self.draining_flag = os.path.join(self.run_dir, "draining")
+        os.makedirs(self.http_ready_dir, exist_ok=True)
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self.crash_loop = False
@@ -156,7 +163,8 @@ class Supervisor:
         def start() -> Any:
             receiver, sender = _spawn.Pipe(duplex=False)
             process = _spawn.Process(target=_child_main, name=name, daemon=False,
-                                     args=(title, self.config.log_level, target, (*args, sender)))
+                                     args=(title, self.config.log_level, self.config.log_format, target,
+                                           (*args, sender)))
             process.start()
             sender.close()
             _await_ready(name, receiver, process)
@@ -171,7 +179,7 @@ class Supervisor:
         argv = [sys.executable, "-m", "frontend.mocker", "--exit-with-parent",
                 "--registry-endpoint", config.registry_endpoint, "--namespace", config.namespace,
                 "--speedup-ratio", repr(config.mock_speedup_ratio), "--model-path", config.mock_model_path,
-                "--log-level", config.log_level]
+                "--log-level", config.log_level, "--log-format", config.log_format]
         if config.mock_model_name:
             argv += ["--model-name", config.mock_model_name]
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
@@ -207,6 +215,16 @@ class Supervisor:
         except StartupError as exc:
             log.error("child restart failed", extra={"child": child.name, "error": str(exc)})
 
+    def healthy(self) -> bool:
+        """Every supervised child is running (what the systemd watchdog vouches for)."""
+        return all(child.process is not None and child.alive() for child in self.children)
+
+    def begin_shutdown(self) -> None:
+        """From now on HTTP workers answer new requests with 503 while in-flight ones finish."""
+        self.stopping.set()
+        with open(self.draining_flag, "w"):
+            pass
+
     # ---- stop --------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -233,6 +251,7 @@ class Supervisor:
             endpoints=self.endpoints, router=router, namespace=config.namespace,
             body_limit_bytes=int(config.http_body_limit_mb * 1024 * 1024),
             max_concurrent_requests=config.max_concurrent_requests, log_level=config.log_level,
+            log_format=config.log_format, http_ready_dir=self.http_ready_dir, draining_flag=self.draining_flag,
             metrics_dir=os.path.join(self.run_dir, "metrics"), metrics_prefix=config.metrics_prefix,
         )
 
@@ -251,29 +270,59 @@ def _await_ready(name: str, receiver: Connection, process: multiprocessing.Proce
                        f"(exit code {process.exitcode})")
 
 
+def _granian(config: Any, tls: bool):
+    from granian import Granian
+    from granian.constants import Interfaces, Loops, SSLProtocols
+
+    options: dict[str, Any] = {}
+    if tls:
+        options = {"ssl_cert": Path(config.tls_cert_path), "ssl_key": Path(config.tls_key_path),
+                   "ssl_protocol_min": SSLProtocols.tls12 if config.tls_min_version == "1.2" else SSLProtocols.tls13}
+        if config.tls_client_ca_path:
+            options.update(ssl_ca=Path(config.tls_client_ca_path), ssl_client_verify=True)
+    return Granian(
+        "frontend.http.app:app", address=config.http_host, port=config.http_port,
+        interface=Interfaces.RSGI, workers=config.workers, loop=Loops.uvloop,
+        log_enabled=True, log_level=config.log_level, log_access=config.access_log,
+        respawn_failed_workers=True, workers_kill_timeout=max(1, math.ceil(config.graceful_shutdown_timeout)),
+        **options,
+    )
+
+
+def _announce(supervisor: Supervisor, notifier: Notifier) -> None:
+    """Tell systemd READY=1 once every HTTP worker is up, then ping its watchdog until shutdown."""
+    ready_dir = supervisor.http_ready_dir
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not supervisor.stopping.is_set() and time.monotonic() < deadline:
+        if len(os.listdir(ready_dir)) >= supervisor.config.workers:
+            notifier.ready(f"serving on {supervisor.config.http_host}:{supervisor.config.http_port}")
+            log.info("ready", extra={"port": supervisor.config.http_port})
+            break
+        time.sleep(0.05)
+    while notifier.watchdog_interval_s and not supervisor.stopping.wait(notifier.watchdog_interval_s):
+        if supervisor.healthy():
+            notifier.watchdog()
+
+
 def serve(config: Any) -> int:
     """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
-
-    setup_logging(config.log_level, "daemon")
+    setup_logging(config.log_level, "daemon", config.log_format)
+    tls = check_tls(config)
+    notifier = Notifier()
     supervisor = Supervisor(config)
     try:
         supervisor.start()
         os.environ[SETTINGS_ENV] = msgspec.json.encode(supervisor.gateway_settings()).decode()
-        server = Granian(
-            "frontend.http.app:app", address=config.http_host, port=config.http_port,
-            interface=Interfaces.RSGI, workers=config.workers, loop=Loops.uvloop,
-            log_enabled=True, log_level=config.log_level if config.log_level != "debug" else "debug",
-            log_access=False, respawn_failed_workers=True,
-        )
+        server = _granian(config, tls)
         interrupt = server.signal_handler_interrupt
 
         def on_interrupt(*args: Any) -> None:  # children may get the same signal: don't restart them now
-            supervisor.stopping.set()
+            supervisor.begin_shutdown()
+            notifier.stopping()
             interrupt(*args)
 
         server.signal_handler_interrupt = on_interrupt
+        threading.Thread(target=_announce, args=(supervisor, notifier), name="sd-notify", daemon=True).start()
         try:
             server.serve()
         except SystemExit as exc:

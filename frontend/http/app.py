@@ -16,10 +16,10 @@ import msgspec
 
 from ..errors import (MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError, ServiceUnavailable)
 from ..gateway import Gateway, GatewaySettings
-from ..logs import setup_logging
+from ..logs import REQUEST_ID, setup_logging
 from ..metrics import CURRENT_REQUEST, RequestRecord, error_type_for
-from ..procutil import set_process_title
-from . import chat, completions, info
+from ..procutil import die_with_parent, set_process_title
+from . import chat, completions, info, openapi
 from .responses import internal_error, send_error
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ GET_ROUTES: dict[str, InfoHandler] = {
     "/v1/models": info.models,
     "/health": info.health,
     "/live": info.live,
+    **openapi.GET_ROUTES,  # /openapi.json, /docs and Swagger UI's assets (frontend/http/openapi.py)
     "/metrics": info.metrics,
 }
 ENDPOINT_LABELS = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
@@ -49,10 +50,13 @@ class GatewayApp:
         self.gateway: Gateway | None = None
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        die_with_parent()
         settings = msgspec.json.decode(os.environ[SETTINGS_ENV], type=GatewaySettings)
-        setup_logging(settings.log_level, "http")
+        setup_logging(settings.log_level, "http", settings.log_format)
         set_process_title("dyn-http")
         self.gateway = Gateway(loop, settings)
+        with open(os.path.join(settings.http_ready_dir, str(os.getpid())), "w"):
+            pass  # the daemon tells systemd READY=1 once every worker got here
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.gateway is not None:
@@ -82,11 +86,14 @@ class GatewayApp:
 
     async def _post(self, gateway: Gateway, scope, proto, handler: Handler) -> None:
         settings = gateway.settings
+        if os.path.exists(settings.draining_flag):
+            raise ServiceUnavailable("the server is shutting down; retry on another instance")
         if settings.max_concurrent_requests and gateway.inflight >= settings.max_concurrent_requests:
             raise ServiceUnavailable("too many concurrent requests; retry later")
         gateway.inflight += 1  # counted while the body uploads too
         record = RequestRecord(ENDPOINT_LABELS.get(scope.path, scope.path.strip("/").replace("/", "_")))
         CURRENT_REQUEST.set(record)
+        REQUEST_ID.set(scope.headers.get("x-request-id") or gateway.new_request_id())
         try:
             body = await self._read_body(scope, proto, settings.body_limit_bytes)
             await handler(gateway, scope, proto, body)

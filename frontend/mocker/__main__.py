@@ -41,6 +41,7 @@ _FLAGS = (
     ("kv_events", str, "array", "Publish KV events: array | map (vLLM's two encodings) | off."),
     ("context_length", int, 0, "Context window (0 = from config.json)."),
     ("log_level", str, "warning", "debug | info | warning | error."),
+    ("log_format", str, "text", "text | json."),
 )
 _ALIASES = {"block_size": ["--kv-block-size"]}
 
@@ -98,7 +99,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.log_level, "mocker")
+    setup_logging(args.log_level, "mocker", args.log_format)
     if args.exit_with_parent:
         die_with_parent()
     set_process_title("dyn-mocker")

@@ -118,6 +118,8 @@ def test_every_option_settable_from_env():
         "kv_events": "false", "router_ttl_s": "60", "router_pending_ttl_s": "5",
         "active_decode_blocks_threshold": "0.9", "active_prefill_tokens_threshold": "10000",
         "kv_index_capacity_blocks": "4096", "kv_index_max_workers": "8", "metrics_prefix": "my_frontend",
+        "tls_cert_path": "/c.pem", "tls_key_path": "/k.pem", "tls_client_ca_path": "/ca.pem", "tls_min_version": "1.3",
+        "graceful_shutdown_timeout": "5", "access_log": "true", "log_format": "json",
     }
     assert set(samples) == set(OPTIONS_BY_NAME), "a new option needs a sample here"
     env = {OPTIONS_BY_NAME[name].env_var: raw for name, raw in samples.items() if raw is not None}
