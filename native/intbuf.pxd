@@ -5,7 +5,7 @@
 #
 # Accepted inputs:
 #   - a list or tuple of ints (any other iterable is turned into a list first): converted once, in C, with a
-#     fast path for small exact ints that reads the int's value without a call;
+#     fast path that reads exact ints below 2**64 straight from the int object (3.11; 3.12+: small ints);
 #   - any C-contiguous buffer whose items are integers of the wanted width (array('I') / numpy uint32 or
 #     int32 for tokens, array('Q') / numpy uint64 or int64 for hashes), used in place (zero copy);
 #   - raw bytes (bytes, bytearray, memoryview of format 'B') holding such integers in the machine's byte
@@ -27,11 +27,9 @@ cdef extern from *:
     #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
     #define IB_BIG_ENDIAN 1
     #define ib_le32(x) __builtin_bswap32(x)
-    #define ib_le64(x) __builtin_bswap64(x)
     #else
     #define IB_BIG_ENDIAN 0
     #define ib_le32(x) (x)
-    #define ib_le64(x) (x)
     #endif
 
     /* Value of an int-like object the fast path did not take (bools, big or negative ints, numpy ints). */

@@ -31,7 +31,13 @@
 #
 #   kv_entry: u32 seq | u32 pred_ms | u64 key | u64 mask[words] | u64 pred[words]
 #   mask = workers whose KV events confirmed the block; pred = workers a router sent the block to that have
-#   not confirmed it yet, valid while now - pred_ms <= ttl (one timestamp per entry: the latest prediction).
+#   not confirmed it yet, valid while now - pred_ms <= ttl. One timestamp per entry (the latest prediction
+#   of any worker), in wrapping u32 milliseconds compared as signed differences: valid while predictions
+#   live less than 24 days. Every process must pass times from the same clock (time.monotonic() is
+#   system-wide on Linux).
+#   store() sets the worker's mask bit and clears its pred bit; predict() sets its pred bit unless the mask
+#   bit is set; remove() clears both; clear_worker()/free_slot() clear both everywhere. Readers map the
+#   segment with MAP_POPULATE, so lookups never take page faults.
 #
 # Hash table
 #   Open addressing with linear probing over `capacity` (a power of two >= capacity_blocks / 0.75) entries.
@@ -64,13 +70,16 @@
 #   Dynamo's prefix overlap: candidates = workers holding block 0; for each next block, candidates &= holders;
 #   a worker that drops out at block i scores i; stop when no candidate is left; survivors score len(hashes).
 #   The home entries of the next PREFETCH blocks are prefetched, so the cache misses of a long prompt against
-#   a large table overlap instead of adding up.
+#   a large table overlap instead of adding up, and the loop is compiled once per mask width (1-4 words).
+#   Calls keep the GIL: releasing it for microseconds would let another thread hold it for a whole switch
+#   interval.
 #
 # Predictions expire through a writer-local queue of (time, hashes) batches kept in predict order, so
-# expire_predictions() touches only what it expires (timestamps passed to predict() must not go backwards);
-# when the queue holds more keys than the table has entries it is dropped and the next expiry sweeps the
-# table instead.
+# expire_predictions() touches only what it expires (timestamps passed to predict() must not go backwards).
+# When the queue holds more keys than the table has entries it is dropped, and expiries sweep the whole
+# table until everything it held has expired.
 
+import atexit
 import collections
 import os
 import re
@@ -82,7 +91,7 @@ from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap, shm_open, shm_unlink
 from posix.stat cimport fstat, struct_stat
-from posix.unistd cimport close as c_close, ftruncate
+from posix.unistd cimport close as c_close, ftruncate, getpid
 
 from intbuf cimport IntArray, ints_acquire, ints_release
 
@@ -99,6 +108,18 @@ cdef enum:
     PREFETCH = 16        # lookups ahead whose home entries are prefetched
 cdef size_t PAGE = 4096
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
+_unlink_at_exit = {}  # shm path -> pid of the writer that created it and has not unlinked it yet
+
+
+@atexit.register
+def _unlink_segments_at_exit():
+    # A writer process that exits without close() (an exception, sys.exit) still removes its segments.
+    # Only SIGKILL-like deaths leak one; remove_stale_segments() cleans those up.
+    for path, pid in list(_unlink_at_exit.items()):
+        if pid == getpid():
+            shm_unlink(path)
+    _unlink_at_exit.clear()
+_DEFAULT_NAME_RE = re.compile(r"dyn-kvindex-([0-9]+)-[0-9a-f]{8}")
 
 
 cdef inline size_t _round_page(size_t n) noexcept nogil:
@@ -112,6 +133,35 @@ cdef bytes _shm_path(str name):
     return ("/" + name).encode()
 
 
+def remove_stale_segments(str directory="/dev/shm"):
+    """Unlink index segments with a default name ("dyn-kvindex-<pid>-<random>") whose creating process is
+    gone (a writer that was killed cannot unlink its own); returns their names. Segments of live processes,
+    and any other name, are left alone. Only for a /dev/shm that no other PID namespace (container) uses:
+    there a live writer's pid would look dead."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for entry in names:
+        match = _DEFAULT_NAME_RE.fullmatch(entry)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # alive
+        except PermissionError:
+            continue  # alive, another user's
+        except ProcessLookupError:
+            pass
+        try:
+            os.unlink(os.path.join(directory, entry))
+            removed.append(entry)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 # == Lookups (any process) ================================================================================
 
 cdef inline kv_entry* _entry(const KvView* v, char* table, uint64_t i) noexcept nogil:
@@ -122,9 +172,16 @@ cdef inline kv_entry* _home(const KvView* v, char* table, uint64_t key) noexcept
     return _entry(v, table, kv_mix(kv_fix_key(key), v.secret) & v.mask)
 
 
+cdef inline void _prefetch_home(const KvView* v, char* table, uint64_t key) noexcept nogil:
+    # Only the home entry's line: also prefetching the next line (probe chains running into it) measured
+    # twice as slow on a 1M-block table.
+    kv_prefetch(_home(v, table, key))
+
+
 cdef inline bint _read_entry(const KvView* v, char* table, uint64_t key, uint32_t now_ms, int64_t ttl_ms,
-                             uint64_t* out) noexcept nogil:
-    """Holders of `key` (mask | fresh predictions) into out[words], read under the seqlock; False if absent."""
+                             uint64_t* out, int W) noexcept nogil:
+    """Holders of `key` (mask | fresh predictions) into out[W], read under the seqlock; False if absent.
+    W == v.words, passed as a constant by _match so that the compiler unrolls the word loops."""
     cdef uint64_t pred[4]
     cdef uint64_t i, probes = 0, k
     cdef uint32_t s1, ts
@@ -144,15 +201,15 @@ cdef inline bint _read_entry(const KvView* v, char* table, uint64_t key, uint32_
             k = kv_ld64(&e.key)
             if k != key:
                 break
-            for w in range(v.words):
+            for w in range(W):
                 out[w] = kv_ld64(&e.bits[w])
-                pred[w] = kv_ld64(&e.bits[v.words + w])
+                pred[w] = kv_ld64(&e.bits[W + w])
             ts = kv_ld32(&e.pred_ms)
             kv_fence_acq()
             if kv_ld32(&e.seq) != s1:
                 continue
             if ttl_ms >= 0 and kv_age(now_ms, ts) <= ttl_ms:
-                for w in range(v.words):
+                for w in range(W):
                     out[w] |= pred[w]
             return True
         if k == 0:
@@ -162,9 +219,8 @@ cdef inline bint _read_entry(const KvView* v, char* table, uint64_t key, uint32_
     return False
 
 
-cdef int _match(const KvView* v, const uint64_t* keys, Py_ssize_t n, uint32_t now_ms, int64_t ttl_ms,
-                uint16_t* out_slot, Py_ssize_t* out_count) noexcept nogil:
-    """Prefix overlap of `keys` per worker into out_slot/out_count; returns how many workers matched."""
+cdef inline int _match_words(const KvView* v, const uint64_t* keys, Py_ssize_t n, uint32_t now_ms,
+                             int64_t ttl_ms, uint16_t* out_slot, Py_ssize_t* out_count, int W) noexcept nogil:
     cdef uint64_t cand[4]
     cdef uint64_t held[4]
     cdef uint64_t g1, now, dropped, alive
@@ -176,18 +232,18 @@ cdef int _match(const KvView* v, const uint64_t* keys, Py_ssize_t n, uint32_t no
         table = v.tables[kv_ld64_acq(&v.hdr.active) & 1]
         nout = 0
         depth = n  # what the candidates left at the end hold
-        for w in range(v.words):
+        for w in range(W):
             cand[w] = 0
         for i in range(min(<Py_ssize_t>PREFETCH, n)):
-            kv_prefetch(_home(v, table, keys[i]))
+            _prefetch_home(v, table, keys[i])
         for i in range(n):
             if i + PREFETCH < n:
-                kv_prefetch(_home(v, table, keys[i + PREFETCH]))
-            if not _read_entry(v, table, keys[i], now_ms, ttl_ms, held):
+                _prefetch_home(v, table, keys[i + PREFETCH])
+            if not _read_entry(v, table, keys[i], now_ms, ttl_ms, held, W):
                 depth = i
                 break
             alive = 0
-            for w in range(v.words):
+            for w in range(W):
                 now = held[w] if i == 0 else cand[w] & held[w]
                 dropped = cand[w] & ~now
                 while dropped:
@@ -199,7 +255,7 @@ cdef int _match(const KvView* v, const uint64_t* keys, Py_ssize_t n, uint32_t no
                 alive |= now
             if not alive:
                 break
-        for w in range(v.words):
+        for w in range(W):
             dropped = cand[w]
             while dropped:
                 out_slot[nout] = <uint16_t>(w * 64 + kv_ctz(dropped))
@@ -209,6 +265,18 @@ cdef int _match(const KvView* v, const uint64_t* keys, Py_ssize_t n, uint32_t no
         kv_fence_acq()
         if kv_ld64(&v.hdr.generation) == g1:
             return nout
+
+
+cdef int _match(const KvView* v, const uint64_t* keys, Py_ssize_t n, uint32_t now_ms, int64_t ttl_ms,
+                uint16_t* out_slot, Py_ssize_t* out_count) noexcept nogil:
+    """Prefix overlap of `keys` per worker into out_slot/out_count; returns how many workers matched."""
+    if v.words == 1:  # one copy of the loop per mask width, each with its word loops unrolled
+        return _match_words(v, keys, n, now_ms, ttl_ms, out_slot, out_count, 1)
+    if v.words == 2:
+        return _match_words(v, keys, n, now_ms, ttl_ms, out_slot, out_count, 2)
+    if v.words == 3:
+        return _match_words(v, keys, n, now_ms, ttl_ms, out_slot, out_count, 3)
+    return _match_words(v, keys, n, now_ms, ttl_ms, out_slot, out_count, 4)
 
 
 # == Table updates (the writer only) ======================================================================
@@ -335,10 +403,10 @@ cdef void _store(const KvView* v, int slot, const uint64_t* keys, Py_ssize_t n) 
     cdef kv_entry* e
     cdef bint was_empty
     for i in range(min(<Py_ssize_t>PREFETCH, n)):
-        kv_prefetch(_home(v, _active(v), keys[i]))
+        _prefetch_home(v, _active(v), keys[i])
     for i in range(n):
         if i + PREFETCH < n:
-            kv_prefetch(_home(v, _active(v), keys[i + PREFETCH]))
+            _prefetch_home(v, _active(v), keys[i + PREFETCH])
         e = _entry_for_new_bit(v, kv_fix_key(keys[i]), w, bit, &was_empty)
         if e == NULL:
             continue
@@ -480,7 +548,8 @@ cdef class _KvIndex:
         """{slot: number of leading blocks of `seq_hashes` the worker holds}; workers with 0 are omitted.
 
         A predicted (routed, unconfirmed) block counts while now_s - its prediction time <= predicted_ttl_s
-        (never when predicted_ttl_s < 0).
+        (never when predicted_ttl_s < 0). Keeps the GIL: releasing it for microseconds would let another
+        thread take it for a whole switch interval.
         """
         self._check_open()
         cdef IntArray h
@@ -492,8 +561,7 @@ cdef class _KvIndex:
         if ttl_ms > 0x7FFFFFFF:
             ttl_ms = 0x7FFFFFFF
         ints_acquire(seq_hashes, &h, 8, 1)
-        with nogil:
-            nout = _match(&self.v, <const uint64_t*>h.data, h.n, now_ms, ttl_ms, slots, counts)
+        nout = _match(&self.v, <const uint64_t*>h.data, h.n, now_ms, ttl_ms, slots, counts)
         ints_release(&h)
         return {slots[j]: counts[j] for j in range(nout)}
 
@@ -564,10 +632,10 @@ cdef class _KvIndex:
         cdef kv_load* l = &self.v.loads[slot]
         return kv_ldi64(&l.requests), kv_ldi64(&l.blocks), kv_ldi64(&l.prefill_tokens)
 
-    def next_round_robin(self) -> int:
-        """A counter shared by every process: 0, 1, 2, ... across all of them."""
+    def next_round_robin(self, uint32_t key=0) -> int:
+        """A counter shared by every process: 0, 1, 2, ... across all of them, one per ``key % 64``."""
         self._check_open()
-        return kv_add64(&self.v.hdr.round_robin, 1)
+        return kv_add64(&self.v.hdr.round_robin[key % KV_ROUND_ROBIN_COUNTERS], 1)
 
     # -- introspection --------------------------------------------------------------------------------------
 
@@ -671,7 +739,8 @@ cdef class KvIndexWriter(_KvIndex):
         self._bind(<char*>base, total)
         self.name = path.decode()[1:]
         self._shm_name = path
-        self._creator_pid = os.getpid()
+        self._creator_pid = getpid()
+        _unlink_at_exit[path] = self._creator_pid
         self._slot_of = {}
         self._expiry = collections.deque()
         self._expiry_keys = 0
@@ -679,16 +748,19 @@ cdef class KvIndexWriter(_KvIndex):
         self._have_pred_ms = False
 
     def __dealloc__(self):
-        if self._shm_name is not None and self._creator_pid == os.getpid():
+        self._unlink()
+
+    cdef _unlink(self):
+        if self._shm_name is not None and self._creator_pid == getpid():
             shm_unlink(self._shm_name)
-            self._shm_name = None
+            if _unlink_at_exit is not None:
+                _unlink_at_exit.pop(self._shm_name, None)
+        self._shm_name = None
 
     def close(self):
         """Unmap and unlink the segment (readers keep their mappings until they close)."""
         self._unmap()
-        if self._shm_name is not None and self._creator_pid == os.getpid():
-            shm_unlink(self._shm_name)
-        self._shm_name = None
+        self._unlink()
 
     cdef int _check_assigned(self, Py_ssize_t slot) except -1:
         self._check_slot(slot)
@@ -762,8 +834,7 @@ cdef class KvIndexWriter(_KvIndex):
         self._check_assigned(slot)
         cdef IntArray h
         ints_acquire(seq_hashes, &h, 8, 1)
-        with nogil:
-            _store(&self.v, <int>slot, <const uint64_t*>h.data, h.n)
+        _store(&self.v, <int>slot, <const uint64_t*>h.data, h.n)
         ints_release(&h)
 
     def remove(self, Py_ssize_t slot, seq_hashes):
@@ -771,8 +842,7 @@ cdef class KvIndexWriter(_KvIndex):
         self._check_assigned(slot)
         cdef IntArray h
         ints_acquire(seq_hashes, &h, 8, 1)
-        with nogil:
-            _remove(&self.v, <int>slot, <const uint64_t*>h.data, h.n)
+        _remove(&self.v, <int>slot, <const uint64_t*>h.data, h.n)
         ints_release(&h)
 
     def predict(self, Py_ssize_t slot, seq_hashes, double now_s):
@@ -785,8 +855,7 @@ cdef class KvIndexWriter(_KvIndex):
         cdef uint32_t now_ms = kv_ms(now_s)
         cdef array.array keys
         ints_acquire(seq_hashes, &h, 8, 1)
-        with nogil:
-            _predict(&self.v, <int>slot, <const uint64_t*>h.data, h.n, now_ms)
+        _predict(&self.v, <int>slot, <const uint64_t*>h.data, h.n, now_ms)
         try:
             if h.n == 0:
                 return
@@ -828,11 +897,10 @@ cdef class KvIndexWriter(_KvIndex):
             k = <uint64_t*>keys.data.as_voidptr
             nkeys = len(keys)
             self._expiry_keys -= nkeys
-            with nogil:
-                for j in range(nkeys):
-                    idx = _find(v, kv_fix_key(k[j]), &free_at)
-                    if idx >= 0:
-                        _expire_entry(v, _entry(v, _active(v), idx), cut_ms)
+            for j in range(nkeys):
+                idx = _find(v, kv_fix_key(k[j]), &free_at)
+                if idx >= 0:
+                    _expire_entry(v, _entry(v, _active(v), idx), cut_ms)
 
 
 cdef class KvIndexReader(_KvIndex):

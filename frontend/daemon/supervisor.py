@@ -61,9 +61,14 @@ class StartupError(FrontendError):
 def _child_main(title: str, log_level: str, log_format: str, target: Callable[..., None], args: tuple) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon decides
+    signal.signal(signal.SIGTERM, _exit_cleanly)  # run finally blocks (the indexer unlinks its shared memory)
     set_process_title(title)
     setup_logging(log_level, title, log_format)
     target(*args)
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 class Child:
@@ -157,6 +162,12 @@ class Supervisor:
             child = Child(f"mocker-{index}", self._mocker_command)
             child.start()
             self.children.append(child)
+        if config.kserve_grpc_server:  # KServe gRPC server processes (frontend/grpc/server.py)
+            from ..grpc import server as grpc_server
+
+            grpc_args = (self.gateway_settings(), grpc_server.GrpcSettings.from_config(config))
+            for index in range(config.kserve_grpc_workers):
+                self._start_ready(f"grpc-{index}", "dyn-grpc", grpc_server.run, grpc_args)
         threading.Thread(target=self._watch, name="child-watcher", daemon=True).start()
 
     def _start_ready(self, name: str, title: str, target: Callable[..., None], args: tuple) -> None:
@@ -235,6 +246,7 @@ class Supervisor:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for child in reversed(self.children):
             child.join(max(0.1, deadline - time.monotonic()))
+        _unlink_shared_memory(self.endpoints.kv_index_name)  # in case the indexer was killed
         if self.own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -254,6 +266,13 @@ class Supervisor:
             log_format=config.log_format, http_ready_dir=self.http_ready_dir, draining_flag=self.draining_flag,
             metrics_dir=os.path.join(self.run_dir, "metrics"), metrics_prefix=config.metrics_prefix,
         )
+
+
+def _unlink_shared_memory(name: str) -> None:
+    try:
+        os.unlink(os.path.join("/dev/shm", name.lstrip("/")))
+    except OSError:
+        pass
 
 
 def _await_ready(name: str, receiver: Connection, process: multiprocessing.Process) -> None:

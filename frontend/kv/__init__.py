@@ -6,7 +6,7 @@ Both are native (Cython sources in ``native/``, built into this package as ``fro
 
 try:
     from frontend.kv.blockhash import XXH3_SEED, block_hashes, chain, local_block_hashes, sequence_hash
-    from frontend.kv.kvindex import KvIndexReader, KvIndexWriter
+    from frontend.kv.kvindex import KvIndexReader, KvIndexWriter, remove_stale_segments
 except ImportError as exc:  # pragma: no cover - depends on the build
     raise ImportError(
         f"frontend.kv needs its native extensions, which are not built or do not load ({exc}). "
@@ -25,5 +25,6 @@ __all__ = [
     "chain",
     "chain_hashes",
     "local_block_hashes",
+    "remove_stale_segments",
     "sequence_hash",
 ]

@@ -71,7 +71,7 @@ class ReferenceKvIndex:
         self._generations = [0] * max_workers
         self._blocks = [0] * max_workers
         self._loads = [[0, 0, 0] for _ in range(max_workers)]
-        self._round_robin = itertools.count()
+        self._round_robin = [itertools.count() for _ in range(64)]
         self._dropped = 0
 
     # -- slots --------------------------------------------------------------------------------------------------
@@ -237,8 +237,8 @@ class ReferenceKvIndex:
         self._check_slot(slot)
         return tuple(self._loads[slot])  # type: ignore[return-value]
 
-    def next_round_robin(self) -> int:
-        return next(self._round_robin)
+    def next_round_robin(self, key: int = 0) -> int:
+        return next(self._round_robin[key % 64])
 
     def stats(self) -> dict:
         return {

@@ -13,6 +13,7 @@ cdef extern from *:
     #define KV_MAGIC 0x31584449564B5944ULL   /* "DYKVIDX1" read as a little-endian u64 */
     #define KV_VERSION 1u
     #define KV_MAX_WORKERS 256
+    #define KV_ROUND_ROBIN_COUNTERS 64
     #define KV_MAX_WORDS 4
     #define KV_WORKER_ID_MAX 64
     #define KV_KEY_ZERO_ALIAS 0x9E3779B97F4A7C15ULL   /* key 0 marks an empty entry: hash 0 is stored as this */
@@ -43,7 +44,7 @@ cdef extern from *:
         uint64_t dropped_inserts;
         uint64_t compactions;
         /* Updated by every process with atomic adds. */
-        _Alignas(64) uint64_t round_robin;
+        _Alignas(64) uint64_t round_robin[KV_ROUND_ROBIN_COUNTERS];  /* one per key (e.g. per model) */
     } kv_header;
 
     /* One hash-table entry; stride = 16 + 16 * words bytes (32 bytes with up to 64 workers). */
@@ -130,6 +131,7 @@ cdef extern from *:
     const uint64_t KV_MAGIC
     const uint32_t KV_VERSION
     const int KV_MAX_WORKERS
+    const int KV_ROUND_ROBIN_COUNTERS
     const int KV_MAX_WORDS
     const int KV_WORKER_ID_MAX
 
@@ -156,7 +158,7 @@ cdef extern from *:
         uint64_t tombstones
         uint64_t dropped_inserts
         uint64_t compactions
-        uint64_t round_robin
+        uint64_t round_robin[64]
 
     ctypedef struct kv_entry:
         uint32_t seq
@@ -238,6 +240,7 @@ cdef class KvIndexWriter(_KvIndex):
     cdef uint32_t _last_pred_ms
     cdef bint _have_pred_ms
 
+    cdef _unlink(self)
     cdef int _check_assigned(self, Py_ssize_t slot) except -1
     cdef int _write_worker(self, Py_ssize_t slot, uint32_t state, bytes worker_id) except -1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -31,7 +32,7 @@ class SharedIndex(Protocol):
 
     def add_load(self, slot: int, requests: int, blocks: int, prefill_tokens: int) -> None: ...
 
-    def next_round_robin(self) -> int: ...
+    def next_round_robin(self, key: int = 0) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,13 @@ class Router:
         elif self.settings.mode == "random":
             chosen, overlap = random.choice(instances), 0
         else:
-            chosen, overlap = instances[self._next_round_robin() % len(instances)], 0
+            chosen, overlap = instances[self._next_round_robin(model.name) % len(instances)], 0
         return self._account(model, chosen, seq_hashes, isl, overlap)
 
-    def _next_round_robin(self) -> int:
+    def _next_round_robin(self, model: str) -> int:
+        """The model's shared counter (the same key in every process: not Python's salted hash)."""
         if self.index is not None:
-            return self.index.next_round_robin()
+            return self.index.next_round_robin(zlib.crc32(model.encode()))
         self._local_counter += 1
         return self._local_counter
 

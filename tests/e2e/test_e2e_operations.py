@@ -39,10 +39,14 @@ def trust(certs: Path, *, client_cert: bool = False) -> ssl.SSLContext:
 def tls_daemon(certs: Path, *extra: str, **kwargs) -> Daemon:
     server = Daemon("--tls-cert-path", str(certs / "server.pem"), "--tls-key-path", str(certs / "server.key"),
                     *extra, **kwargs)
-    server.base_url = f"https://localhost:{server.http_port}"
-    server.http.close()
-    context = trust(certs, client_cert="--tls-client-ca-path" in extra)
-    server.http = httpx.Client(base_url=server.base_url, verify=context, timeout=30)
+    try:
+        server.base_url = f"https://localhost:{server.http_port}"
+        server.http.close()
+        context = trust(certs, client_cert="--tls-client-ca-path" in extra)
+        server.http = httpx.Client(base_url=server.base_url, verify=context, timeout=30)
+    except BaseException:
+        server.close()
+        raise
     return server
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import array
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
-from frontend.kv import KvIndexReader, KvIndexWriter
+from frontend.kv import KvIndexReader, KvIndexWriter, remove_stale_segments
 
 
 @pytest.fixture
@@ -249,3 +251,22 @@ def test_bad_arguments():
         with pytest.raises(TypeError):
             writer.store(slot, array.array("I", [1, 2]))
         assert writer.stats()["live_entries"] == 0
+
+
+def test_remove_stale_segments(tmp_path):
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    dead = int(done.stdout)
+    stale = tmp_path / f"dyn-kvindex-{dead}-0123abcd"
+    alive = tmp_path / f"dyn-kvindex-{os.getpid()}-0123abcd"
+    other = tmp_path / f"dyn-kvindex-{dead}-custom"
+    for path in (stale, alive, other):
+        path.write_bytes(b"")
+    assert remove_stale_segments(str(tmp_path)) == [stale.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+    assert remove_stale_segments(str(tmp_path / "missing")) == []
+
+
+def test_writer_that_exits_without_close_unlinks():
+    code = "from frontend.kv import KvIndexWriter; w = KvIndexWriter(capacity_blocks=10, max_workers=4); print(w.name)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)
+    assert not os.path.exists(f"/dev/shm/{done.stdout.strip()}")

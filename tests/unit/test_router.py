@@ -122,3 +122,14 @@ def test_decode_block_threshold_uses_the_worker_capacity():
     index.add_load(router.slot("a"), 1, 60, 0)
     index.add_load(router.slot("b"), 1, 60, 0)
     assert router.pick(model, [], 16).instance_id == "c"
+
+
+def test_round_robin_is_fair_per_model_when_models_alternate():
+    router, _, _ = make()
+    two = Model(name="two", instance_ids=["a", "b"])
+    other = Model(name="other", instance_ids=["c"])
+    picks = []
+    for _ in range(40):
+        picks.append(router.pick(two, [], 10).instance_id)
+        router.pick(other, [], 10)
+    assert Counter(picks) == {"a": 20, "b": 20}
