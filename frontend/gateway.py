@@ -80,7 +80,7 @@ class Gateway:
             raise ModelNotFound(name)
         return model
 
-    def submit(self, model: ServedModel, request: GenerateRequest, block_hashes: list[int],
+    def submit(self, model: ServedModel, request: GenerateRequest, block_hashes: bytes,
                pinned: str | None) -> tuple[RequestStream, Route]:
         """Route and send a preprocessed request; 503 when the model has no live instance."""
         route = self.router.pick(model, block_hashes, len(request.token_ids), pinned)
@@ -89,7 +89,7 @@ class Gateway:
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
         return self.engines.submit(route.instance_id, request), route
 
-    def _routed(self, instance_id: str, block_hashes: list[int]) -> None:
+    def _routed(self, instance_id: str, block_hashes: bytes) -> None:
         try:
             self._send_routed.send(indexer_wire.encoder.encode(indexer_wire.RoutedBlocks(instance_id, block_hashes)),
                                    zmq.NOBLOCK)

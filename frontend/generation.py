@@ -102,7 +102,7 @@ class Generation:
     """One request running on a worker, read as a sequence of :class:`Delta`."""
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
-                 block_hashes: list[int], *, pinned: str | None = None,
+                 block_hashes: bytes, *, pinned: str | None = None,
                  disconnected: Awaitable[None] | None = None) -> None:
         self.gateway = gateway
         self.tokenizer = model.tokenizer

@@ -54,7 +54,7 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
         if max(prompt_ids) >= vocab_size:
             raise InvalidRequest(f"prompt token id {max(prompt_ids)} is outside the vocabulary (size {vocab_size})",
                                  param="prompt")
-        hashes = list(block_hashes(prompt_ids, model.block_size))
+        hashes = block_hashes(prompt_ids, model.block_size).tobytes()
     if not prompt_ids:
         raise InvalidRequest("prompt must not be empty", param="prompt")
     engine_req = engine_request(gateway, request, model, prompt_ids, request.max_tokens, request.logprobs)

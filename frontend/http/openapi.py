@@ -21,6 +21,9 @@ Adding an endpoint (do this in the same change that adds the route to ``app.py``
   An endpoint with another error shape (e.g. Anthropic's) passes its own ``error_schema``.
 * ``responses`` adds other statuses with their own body type, e.g. /health's 503.
 * A non-JSON 200 body (Prometheus text, HTML) gives ``response_content_type`` and no ``response`` type.
+* ``stream`` documents the ``text/event-stream`` alternative of the 200: a string body described in words,
+  with the event data's schema under the media type's ``x-sse-data-schema`` extension (OpenAPI 3.1 has no
+  keyword for per-event schemas).
 * A type with no home in ``frontend/protocol/`` (a handler building a dict) gets a documentation Struct
   (see :class:`HealthReport`); the e2e tests decode the live responses with these types, strictly.
 
@@ -127,7 +130,7 @@ class Operation:
     request: Any = None  # msgspec type of the JSON request body
     request_examples: Mapping[str, Any] = field(default_factory=dict)  # name -> example body
     response: Any = None  # msgspec type of the 200 body (JSON)
-    response_content_type: str = "application/json"  # of the 200 body when it is not a JSON ``response``
+    response_content_type: str | None = None  # of a non-JSON 200 body (then ``response`` is None)
     response_description: str = "OK"
     stream: Any = None  # type of each SSE event's data when the request asks for stream: true
     errors: tuple[int, ...] = ()  # statuses of ERROR_STATUSES
@@ -160,7 +163,8 @@ OPERATIONS: tuple[Operation, ...] = (
         request_examples={
             "text": {"summary": "A string prompt",
                      "value": {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 30}},
-            "tokens": {"summary": "A token-id prompt", "value": {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 5}},
+            "tokens": {"summary": "A token-id prompt",
+                       "value": {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 5}},
         },
         response=Completion, stream=Completion, errors=GENERATION_ERRORS),
     Operation(
@@ -231,7 +235,7 @@ def build_spec(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]
         content: dict[str, Any] = {}
         if refs["response"] is not None:
             content["application/json"] = {"schema": schemas[refs["response"]]}
-        elif op.response_content_type:
+        if op.response_content_type:
             content[op.response_content_type] = {"schema": {"type": "string"}}
         if refs["stream"] is not None:
             event = schemas[refs["stream"]]

@@ -36,6 +36,7 @@ class StopConditions(msgspec.Struct, omit_defaults=True, gc=False):
     min_tokens: int = 0
     stop_token_ids: list[int] = []
     ignore_eos: bool = False
+    max_thinking_tokens: int | None = None  # reasoning budget: an engine that supports it ends reasoning there
 
 
 class GenerateRequest(msgspec.Struct, tag="generate", omit_defaults=True, gc=False):

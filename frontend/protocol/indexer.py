@@ -19,7 +19,7 @@ class RoutedBlocks(msgspec.Struct, tag="routed", array_like=True, gc=False):
     """The router sent a request with these block hashes to this worker instance."""
 
     instance_id: str
-    seq_hashes: list[int]
+    seq_hashes: bytes  # u64 sequence hashes as array('Q') bytes
 
 
 class WorkerIndexStatus(msgspec.Struct, omit_defaults=True):

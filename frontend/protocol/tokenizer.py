@@ -31,7 +31,7 @@ class TokenizeResult(msgspec.Struct, tag="result", array_like=True, omit_default
 
     request_id: int
     token_ids: list[int] = []
-    block_hashes: list[int] = []
+    block_hashes: bytes = b""  # u64 native-endian sequence hashes (array('Q') bytes), read zero-copy
     error: str | None = None
 
 

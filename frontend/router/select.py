@@ -19,10 +19,13 @@ from ..errors import ServiceUnavailable
 from .cost import WorkerLoad, select_worker
 
 
+Hashes = bytes | list[int]  # u64 sequence hashes: array('Q') bytes on the hot path, lists in tests
+
+
 class SharedIndex(Protocol):
     """The reader side of the shared KV index (frontend.kv.KvIndexReader)."""
 
-    def find_matches(self, seq_hashes: list[int], now_s: float, predicted_ttl_s: float) -> dict[int, int]: ...
+    def find_matches(self, seq_hashes: Hashes, now_s: float, predicted_ttl_s: float) -> dict[int, int]: ...
 
     def slots(self) -> list[tuple[int, str]]: ...
 
@@ -71,7 +74,7 @@ class Router:
     """One per HTTP process; all shared state lives in the index's shared memory."""
 
     def __init__(self, settings: RouterSettings, index: SharedIndex | None = None,
-                 send_routed: Callable[[str, list[int]], None] | None = None) -> None:
+                 send_routed: Callable[[str, Hashes], None] | None = None) -> None:
         if settings.mode not in ("round_robin", "random", "kv"):
             raise ValueError(f"unknown router mode {settings.mode!r}")
         self.settings = settings
@@ -80,7 +83,7 @@ class Router:
         self._slots: dict[str, int] = {}
         self._local_counter = 0
 
-    def pick(self, model: Candidate, seq_hashes: list[int], isl: int, pinned: str | None = None) -> Route:
+    def pick(self, model: Candidate, seq_hashes: Hashes, isl: int, pinned: str | None = None) -> Route:
         """Choose a live instance of ``model``; 503 when there is none (or all are busy)."""
         instances = model.instance_ids
         if not instances:
@@ -104,7 +107,7 @@ class Router:
         self._local_counter += 1
         return self._local_counter
 
-    def _pick_kv(self, model: Candidate, seq_hashes: list[int], isl: int) -> tuple[str, int]:
+    def _pick_kv(self, model: Candidate, seq_hashes: Hashes, isl: int) -> tuple[str, int]:
         settings = self.settings
         matches = self.index.find_matches(seq_hashes, time.time(), settings.predicted_ttl_s) if seq_hashes else {}
         cached = self.index.stats()["slot_blocks"]  # tie-break: the worker with the fewest cached blocks
@@ -130,7 +133,7 @@ class Router:
         threshold = settings.active_decode_blocks_threshold
         return bool(threshold and total and blocks / total > threshold)
 
-    def _account(self, model: Candidate, instance_id: str, seq_hashes: list[int], isl: int,
+    def _account(self, model: Candidate, instance_id: str, seq_hashes: Hashes, isl: int,
                  overlap: int) -> Route:
         block_size = model.block_size
         route = Route(instance_id, self.slot(instance_id), max(isl // block_size - overlap, 0),

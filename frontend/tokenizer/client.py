@@ -37,7 +37,7 @@ class TokenizerClient:
         self._metrics = metrics
         self._waiting: dict[int, asyncio.Future[wire.TokenizeResult]] = {}
 
-    async def tokenize(self, model_path: str, kind: str, body: bytes, block_size: int) -> tuple[list[int], list[int]]:
+    async def tokenize(self, model_path: str, kind: str, body: bytes, block_size: int) -> tuple[list[int], bytes]:
         """Token ids and block hashes of the request's prompt; TemplateError (400) when it cannot be rendered."""
         request_id = next(self._ids)
         started = time.perf_counter()

@@ -91,7 +91,7 @@ class Tokenization:
                 ids = model.chat_prompt_ids(request.body)
             else:
                 ids = model.completion_prompt_ids(request.body)
-            hashes = list(block_hashes(ids, request.block_size)) if request.block_size > 0 else []
+            hashes = block_hashes(ids, request.block_size).tobytes() if request.block_size > 0 else b""
         except (FrontendError, msgspec.DecodeError) as exc:
             return wire.TokenizeResult(request.request_id, error=str(exc))
         except Exception as exc:  # a model directory we cannot read: report, keep serving
