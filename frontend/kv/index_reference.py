@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from array import array
 
 import xxhash
 
@@ -55,6 +56,13 @@ def _ms(t: float) -> int:
 def _age(now_ms: int, then_ms: int) -> int:
     """(int32_t)(now - then)."""
     return ((now_ms - then_ms + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+
+def _hash_sequence(seq_hashes):
+    """Hashes as ints: raw bytes are read as native u64s, as the native index reads any buffer."""
+    if isinstance(seq_hashes, (bytes, bytearray, memoryview)):
+        return array("Q", bytes(seq_hashes))
+    return seq_hashes
 
 
 class ReferenceKvIndex:
@@ -140,6 +148,7 @@ class ReferenceKvIndex:
 
     def store(self, slot: int, seq_hashes) -> None:
         self._check_assigned(slot)
+        seq_hashes = _hash_sequence(seq_hashes)
         bit = 1 << slot
         for h in seq_hashes:
             key = h or _ZERO_ALIAS
@@ -155,6 +164,7 @@ class ReferenceKvIndex:
 
     def remove(self, slot: int, seq_hashes) -> None:
         self._check_assigned(slot)
+        seq_hashes = _hash_sequence(seq_hashes)
         bit = 1 << slot
         for h in seq_hashes:
             key = h or _ZERO_ALIAS
@@ -178,6 +188,7 @@ class ReferenceKvIndex:
 
     def predict(self, slot: int, seq_hashes, now_s: float) -> None:
         self._check_assigned(slot)
+        seq_hashes = _hash_sequence(seq_hashes)
         bit = 1 << slot
         now_ms = _ms(now_s)
         for h in seq_hashes:
@@ -199,6 +210,7 @@ class ReferenceKvIndex:
                 self._drop_if_empty(key, entry)
 
     def find_matches(self, seq_hashes, now_s: float, predicted_ttl_s: float) -> dict[int, int]:
+        seq_hashes = _hash_sequence(seq_hashes)
         now_ms = _ms(now_s)
         ttl_ms = min(int(predicted_ttl_s * 1000.0), 0x7FFFFFFF) if predicted_ttl_s >= 0 else -1
         scores: dict[int, int] = {}

@@ -1,0 +1,95 @@
+"""The indexer's event sequencing: gaps, replays, restarts (frontend/indexer/server.py) over the reference index."""
+
+from __future__ import annotations
+
+from frontend.indexer.server import Indexer
+from frontend.kv import block_hashes
+from frontend.kv.index_reference import ReferenceKvIndex
+from frontend.protocol import kv_events as wire
+from frontend.protocol.indexer import RoutedBlocks, encoder
+from frontend.protocol.kv_events import BlockStored
+from frontend.protocol.registry import Instance, ModelCard
+
+BS = 4
+
+
+class FakeReplaySocket:
+    def __init__(self):
+        self.sent = []
+
+    def send_multipart(self, frames):
+        self.sent.append(frames)
+
+
+def make_indexer(with_replay: bool):
+    index = ReferenceKvIndex(capacity_blocks=1000, max_workers=4)
+    indexer = Indexer(None, index, use_kv_events=False, ttl_s=120, pending_ttl_s=10)
+    card = ModelCard(name="m", model_path="/unused", kv_block_size=BS)
+    indexer.sync([Instance("w", "tcp://x", card)])
+    feed = indexer.feeds["w"]
+    if with_replay:
+        feed.replay = FakeReplaySocket()
+    return indexer, index, feed
+
+
+def batch(seq: int, tokens: list[int], engine_hash: int, parent: int | None = None) -> list[bytes]:
+    payload = wire.encode_batch(1.0, [BlockStored([engine_hash], parent, tokens, BS)])
+    return [b"kv-events", wire.encode_seq(seq), payload]
+
+
+def held(index: ReferenceKvIndex, slot: int, tokens: list[int]) -> bool:
+    hashes = list(block_hashes(tokens, BS))
+    return index.find_matches(hashes, 0.0, 0.0).get(slot, 0) == len(hashes)
+
+
+def test_in_order_batches_are_applied_and_chained():
+    indexer, index, feed = make_indexer(with_replay=False)
+    indexer.on_event_frames(feed, batch(0, [1, 2, 3, 4], 11))
+    indexer.on_event_frames(feed, batch(1, [5, 6, 7, 8], 12, parent=11))
+    assert held(index, feed.state.slot, [1, 2, 3, 4, 5, 6, 7, 8])
+
+
+def test_gap_without_replay_drops_the_worker_blocks():
+    indexer, index, feed = make_indexer(with_replay=False)
+    indexer.on_event_frames(feed, batch(0, [1, 2, 3, 4], 11))
+    indexer.on_event_frames(feed, batch(5, [9, 9, 9, 9], 13))
+    assert not held(index, feed.state.slot, [1, 2, 3, 4])
+    assert held(index, feed.state.slot, [9, 9, 9, 9]) and feed.state.gaps == 1
+
+
+def test_gap_with_replay_asks_for_the_missing_batches_and_applies_them_in_order():
+    indexer, index, feed = make_indexer(with_replay=True)
+    indexer.on_event_frames(feed, batch(0, [1, 2, 3, 4], 11))
+    indexer.on_event_frames(feed, batch(2, [9, 10, 11, 12], 13, parent=12))  # seq 1 was lost
+    assert feed.replay.sent == [[b"", wire.encode_seq(1)]]
+    indexer.on_event_frames(feed, batch(3, [13, 14, 15, 16], 14, parent=13))  # held during the replay
+    missing = batch(1, [5, 6, 7, 8], 12, parent=11)
+    indexer.on_replay_frames(feed, [b"", missing[1], missing[2]])
+    indexer.on_replay_frames(feed, [b"", wire.END_OF_REPLAY, b""])
+    assert held(index, feed.state.slot, list(range(1, 17)))
+    assert feed.state.last_seq == 3
+
+
+def test_engine_restart_clears_the_worker():
+    indexer, index, feed = make_indexer(with_replay=False)
+    indexer.on_event_frames(feed, batch(0, [1, 2, 3, 4], 11))
+    indexer.on_event_frames(feed, batch(1, [5, 6, 7, 8], 12, parent=11))
+    indexer.on_event_frames(feed, batch(0, [7, 7, 7, 7], 21))
+    assert not held(index, feed.state.slot, [1, 2, 3, 4]) and held(index, feed.state.slot, [7, 7, 7, 7])
+
+
+def test_malformed_frames_are_counted_not_fatal():
+    indexer, _, feed = make_indexer(with_replay=False)
+    indexer.on_event_frames(feed, [b"only one frame"])
+    indexer.on_event_frames(feed, [b"t", b"\x00", b"x"])
+    indexer.on_event_frames(feed, [b"t", wire.encode_seq(0), b"\xc1"])
+    assert indexer.malformed == 3
+
+
+def test_routed_blocks_become_predictions_and_a_leaving_worker_frees_its_slot():
+    indexer, index, feed = make_indexer(with_replay=False)
+    hashes = block_hashes([1, 2, 3, 4, 5, 6, 7, 8], BS).tobytes()
+    indexer.on_routed(encoder.encode(RoutedBlocks("w", hashes)))
+    assert index.find_matches(hashes, 0.0, 1e12) == {feed.state.slot: 2}
+    indexer.sync([])
+    assert index.slots() == []
