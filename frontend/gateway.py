@@ -18,7 +18,9 @@ from .daemon.topology import Endpoints
 from .discovery import ModelTable, ServedModel
 from .engine_client import EngineClient, RequestStream
 from .errors import ModelNotFound, ServiceUnavailable
+from .http.api_settings import ApiSettings
 from .kv import KvIndexReader
+from .media_store import MediaSettings, MediaStore
 from .metrics import Metrics, SnapshotWriter
 from .protocol import indexer as indexer_wire
 from .protocol.engine import GenerateRequest
@@ -41,6 +43,8 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     draining_flag: str
     metrics_dir: str
     metrics_prefix: str = "dynamo_frontend"
+    apis: ApiSettings = ApiSettings()  # parsers, Responses store, Anthropic (frontend/http/api_settings.py)
+    media: MediaSettings = MediaSettings()  # generated images and videos served by URL (frontend/media_store.py)
 
 
 class Gateway:
@@ -56,6 +60,7 @@ class Gateway:
         self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances)
         self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics)
         self.kv_index = KvIndexReader(settings.endpoints.kv_index_name)
+        self.media = MediaStore(settings.media)
         self._send_routed = self.context.socket(zmq.PUSH)
         self._send_routed.setsockopt(zmq.LINGER, 0)
         self._send_routed.setsockopt(zmq.SNDHWM, 10_000)

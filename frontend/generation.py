@@ -16,6 +16,7 @@ from .engine_client import RequestStream
 from .errors import ContextLengthExceeded, InvalidRequest
 from .gateway import Gateway
 from .metrics import GenerationObserver
+from .parsers.base import OutputParser
 from .postprocess.pipeline import Delta, OutputPipeline
 from .protocol.engine import GenerateRequest, RequestOutput, SamplingOptions, StopConditions
 from .protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
@@ -77,9 +78,19 @@ def engine_request(gateway: Gateway, request: AnyRequest, model: ServedModel, pr
         response_format=request.response_format,
     )
     stop = StopConditions(max_tokens=budget, min_tokens=min_tokens, stop_token_ids=request.stop_token_ids or [],
-                          ignore_eos=request.ignore_eos)
+                          ignore_eos=request.ignore_eos, max_thinking_tokens=thinking_budget(request))
     return GenerateRequest(gateway.new_request_id(), prompt_ids, stop, sampling,
                            [] if request.ignore_eos else model.eos_token_ids, logprobs, model.name)
+
+
+def thinking_budget(request: AnyRequest) -> int | None:
+    """``nvext.max_thinking_tokens``: the reasoning budget the engine enforces, if any."""
+    value = request.nvext.get("max_thinking_tokens") if request.nvext else None
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidRequest("nvext.max_thinking_tokens must be an integer >= 0", param="nvext.max_thinking_tokens")
+    return value
 
 
 PIN_HEADERS = ("x-worker-instance-id", "x-dynamo-worker-instance-id")
@@ -103,14 +114,14 @@ class Generation:
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
                  block_hashes: bytes, *, pinned: str | None = None,
-                 disconnected: Awaitable[None] | None = None) -> None:
+                 disconnected: Awaitable[None] | None = None, parser: OutputParser | None = None) -> None:
         self.gateway = gateway
         self.tokenizer = model.tokenizer
         self.prompt_tokens = len(engine_req.token_ids)
         self.pipeline = OutputPipeline(
             model.tokenizer, stop=stop_strings(request),
             include_stop_str_in_output=request.include_stop_str_in_output,
-            skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:],
+            skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:], parser=parser,
         )
         self.stream, self.route = gateway.submit(model, engine_req, block_hashes, pinned)
         self.observer = GenerationObserver(gateway.metrics, model.name, request.stream)

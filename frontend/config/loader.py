@@ -23,6 +23,8 @@ FrontendConfig.__doc__ = "The daemon's resolved configuration: one attribute per
 _GROUP_TITLES = {
     "general": "general", "http": "HTTP server", "preprocess": "pre-processing", "router": "routing",
     "discovery": "worker discovery", "mocker": "built-in mock workers",
+    "kserve": "KServe gRPC server",
+    "parsers": "tool calls, reasoning, Responses and Anthropic APIs",
 }
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from ..parsers.registry import check_reasoning_parsers, check_tool_parsers
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,33 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_format", str, "text", "Log lines as logfmt-style text or JSON.", "general",
            choices=("text", "json")),
     Option("run_dir", str, "", "Directory for IPC sockets (default: a new private temporary directory).", "general"),
+    # ---- KServe v2 / Triton gRPC front door (frontend/grpc/) ----
+    Option("kserve_grpc_server", bool, False, "Also serve the KServe v2 / Triton gRPC inference protocol "
+           "(inference.GRPCInferenceService) on --kserve-grpc-port.", "kserve"),
+    Option("kserve_grpc_host", str, "", "Address the gRPC server binds to (default: --http-host).", "kserve"),
+    Option("kserve_grpc_port", int, 8787, "KServe gRPC port.", "kserve", validate=_port),
+    Option("kserve_grpc_workers", int, 1, "gRPC server processes; several share the port (SO_REUSEPORT) and "
+           "each client connection stays on one.", "kserve", validate=_positive),
+    Option("grpc_initial_stream_window_size", int, 0, "gRPC HTTP/2 initial stream window in bytes, fixed "
+           "(0 = gRPC's automatic sizing by bandwidth-delay probing); raise it for long prompts. The connection "
+           "window follows from it.", "kserve", validate=_non_negative),
+    # ---- tool calls, reasoning, Responses and Anthropic APIs (frontend/parsers/, frontend/http/) ----
+    Option("tool_call_parser", str, "", "Tool-call parser for every model (NAME) or per model "
+           "(MODEL=NAME,...); overrides the parser the worker's model card names.", "parsers",
+           validate=check_tool_parsers),
+    Option("reasoning_parser", str, "", "Reasoning parser for every model (NAME) or per model "
+           "(MODEL=NAME,...); overrides the parser the worker's model card names.", "parsers",
+           validate=check_reasoning_parsers),
+    Option("enable_anthropic_api", bool, True, "Serve the Anthropic Messages API on /v1/messages (on by "
+           "default; the flag is accepted for Dynamo compatibility).", "parsers"),
+    Option("responses_store", bool, True, "Keep /v1/responses with store: true (OpenAI's default) for "
+           "previous_response_id, GET and DELETE (--no-responses-store: stateless).", "parsers"),
+    Option("responses_store_path", str, "", "SQLite file of stored responses, shared by all HTTP processes "
+           "(default: responses.sqlite3 in the run directory).", "parsers"),
+    Option("responses_store_ttl_s", float, 30 * 86400.0, "Stored responses older than this are deleted.",
+           "parsers", validate=_positive),
+    Option("responses_store_max_mb", float, 256.0, "Size limit of the responses store; the oldest responses "
+           "go first.", "parsers", validate=_positive),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -35,6 +35,7 @@ import msgspec
 
 from ..errors import FrontendError
 from ..gateway import GatewaySettings
+from ..http.api_settings import ApiSettings
 from ..http.app import SETTINGS_ENV
 from ..logs import setup_logging
 from ..procutil import die_with_parent, set_process_title
@@ -158,16 +159,16 @@ class Supervisor:
                            config.kv_events, config.router_ttl_s, config.router_pending_ttl_s))
         for index, endpoint in enumerate(self.endpoints.tokenizers):
             self._start_ready(f"tokenizer-{index}", "dyn-tokenizer", tokenizer_server.run, (index, endpoint))
-        for index in range(config.mock_workers):
-            child = Child(f"mocker-{index}", self._mocker_command)
-            child.start()
-            self.children.append(child)
         if config.kserve_grpc_server:  # KServe gRPC server processes (frontend/grpc/server.py)
             from ..grpc import server as grpc_server
 
             grpc_args = (self.gateway_settings(), grpc_server.GrpcSettings.from_config(config))
             for index in range(config.kserve_grpc_workers):
                 self._start_ready(f"grpc-{index}", "dyn-grpc", grpc_server.run, grpc_args)
+        for index in range(config.mock_workers):
+            child = Child(f"mocker-{index}", self._mocker_command)
+            child.start()
+            self.children.append(child)
         threading.Thread(target=self._watch, name="child-watcher", daemon=True).start()
 
     def _start_ready(self, name: str, title: str, target: Callable[..., None], args: tuple) -> None:
@@ -265,6 +266,7 @@ class Supervisor:
             max_concurrent_requests=config.max_concurrent_requests, log_level=config.log_level,
             log_format=config.log_format, http_ready_dir=self.http_ready_dir, draining_flag=self.draining_flag,
             metrics_dir=os.path.join(self.run_dir, "metrics"), metrics_prefix=config.metrics_prefix,
+            apis=ApiSettings.from_config(config, self.run_dir),
         )
 
 

@@ -19,7 +19,7 @@ from ..gateway import Gateway, GatewaySettings
 from ..logs import REQUEST_ID, setup_logging
 from ..metrics import CURRENT_REQUEST, RequestRecord, error_type_for
 from ..procutil import die_with_parent, set_process_title
-from . import chat, completions, info, openapi
+from . import anthropic, chat, completions, info, openapi, responses_api
 from .responses import internal_error, send_error
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,18 @@ InfoHandler = Callable[[Gateway, object], None]
 POST_ROUTES: dict[str, Handler] = {
     "/v1/chat/completions": chat.handle,
     "/v1/completions": completions.handle,
+    "/v1/responses": responses_api.create,
+    "/v1/messages": anthropic.messages,
+    "/v1/messages/count_tokens": anthropic.count_tokens,
+}
+# paths with a parameter: every method goes to the handler, which answers 405 itself
+PREFIX_ROUTES: dict[str, Handler] = {
+    responses_api.ITEM_PREFIX: responses_api.item,  # GET, DELETE /v1/responses/{id}
+}
+# paths whose errors have another shape than OpenAI's
+ERROR_RENDERERS: dict[str, Callable[[object, RequestError], None]] = {
+    "/v1/messages": anthropic.send_error,
+    "/v1/messages/count_tokens": anthropic.send_error,
 }
 GET_ROUTES: dict[str, InfoHandler] = {
     "/v1/models": info.models,
@@ -40,7 +52,26 @@ GET_ROUTES: dict[str, InfoHandler] = {
     **openapi.GET_ROUTES,  # /openapi.json, /docs and Swagger UI's assets (frontend/http/openapi.py)
     "/metrics": info.metrics,
 }
-ENDPOINT_LABELS = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
+ENDPOINT_LABELS = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions",
+                   "/v1/responses": "responses", responses_api.ITEM_PREFIX: "responses_item",
+                   "/v1/messages": "messages", "/v1/messages/count_tokens": "messages_count_tokens"}
+
+
+def prefix_route(path: str) -> tuple[str, Handler] | None:
+    """The (prefix, handler) of a path with a parameter, if any."""
+    for prefix, handler in PREFIX_ROUTES.items():
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return prefix, handler
+    return None
+
+
+def endpoint_label(path: str) -> str:
+    """The metrics label of a request path (a path with a parameter is labelled by its route)."""
+    label = ENDPOINT_LABELS.get(path)
+    if label is None:
+        prefixed = prefix_route(path)
+        label = ENDPOINT_LABELS[prefixed[0]] if prefixed is not None else path.strip("/").replace("/", "_")
+    return label
 
 
 class GatewayApp:
@@ -67,7 +98,10 @@ class GatewayApp:
             return
         gateway = self.gateway
         try:
-            if scope.method == "POST":
+            prefixed = prefix_route(scope.path)
+            if prefixed is not None:
+                await self._post(gateway, scope, proto, prefixed[1])
+            elif scope.method == "POST":
                 handler = POST_ROUTES.get(scope.path)
                 if handler is None:
                     raise self._no_route(scope)
@@ -80,9 +114,9 @@ class GatewayApp:
             else:
                 raise self._no_route(scope)
         except RequestError as error:
-            send_error(proto, error)
+            ERROR_RENDERERS.get(scope.path, send_error)(proto, error)
         except Exception as exc:
-            send_error(proto, internal_error(exc))
+            ERROR_RENDERERS.get(scope.path, send_error)(proto, internal_error(exc))
 
     async def _post(self, gateway: Gateway, scope, proto, handler: Handler) -> None:
         settings = gateway.settings
@@ -91,7 +125,7 @@ class GatewayApp:
         if settings.max_concurrent_requests and gateway.inflight >= settings.max_concurrent_requests:
             raise ServiceUnavailable("too many concurrent requests; retry later")
         gateway.inflight += 1  # counted while the body uploads too
-        record = RequestRecord(ENDPOINT_LABELS.get(scope.path, scope.path.strip("/").replace("/", "_")))
+        record = RequestRecord(endpoint_label(scope.path))
         CURRENT_REQUEST.set(record)
         REQUEST_ID.set(scope.headers.get("x-request-id") or gateway.new_request_id())
         try:

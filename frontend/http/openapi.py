@@ -45,9 +45,12 @@ import msgspec
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
+from ..protocol.anthropic import CountTokensRequest, ErrorBody as AnthropicErrorBody, Message as AnthropicMessage
+from ..protocol.anthropic import MessagesRequest, StreamEvent as AnthropicStreamEvent, TokenCount
 from ..protocol.indexer import WorkerIndexStatus
 from ..protocol.openai import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion,
                                CompletionRequest, ErrorResponse, ModelList)
+from ..protocol.responses import ResponseObject, ResponsesRequest, ResponseStreamEvent
 
 # ---- documentation types for bodies that handlers build as dicts (info.py) -------------------------------
 
@@ -167,6 +170,37 @@ OPERATIONS: tuple[Operation, ...] = (
                        "value": {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 5}},
         },
         response=Completion, stream=Completion, errors=GENERATION_ERRORS),
+    Operation(
+        "POST", "/v1/responses", "Create a model response", tag="responses", operation_id="createResponse",
+        description="OpenAI's Responses API, served on top of chat: `input` as a string or items (messages, "
+                    "function_call and function_call_output items), function tools, `previous_response_id` "
+                    "(stored responses). With `stream: true`: server-sent events `event: <type>` / "
+                    "`data: <event JSON>` in OpenAI's order, from `response.created` to `response.completed`. "
+                    "`GET` and `DELETE /v1/responses/{id}` read and delete a stored response.",
+        request=ResponsesRequest,
+        request_examples={"hello": {"summary": "A string input",
+                                    "value": {"model": "tiny", "input": "Hello!", "max_output_tokens": 30}}},
+        response=ResponseObject, stream=ResponseStreamEvent, errors=GENERATION_ERRORS),
+    Operation(
+        "POST", "/v1/messages", "Create a message (Anthropic)", tag="anthropic", operation_id="createMessage",
+        description="Anthropic's Messages API, served on top of chat: content blocks (text, image, tool_use, "
+                    "tool_result, thinking), tools, `thinking`. With `stream: true`: Anthropic's events from "
+                    "`message_start` to `message_stop`. Errors are Anthropic's `{\"type\": \"error\", "
+                    "\"error\": {\"type\", \"message\"}}`.",
+        request=MessagesRequest,
+        request_examples={"hello": {"summary": "A short answer",
+                                    "value": {"model": "tiny", "max_tokens": 30, "messages": _HELLO}}},
+        response=AnthropicMessage, stream=AnthropicStreamEvent, errors=(400, 404, 413, 500),
+        error_schema=AnthropicErrorBody,
+        responses={529: ("Overloaded: no live worker or too many requests.", AnthropicErrorBody)}),
+    Operation(
+        "POST", "/v1/messages/count_tokens", "Count the tokens of a message request (Anthropic)", tag="anthropic",
+        operation_id="countMessageTokens",
+        description="The prompt length in tokens as the model's chat template renders the request.",
+        request=CountTokensRequest,
+        request_examples={"hello": {"summary": "A short conversation", "value": {"model": "tiny",
+                                                                                   "messages": _HELLO}}},
+        response=TokenCount, errors=(400, 404, 413, 500), error_schema=AnthropicErrorBody),
     Operation(
         "GET", "/v1/models", "List the served models", tag="models", operation_id="listModels",
         description="Models with at least one live worker instance.",

@@ -24,6 +24,7 @@ from ..worker import RegistrationError, WorkerRuntime
 from ..worker.kv_publisher import KvEventPublisher
 from .corpus import Corpus
 from .engine import EngineSettings, MockEngine
+from .script import Script
 
 log = logging.getLogger("frontend.mocker")
 
@@ -42,8 +43,12 @@ _FLAGS = (
     ("context_length", int, 0, "Context window (0 = from config.json)."),
     ("log_level", str, "warning", "debug | info | warning | error."),
     ("log_format", str, "text", "text | json."),
+    ("tool_call_parser", str, "", "Tool-call parser named in the model card (e.g. hermes)."),
+    ("reasoning_parser", str, "", "Reasoning parser named in the model card (e.g. qwen3)."),
+    ("script", str, "", "JSON file of scripted answers, [{match, output}] (for tests; frontend/mocker/script.py)."),
 )
-_ALIASES = {"block_size": ["--kv-block-size"]}
+_ALIASES = {"block_size": ["--kv-block-size"], "tool_call_parser": ["--dyn-tool-call-parser"],
+            "reasoning_parser": ["--dyn-reasoning-parser"]}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,13 +75,17 @@ async def serve(args: argparse.Namespace) -> None:
     if args.kv_events != "off":
         publisher = KvEventPublisher(zmq.Context.instance(), host=args.host, encoding=args.kv_events)
         publisher.attach(asyncio.get_running_loop())
-    engine = MockEngine(Corpus(tokenizer), settings, publisher)
+    script = Script.from_file(args.script, tokenizer) if args.script else None
+    engine = MockEngine(Corpus(tokenizer), settings, publisher, script)
     runtime = WorkerRuntime(engine, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
                             host=args.host)
     runtime_config = {"total_kv_blocks": args.num_gpu_blocks, "max_num_seqs": args.max_num_seqs,
                       "max_num_batched_tokens": args.max_num_batched_tokens}
     if publisher is not None:
         runtime_config.update(publisher.runtime_config_entries())
+    for key in ("tool_call_parser", "reasoning_parser"):  # as Dynamo's --dyn-tool-call-parser does
+        if getattr(args, key):
+            runtime_config[key] = getattr(args, key)
     card = ModelCard(
         name=args.model_name or os.path.basename(model_path.rstrip("/")),
         model_path=model_path,

@@ -9,7 +9,8 @@ KV events of the step go out as one batch.
 
 Generation: a request starts at a paragraph of the corpus (chosen from the seed, or from the prompt when
 sampling is greedy) and walks its tokens; the end of a paragraph is the end of sequence unless ``ignore_eos``
-or ``min_tokens`` say otherwise, in which case it moves on to the next paragraph.
+or ``min_tokens`` say otherwise, in which case it moves on to the next paragraph. With a script
+(``script.py``) a prompt that matches a rule gets the rule's output instead, ending with it.
 
 Timing model (milliseconds, Dynamo's mocker polynomials), divided by ``speedup_ratio``:
     prefill(t) = 4.209989e-7 t^2 + 1.518344e-2 t + 16.50142        t = prompt tokens computed in the step
@@ -30,6 +31,7 @@ from ..worker import Engine, TokenSink
 from ..worker.kv_publisher import KvEventPublisher
 from .corpus import Corpus
 from .kv_cache import CacheFull, KvCache, SequenceBlocks
+from .script import Script, ScriptedOutput
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,15 @@ class Sequence:
     """One request inside the engine."""
 
     __slots__ = ("request", "sink", "rng", "position", "generated", "stop_ids", "blocks", "computed",
-                 "cached_tokens")
+                 "cached_tokens", "script")
 
-    def __init__(self, request: GenerateRequest, sink: TokenSink, rng: random.Random, position: int) -> None:
+    def __init__(self, request: GenerateRequest, sink: TokenSink, rng: random.Random, position: int,
+                 script: ScriptedOutput | None = None) -> None:
         self.request = request
         self.sink = sink
         self.rng = rng
-        self.position = position
+        self.position = position  # in the corpus, or in the scripted output
+        self.script = script
         self.generated = 0
         stop_ids = set(request.stop.stop_token_ids)
         if not request.stop.ignore_eos:
@@ -89,8 +93,10 @@ class Sequence:
 class MockEngine(Engine):
     """Step-based mock engine; ``run()`` is the scheduler loop (start it as a task)."""
 
-    def __init__(self, corpus: Corpus, settings: EngineSettings, publisher: KvEventPublisher | None = None) -> None:
+    def __init__(self, corpus: Corpus, settings: EngineSettings, publisher: KvEventPublisher | None = None,
+                 script: Script | None = None) -> None:
         self.corpus = corpus
+        self.script = script
         self.settings = settings
         self.cache = KvCache(settings.num_gpu_blocks, settings.block_size, publisher)
         self.publisher = publisher
@@ -104,8 +110,11 @@ class MockEngine(Engine):
 
     def add_request(self, request: GenerateRequest, sink: TokenSink) -> None:
         rng = self._rng_for(request)
-        position = self.corpus.paragraph_start(rng.randrange(self.corpus.paragraph_count))
-        self.waiting.append(Sequence(request, sink, rng, position))
+        scripted = self.script.output_for(request.token_ids) if self.script is not None else None
+        position = 0
+        if scripted is None:
+            position = self.corpus.paragraph_start(rng.randrange(self.corpus.paragraph_count))
+        self.waiting.append(Sequence(request, sink, rng, position, scripted))
         self._wakeup.set()
 
     def abort_request(self, request_id: str) -> None:
@@ -184,7 +193,13 @@ class MockEngine(Engine):
     def _decode(self, sequence: Sequence) -> None:
         request = sequence.request
         stop = request.stop
-        token, at_paragraph_end = self.corpus.token_at(sequence.position)
+        if sequence.script is not None:
+            token, at_paragraph_end = self._scripted_token(sequence)
+            if token is None:
+                self._finish(sequence, [], "stop")
+                return
+        else:
+            token, at_paragraph_end = self.corpus.token_at(sequence.position)
         sequence.position += 1
         may_stop = sequence.generated >= stop.min_tokens
         if may_stop and ((at_paragraph_end and not stop.ignore_eos and request.eos_token_ids)
@@ -204,6 +219,16 @@ class MockEngine(Engine):
             self._finish(sequence, [token], "length", logprobs, cached_tokens=cached)
         else:
             self._outbox.append((sequence.sink, ([token], None, logprobs), {"cached_tokens": cached}))
+
+    @staticmethod
+    def _scripted_token(sequence: Sequence) -> tuple[int | None, bool]:
+        """The next token of a scripted answer (None when it is used up), skipping spent reasoning."""
+        script = sequence.script
+        assert script is not None
+        sequence.position = script.next_position(sequence.position, sequence.request.stop.max_thinking_tokens)
+        if sequence.position >= len(script.token_ids):
+            return None, True
+        return script.token_ids[sequence.position], False
 
     def _finish(self, sequence: Sequence, tokens: list[int], reason: str,
                 logprobs: list[TokenLogprob] | None = None, *, error: str | None = None,

@@ -1,8 +1,10 @@
 """The per-choice output pipeline: engine token batches in, text deltas and a finish reason out.
 
 Stages run in order on every batch: incremental detokenization, then stop strings (held back until they
-match or diverge). Reasoning and tool-call parsers plug in as further ``TextStage``s after stop strings:
-each takes the text released by the previous stage and returns what it releases in turn.
+match or diverge), then any further ``TextStage`` (each takes the text released by the previous stage and
+returns what it releases in turn), then, when the request has one, the output parser (``frontend.parsers``:
+reasoning, then tool calls), which turns the text into ordered content / reasoning / tool-call segments.
+Without a parser a delta carries text only and no per-segment work is done.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Protocol
 
 from tokenizers import Tokenizer
 
+from ..parsers.base import CONTENT, OutputParser, Segment
 from ..protocol.engine import RequestOutput, TokenLogprob
 from .detokenizer import IncrementalDetokenizer
 from .stop_strings import StopStringMatcher
@@ -25,16 +28,20 @@ class TextStage(Protocol):
 
 
 class Delta:
-    """What one batch produced for the client."""
+    """What one batch produced for the client.
 
-    __slots__ = ("text", "finish_reason", "logprobs", "error")
+    With an output parser, ``segments`` holds the parsed output in order and ``text`` only its content.
+    """
+
+    __slots__ = ("text", "finish_reason", "logprobs", "error", "segments")
 
     def __init__(self, text: str, finish_reason: str | None, logprobs: list[TokenLogprob] | None,
-                 error: str | None) -> None:
+                 error: str | None, segments: list[Segment] | None = None) -> None:
         self.text = text
         self.finish_reason = finish_reason
         self.logprobs = logprobs
         self.error = error
+        self.segments = segments
 
 
 class OutputPipeline:
@@ -42,11 +49,12 @@ class OutputPipeline:
 
     def __init__(self, tokenizer: Tokenizer, *, stop: list[str], include_stop_str_in_output: bool,
                  skip_special_tokens: bool, prompt_tail: list[int] | None = None,
-                 stages: list[TextStage] | None = None) -> None:
+                 stages: list[TextStage] | None = None, parser: OutputParser | None = None) -> None:
         self.detokenizer = IncrementalDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens,
                                                   prompt_tail=prompt_tail)
         self.stop = StopStringMatcher(stop, include_stop_str_in_output=include_stop_str_in_output) if stop else None
         self.stages = stages or []
+        self.parser = parser
         self.completion_tokens = 0
         self.cached_tokens = 0
         self.finish_reason: str | None = None
@@ -76,7 +84,18 @@ class OutputPipeline:
                 self.finish_reason = "stop" if output.finish_reason == "abort" else output.finish_reason
                 error = output.error
                 break
-        return Delta("".join(text_parts), self.finish_reason, logprobs, error)
+        text = "".join(text_parts)
+        if self.parser is not None:
+            return self._parse(text, logprobs, error)
+        return Delta(text, self.finish_reason, logprobs, error)
+
+    def _parse(self, text: str, logprobs: list[TokenLogprob] | None, error: str | None) -> Delta:
+        assert self.parser is not None
+        segments = self.parser.feed(text) if text else []
+        if self.finish_reason is not None:
+            segments += self.parser.finish()
+        content = "".join(segment.text for segment in segments if segment.kind == CONTENT)
+        return Delta(content, self.finish_reason, logprobs, error, segments)
 
     def _stop_strings(self, text: str, finished: bool) -> tuple[str, bool]:
         if self.stop is None:

@@ -8,6 +8,15 @@ DEALER per worker instance. Framing: one frame per message, MessagePack of a tag
 
 A worker sends one OutputBatch per engine step per gateway, holding the new tokens of every request of that
 gateway that advanced in the step, so that one socket read serves many streams.
+
+Requests that produce one result instead of a token stream ("unary": embeddings, images, videos) travel on
+the same sockets:
+
+    gateway DEALER  --[EmbedRequest | ImageRequest | VideoRequest | AbortRequest]-->  worker ROUTER
+    gateway DEALER  <--[MediaProgress]* then [EmbedResult | MediaResult | UnaryError]--  worker ROUTER
+
+Requests are map-encoded like GenerateRequest; replies are array-like like OutputBatch (one msgspec union
+per direction: ``to_worker_decoder`` and ``from_worker_decoder``).
 """
 
 from __future__ import annotations
@@ -82,8 +91,99 @@ class OutputBatch(msgspec.Struct, tag="outputs", array_like=True, gc=False):
     outputs: list[RequestOutput]
 
 
-ToWorker = GenerateRequest | AbortRequest
+# ---- unary requests: one result per request (embeddings, images, videos) ---------------------------------
+
+
+class EmbedRequest(msgspec.Struct, tag="embed", omit_defaults=True, gc=False):
+    """Embed each input (token ids, tokenized by the frontend with the model's tokenizer)."""
+
+    request_id: str
+    inputs: list[list[int]]
+    model: str = ""
+
+
+class ImageRequest(msgspec.Struct, tag="image", omit_defaults=True, gc=False):
+    """Generate ``n`` images of ``prompt``. 0 / None / "auto" mean the engine's default."""
+
+    request_id: str
+    prompt: str
+    model: str = ""
+    n: int = 1
+    width: int = 0
+    height: int = 0
+    output_format: str = "png"  # png | jpeg | webp
+    output_compression: int | None = None  # 0-100, jpeg and webp
+    quality: str = "auto"
+    background: str = "auto"  # auto | opaque | transparent (png and webp only)
+    negative_prompt: str | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+
+
+class VideoRequest(msgspec.Struct, tag="video", omit_defaults=True, gc=False):
+    """Generate one video of ``prompt``; ``num_frames`` wins over ``seconds`` x ``fps``."""
+
+    request_id: str
+    prompt: str
+    model: str = ""
+    width: int = 0
+    height: int = 0
+    seconds: float | None = None
+    fps: int | None = None
+    num_frames: int | None = None
+    output_format: str = ""  # a hint (mp4, webp, gif); the result says what was made
+    negative_prompt: str | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    stream_frames: bool = False  # send every frame as a JPEG in MediaProgress as it is made
+
+
+class EmbedResult(msgspec.Struct, tag="embedded", array_like=True, gc=False):
+    """One vector per input, in order, each as little-endian float32 bytes."""
+
+    request_id: str
+    vectors: list[bytes]
+
+
+class MediaItem(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
+    """One generated image or video file."""
+
+    data: bytes
+    format: str  # png | jpeg | webp | gif | mp4
+    revised_prompt: str | None = None
+    fps: int | None = None
+
+
+class MediaResult(msgspec.Struct, tag="media", array_like=True, gc=False):
+    """The generated files of an ImageRequest or VideoRequest."""
+
+    request_id: str
+    items: list[MediaItem]
+
+
+class MediaProgress(msgspec.Struct, tag="progress", array_like=True, omit_defaults=True, gc=False):
+    """Progress of a media request in percent; with ``stream_frames``, a new frame as JPEG bytes."""
+
+    request_id: str
+    percent: int
+    frame: bytes = b""
+
+
+class UnaryError(msgspec.Struct, tag="failed", array_like=True, omit_defaults=True, gc=False):
+    """A unary request failed; ``invalid``: the request was at fault (the client gets a 400, else a 502)."""
+
+    request_id: str
+    message: str
+    invalid: bool = False
+
+
+UnaryRequest = EmbedRequest | ImageRequest | VideoRequest
+UnaryReply = EmbedResult | MediaResult | UnaryError
+ToWorker = GenerateRequest | AbortRequest | EmbedRequest | ImageRequest | VideoRequest
+FromWorker = OutputBatch | EmbedResult | MediaResult | MediaProgress | UnaryError
 
 to_worker_decoder = msgspec.msgpack.Decoder(ToWorker)
-batch_decoder = msgspec.msgpack.Decoder(OutputBatch)
+from_worker_decoder = msgspec.msgpack.Decoder(FromWorker)
 encoder = msgspec.msgpack.Encoder()

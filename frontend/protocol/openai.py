@@ -169,7 +169,7 @@ class ChoiceLogprobs(msgspec.Struct):
     content: list[TokenLogprobEntry] | None
 
 
-class AssistantMessage(msgspec.Struct, omit_defaults=True):
+class AssistantMessage(msgspec.Struct):
     content: str | None
     role: str = "assistant"
     reasoning_content: str | None = None

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import msgspec
 
-MODEL_TYPES = ("chat", "completions")
+MODEL_TYPES = ("chat", "completions", "embedding", "images", "videos")
+TOKENIZED_TYPES = ("chat", "completions", "embedding")  # the frontend tokenizes their requests
 
 
 class ModelCard(msgspec.Struct, omit_defaults=True, frozen=True):
     """What the frontend needs to serve a model: where its tokenizer/template live and its limits.
 
     ``model_path`` is a directory with tokenizer.json, tokenizer_config.json (chat template), config.json and
-    optionally generation_config.json; it must exist at the same path on the frontend's machine.
+    optionally generation_config.json; it must exist at the same path on the frontend's machine (a model
+    whose types are all media types, images and videos, needs none of these files on the frontend).
+    ``checksum`` is a digest of the tokenizer and chat templates (``frontend.worker.checksum``), filled in by
+    the worker SDK at registration.
     """
 
     name: str
@@ -31,10 +35,21 @@ class ModelCard(msgspec.Struct, omit_defaults=True, frozen=True):
     context_length: int = 8192
     kv_block_size: int = 16
     runtime_config: dict = msgspec.field(default_factory=dict)
+    checksum: str = ""
 
     def checksum_key(self) -> tuple:
         """Fields that must agree between all workers serving the same model name."""
-        return (self.model_path, tuple(self.model_types), self.context_length, self.kv_block_size)
+        return (self.model_path, tuple(self.model_types), self.context_length, self.kv_block_size, self.checksum)
+
+    def differences(self, other: "ModelCard") -> list[str]:
+        """What of ``checksum_key`` differs from ``other``, in words (for the registry's refusal)."""
+        names = ("model path", "model types", "context length", "KV block size", "tokenizer/chat template checksum")
+        return [name for name, mine, theirs in zip(names, self.checksum_key(), other.checksum_key())
+                if mine != theirs]
+
+    def tokenized(self) -> bool:
+        """The frontend tokenizes this model's requests (it serves a type other than images and videos)."""
+        return any(kind in TOKENIZED_TYPES for kind in self.model_types)
 
 
 class Register(msgspec.Struct, tag="register"):

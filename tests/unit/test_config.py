@@ -120,6 +120,11 @@ def test_every_option_settable_from_env():
         "kv_index_capacity_blocks": "4096", "kv_index_max_workers": "8", "metrics_prefix": "my_frontend",
         "tls_cert_path": "/c.pem", "tls_key_path": "/k.pem", "tls_client_ca_path": "/ca.pem", "tls_min_version": "1.3",
         "graceful_shutdown_timeout": "5", "access_log": "true", "log_format": "json",
+        "tool_call_parser": "hermes", "reasoning_parser": "m=qwen3", "enable_anthropic_api": "false",
+        "responses_store": "false", "responses_store_path": "/tmp/r.db", "responses_store_ttl_s": "60",
+        "responses_store_max_mb": "8",
+        "kserve_grpc_server": "true", "kserve_grpc_host": "127.0.0.2", "kserve_grpc_port": "8788",
+        "kserve_grpc_workers": "2", "grpc_initial_stream_window_size": "1048576",
     }
     assert set(samples) == set(OPTIONS_BY_NAME), "a new option needs a sample here"
     env = {OPTIONS_BY_NAME[name].env_var: raw for name, raw in samples.items() if raw is not None}

@@ -1,0 +1,200 @@
+"""The OpenAI Responses API: ``POST /v1/responses`` (unary and streamed), ``GET`` and ``DELETE /v1/responses/{id}``.
+
+Served on top of chat: the request is translated (``responses_input.py``), run as a chat session with the
+model's parsers, and the parsed output becomes output items (``responses_output.py``). With ``store: true``
+(the default, as OpenAI's) and the store enabled, the response and the conversation after it are kept in the
+SQLite store (``frontend/responses_store.py``) before the client sees the end of the response, so a
+``previous_response_id`` sent right after can be served by any HTTP process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sqlite3
+import time
+
+import msgspec
+
+from ..errors import InvalidRequest, MethodNotAllowed, NotFoundRoute, RequestError
+from ..gateway import Gateway
+from ..parsers.base import REASONING, TOOL_CALL, Segment
+from ..protocol import responses as rs
+from ..protocol.openai import ChatMessage, FunctionCall, ToolCall
+from ..responses_store import ResponseStore
+from .chat_session import ChatOutcome, ChatSession, collect, open_session, segments_of
+from .responses import JSON_HEADERS, SSE_HEADERS, send_json
+from .responses_input import to_chat_request
+from .responses_output import OutputBuilder, new_id
+from .streaming import StreamWriter, decode_request
+
+ITEM_PREFIX = "/v1/responses/"
+
+log = logging.getLogger(__name__)
+
+_decoder = msgspec.json.Decoder(rs.ResponsesRequest)
+_conversation_decoder = msgspec.json.Decoder(list[ChatMessage])
+_stores: dict[str, ResponseStore] = {}
+
+
+def store_of(gateway: Gateway) -> ResponseStore | None:
+    """This process's handle on the store, or None when responses are not stored."""
+    apis = gateway.settings.apis
+    if not apis.responses_store_path:
+        return None
+    store = _stores.get(apis.responses_store_path)
+    if store is None:
+        store = ResponseStore(apis.responses_store_path, apis.responses_store_ttl_s, apis.responses_store_max_bytes)
+        _stores[apis.responses_store_path] = store
+    return store
+
+
+async def create(gateway: Gateway, scope, proto, body: bytes) -> None:
+    """POST /v1/responses."""
+    request: rs.ResponsesRequest = decode_request(_decoder, body)
+    if request.background:
+        raise InvalidRequest("background responses are not supported", param="background")
+    store = store_of(gateway)
+    history = await _history(store, request.previous_response_id)
+    chat_request, conversation = to_chat_request(request, history)
+    session = await open_session(gateway, chat_request, msgspec.json.encode(chat_request), scope.headers,
+                                 proto.client_disconnect())
+    run = _Run(request, session, conversation, store if request.store else None)
+    if request.stream:
+        await run.stream(proto)
+    else:
+        outcome = await collect(session)
+        if outcome is not None:
+            run.builder.add(outcome.segments)
+            run.builder.close(_item_status(outcome))
+            send_json(proto, 200, await run.finish(outcome))
+
+
+async def item(gateway: Gateway, scope, proto, body: bytes) -> None:
+    """GET or DELETE /v1/responses/{id}."""
+    response_id = scope.path[len(ITEM_PREFIX):]
+    store = store_of(gateway)
+    if scope.method in ("GET", "HEAD"):
+        stored = await store.get(response_id) if store is not None and response_id else None
+        if stored is None:
+            raise _not_found(response_id)
+        proto.response_bytes(200, JSON_HEADERS, stored.response)
+    elif scope.method == "DELETE":
+        if store is None or not response_id or not await store.delete(response_id):
+            raise _not_found(response_id)
+        send_json(proto, 200, rs.DeletedResponse(response_id))
+    else:
+        raise MethodNotAllowed(f"method {scope.method} is not allowed on {scope.path}")
+
+
+def _not_found(response_id: str) -> RequestError:
+    return NotFoundRoute(f"Response with id '{response_id}' not found.", param="response_id")
+
+
+async def _history(store: ResponseStore | None, previous_response_id: str | None) -> list[ChatMessage]:
+    if previous_response_id is None:
+        return []
+    stored = await store.get(previous_response_id) if store is not None else None
+    if stored is None:
+        raise InvalidRequest(f"Previous response with id '{previous_response_id}' not found.",
+                             param="previous_response_id", code="previous_response_not_found")
+    return _conversation_decoder.decode(stored.conversation)
+
+
+class _Run:
+    """One response being produced: its id, output builder and the store write at the end."""
+
+    def __init__(self, request: rs.ResponsesRequest, session: ChatSession, conversation: list[ChatMessage],
+                 store: ResponseStore | None) -> None:
+        self.request = request
+        self.session = session
+        self.conversation = conversation
+        self.store = store
+        self.id = new_id("resp")
+        self.created = int(time.time())
+        self._sequence = itertools.count()
+        self.builder = OutputBuilder(lambda: next(self._sequence))
+
+    async def stream(self, proto) -> None:
+        writer = StreamWriter(proto.response_stream(200, SSE_HEADERS))
+        pending = self.response("in_progress")
+        events = [self._lifecycle("response.created", pending), self._lifecycle("response.in_progress", pending)]
+        if not await writer.send(_sse(events)):
+            return
+        segments: list[Segment] = []
+        async for delta in self.session.generation.deltas():
+            if delta.error:
+                failed = self.response("failed", error=rs.ResponseError("server_error", delta.error))
+                await writer.send(_sse([self._lifecycle("response.failed", failed)]))
+                return
+            parsed = segments_of(delta.segments, delta.text)
+            segments += parsed
+            events = self.builder.add(parsed)
+            if delta.finish_reason is not None:
+                outcome = ChatOutcome(segments, self.session.finish_reason(delta.finish_reason), [],
+                                      self.session.stop_sequence, self.session.usage())
+                events += self.builder.close(_item_status(outcome))
+                final = await self.finish(outcome)
+                events.append(self._lifecycle(f"response.{final.status}", final))
+            if events and not await writer.send(_sse(events)):
+                return
+
+    async def finish(self, outcome: ChatOutcome) -> rs.ResponseObject:
+        """The final response, from the closed output; stored when asked to."""
+        response = self.response(_item_status(outcome), outcome=outcome)
+        if self.store is not None:
+            conversation = self.conversation + [_assistant_message(outcome.segments)]
+            try:
+                await self.store.put(self.id, msgspec.json.encode(response), msgspec.json.encode(conversation))
+            except sqlite3.Error as exc:  # the answer still goes out; only continuing from it will fail
+                log.warning("cannot store the response", extra={"response_id": self.id, "error": str(exc)})
+        return response
+
+    def response(self, status: str, *, outcome: ChatOutcome | None = None,
+                 error: rs.ResponseError | None = None) -> rs.ResponseObject:
+        request = self.request
+        done = status in ("completed", "incomplete")
+        return rs.ResponseObject(
+            id=self.id, created_at=self.created, model=self.session.model.name, status=status,
+            output=list(self.builder.items) if done else [], error=error,
+            incomplete_details=rs.IncompleteDetails("max_output_tokens") if status == "incomplete" else None,
+            instructions=request.instructions, max_output_tokens=request.max_output_tokens,
+            parallel_tool_calls=request.parallel_tool_calls is not False,
+            previous_response_id=request.previous_response_id, reasoning=request.reasoning or rs.ReasoningConfig(),
+            store=self.store is not None, temperature=request.temperature, text=request.text or rs.TextConfig(),
+            tool_choice=request.tool_choice or "auto", tools=request.tools or [], top_p=request.top_p,
+            truncation=request.truncation or "disabled", user=request.user, metadata=request.metadata or {},
+            usage=self._usage(outcome) if outcome is not None else None,
+            completed_at=int(time.time()) if done else None,
+        )
+
+    def _usage(self, outcome: ChatOutcome) -> rs.ResponseUsage:
+        usage = outcome.usage
+        cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+        reasoning = outcome.joined(REASONING)
+        reasoning_tokens = len(self.session.generation.tokenizer.encode(reasoning, add_special_tokens=False).ids) \
+            if reasoning else 0
+        return rs.ResponseUsage(usage.prompt_tokens, rs.InputTokensDetails(cached), usage.completion_tokens,
+                                rs.OutputTokensDetails(min(reasoning_tokens, usage.completion_tokens)),
+                                usage.total_tokens)
+
+    def _lifecycle(self, kind: str, response: rs.ResponseObject) -> rs.ResponseStreamEvent:
+        return rs.ResponseStreamEvent(kind, next(self._sequence), response=response)
+
+
+def _item_status(outcome: ChatOutcome) -> str:
+    """``incomplete`` when the output hit max_output_tokens (for the last item and the response)."""
+    return "incomplete" if outcome.finish_reason == "length" else "completed"
+
+
+def _assistant_message(segments: list[Segment]) -> ChatMessage:
+    """The response's output as the assistant message the next turn's template renders."""
+    text = "".join(s.text for s in segments if s.kind not in (REASONING, TOOL_CALL))
+    reasoning = "".join(s.text for s in segments if s.kind == REASONING)
+    calls = [ToolCall(s.call.id, FunctionCall(s.call.name, s.call.arguments)) for s in segments if s.call]
+    return ChatMessage("assistant", text or None, tool_calls=calls or None, reasoning_content=reasoning or None)
+
+
+def _sse(events: list[rs.ResponseStreamEvent]) -> bytes:
+    return b"".join(b"event: " + event.type.encode() + b"\ndata: " + msgspec.json.encode(event) + b"\n\n"
+                    for event in events)
