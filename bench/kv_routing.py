@@ -125,7 +125,8 @@ def start_daemon(mode: str, workers: int, speedup: float) -> tuple[subprocess.Po
     port = free_port()
     argv = [sys.executable, "-m", "frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
             "--registry-endpoint", f"tcp://127.0.0.1:{free_port()}", "--mock-workers", str(workers),
-            "--mock-speedup-ratio", str(speedup), "--router-mode", mode, "--workers", "1"]
+            "--mock-speedup-ratio", str(speedup), "--mock-extra-models", "none", "--router-mode", mode,
+            "--workers", "1"]
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 60

@@ -24,14 +24,18 @@ log = logging.getLogger(__name__)
 
 
 class ServedModel:
-    """One model name with its card, tokenizer (for detokenization) and live instances."""
+    """One model name with its card, tokenizer (for detokenization) and live instances.
+
+    A model that serves only media types (images, videos) has no tokenizer here (``tokenizer`` is None):
+    its prompts go to the worker as text. Handlers check the model's types before using the tokenizer.
+    """
 
     def __init__(self, card: ModelCard) -> None:
         self.card = card
         self.name = card.name
         self.created = int(time.time())
-        self.tokenizer: Tokenizer = load_tokenizer(card.model_path)
-        self.eos_token_ids = eos_token_ids(card.model_path, self.tokenizer)
+        self.tokenizer: Tokenizer | None = load_tokenizer(card.model_path) if card.tokenized() else None
+        self.eos_token_ids = eos_token_ids(card.model_path, self.tokenizer) if self.tokenizer is not None else []
         self.block_size = card.kv_block_size
         self.instance_ids: list[str] = []
         self.total_kv_blocks: dict[str, int] = {}

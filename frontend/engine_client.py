@@ -2,6 +2,8 @@
 
 Replies arrive as ``OutputBatch`` messages (one per engine step); the socket callback splits them into the
 per-request :class:`RequestStream` buffers and wakes each waiting handler once, however many tokens came.
+Replies of unary requests (``MediaProgress``, ``EmbedResult``, ``MediaResult``, ``UnaryError``; see
+``frontend/unary.py``) go to their request's stream as they are.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import msgspec
 import zmq
 
 from .protocol import engine as wire
-from .protocol.engine import AbortRequest, GenerateRequest, RequestOutput
+from .protocol.engine import AbortRequest, GenerateRequest, OutputBatch, RequestOutput, UnaryRequest
 from .protocol.registry import Instance
 from .zmqloop import SocketDrainer
 
@@ -21,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class RequestStream:
-    """Outputs of one request as they arrive; ``next()`` returns everything received since the last call."""
+    """Outputs of one request as they arrive; ``next()`` returns everything received since the last call.
+
+    Items are ``RequestOutput`` for a generation; the replies of a unary request otherwise (a
+    ``RequestOutput`` with finish reason ``error`` there too when the worker went away).
+    """
 
     __slots__ = ("request_id", "instance_id", "_items", "_waiter", "_loop")
 
@@ -94,7 +100,7 @@ class EngineClient:
             stream.push(RequestOutput(stream.request_id, [], "error", error="the worker serving this request "
                                       "went away"))
 
-    def submit(self, instance_id: str, request: GenerateRequest) -> RequestStream:
+    def submit(self, instance_id: str, request: GenerateRequest | UnaryRequest) -> RequestStream:
         self.connections[instance_id].send(request)
         stream = RequestStream(self.loop, request.request_id, instance_id)
         self.streams[request.request_id] = stream
@@ -110,12 +116,17 @@ class EngineClient:
 
     def _on_batch(self, frames: list[bytes]) -> None:
         try:
-            batch = wire.batch_decoder.decode(frames[-1])
+            message = wire.from_worker_decoder.decode(frames[-1])
         except msgspec.DecodeError:
             self.malformed_batches += 1
             return
         streams = self.streams
-        for output in batch.outputs:
+        if type(message) is not OutputBatch:  # a unary reply
+            stream = streams.get(message.request_id)
+            if stream is not None:
+                stream.push(message)
+            return
+        for output in message.outputs:
             stream = streams.get(output.request_id)
             if stream is not None:
                 stream.push(output)

@@ -52,5 +52,10 @@ def eos_token_ids(model_path: str, tokenizer: Tokenizer) -> list[int]:
 
 
 def load_tokenizer(model_path: str) -> Tokenizer:
-    """The model's fast tokenizer (tokenizer.json)."""
-    return Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    """The model's fast tokenizer (tokenizer.json), without the padding and truncation a tokenizer.json may
+    configure for batches (sentence-transformers models pad to a fixed length): a prompt is its own tokens,
+    and the frontend checks lengths against the context window itself."""
+    tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer

@@ -25,6 +25,7 @@ _GROUP_TITLES = {
     "discovery": "worker discovery", "mocker": "built-in mock workers",
     "kserve": "KServe gRPC server",
     "parsers": "tool calls, reasoning, Responses and Anthropic APIs",
+    "media": "generated images and videos served by URL",
 }
 
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         if group is None:
             group = groups[option.group] = parser.add_argument_group(_GROUP_TITLES[option.group])
         choices = f" One of: {', '.join(option.choices)}." if option.choices else ""
-        help_text = f"{option.help}{choices} [env {option.env_var}; default {option.default!r}]"
+        help_text = f"{option.help}{choices} [env {' or '.join(option.env_vars)}; default {option.default!r}]"
         if option.kind is bool:
             group.add_argument(option.flag, action=argparse.BooleanOptionalAction, help=help_text)
         else:
@@ -63,8 +64,10 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         values.update(_read_file(config_path))
         values["config"] = config_path
     for option in OPTIONS:
-        if option.env_var in environ:
-            values[option.name] = option.parse(environ[option.env_var], f"env {option.env_var}")
+        for env_var in option.env_vars:
+            if env_var in environ:
+                values[option.name] = option.parse(environ[env_var], f"env {env_var}")
+                break
     for name, raw in cli.items():
         values[name] = OPTIONS_BY_NAME[name].parse(raw, "command line")
     return FrontendConfig(**values), dump

@@ -1,6 +1,7 @@
 """Every daemon option, declared once: flag, env var, config-file key, type, default and help.
 
-The flag is ``--name-with-dashes``, the env var ``DYN_NAME_IN_CAPS`` and the TOML key ``name_with_underscores``.
+The flag is ``--name-with-dashes``, the env var ``DYN_NAME_IN_CAPS`` (plus any ``env_aliases``, e.g. Dynamo's own
+name for the setting) and the TOML key ``name_with_underscores``.
 Precedence: command line > environment > config file > default (see ``loader.py``).
 """
 
@@ -26,6 +27,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     aliases: dict[str, str] = field(default_factory=dict)
     validate: Callable[[Any], str | None] | None = None
+    env_aliases: tuple[str, ...] = ()  # more env vars read when DYN_<NAME> is not set, in order
 
     @property
     def flag(self) -> str:
@@ -34,6 +36,11 @@ class Option:
     @property
     def env_var(self) -> str:
         return "DYN_" + self.name.upper()
+
+    @property
+    def env_vars(self) -> tuple[str, ...]:
+        """Every env var of the option, the one that wins first."""
+        return (self.env_var, *self.env_aliases)
 
     def parse(self, raw: Any, source: str) -> Any:
         """Convert a raw value (a string from the CLI or env, or a TOML value) and validate it."""
@@ -95,6 +102,19 @@ def _zmq_endpoint(value: str) -> str | None:
 
 
 BUNDLED_MODEL_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "config", "models", "tiny")
+# --mock-extra-models: model type -> the name its mock worker serves
+MOCK_EXTRA_MODELS = {"embedding": "tiny-embed", "images": "tiny-image", "videos": "tiny-video"}
+
+
+def mock_extra_types(value: str) -> list[str]:
+    """The model types of ``--mock-extra-models`` ("none" or "": none)."""
+    return [] if value.strip() in ("", "none") else [kind.strip() for kind in value.split(",") if kind.strip()]
+
+
+def _mock_extras(value: str) -> str | None:
+    unknown = [kind for kind in mock_extra_types(value) if kind not in MOCK_EXTRA_MODELS]
+    return f"unknown type(s) {', '.join(unknown)}; use some of {', '.join(MOCK_EXTRA_MODELS)}, or none" \
+        if unknown else None
 
 OPTIONS: tuple[Option, ...] = (
     Option("config", str, "", "TOML config file; its keys are the option names with underscores.", "general"),
@@ -116,6 +136,9 @@ OPTIONS: tuple[Option, ...] = (
            validate=_non_negative),
     Option("tokenizer_workers", int, 1, "Tokenizer processes (chat template + tokenization).", "preprocess",
            validate=_positive),
+    Option("disable_nvext", bool, False, "Ignore the nvext object of chat and completion requests and the "
+           "worker-pinning headers (x-worker-instance-id), as Dynamo's DYN_DISABLE_FRONTEND_NVEXT does.",
+           "preprocess", env_aliases=("DYN_DISABLE_FRONTEND_NVEXT",)),
     Option("router_mode", str, "round_robin", "How a worker is picked for a request.", "router",
            choices=("round_robin", "random", "kv"), aliases={"round-robin": "round_robin"}),
     Option("kv_overlap_score_weight", float, 1.0,
@@ -154,6 +177,9 @@ OPTIONS: tuple[Option, ...] = (
            "mocker"),
     Option("mock_model_name", str, "", "Model name the mock workers register (default: the directory name).",
            "mocker"),
+    Option("mock_extra_models", str, ",".join(MOCK_EXTRA_MODELS), "With --mock-workers above 0, also start one "
+           "mock worker per listed model type: embedding (model tiny-embed), images (tiny-image), videos "
+           "(tiny-video); none for none.", "mocker", validate=_mock_extras),
     Option("metrics_prefix", str, "dynamo_frontend", "Prefix of every Prometheus metric name on /metrics.",
            "general", validate=lambda v: None if v.replace("_", "a").isalnum() else "letters, digits and _ only"),
     Option("log_level", str, "warning", "Log level of every process.", "general",
@@ -161,6 +187,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_format", str, "text", "Log lines as logfmt-style text or JSON.", "general",
            choices=("text", "json")),
     Option("run_dir", str, "", "Directory for IPC sockets (default: a new private temporary directory).", "general"),
+    # ---- generated images and videos served by URL (frontend/media_store.py) ----
+    Option("media_store_path", str, "", "Directory of generated images and videos answered by URL, shared by "
+           "all HTTP processes (default: media/ in the run directory).", "media"),
+    Option("media_store_ttl_s", float, 3600.0, "A generated file's URL works this long.", "media",
+           validate=_positive),
+    Option("media_store_max_mb", float, 1024.0, "Size limit of the media store; the oldest files go first.",
+           "media", validate=_positive),
+    Option("media_public_url", str, "", "Base of media URLs, e.g. https://api.example.com behind a proxy "
+           "(default: the request's scheme and Host header).", "media"),
     # ---- KServe v2 / Triton gRPC front door (frontend/grpc/) ----
     Option("kserve_grpc_server", bool, False, "Also serve the KServe v2 / Triton gRPC inference protocol "
            "(inference.GRPCInferenceService) on --kserve-grpc-port.", "kserve"),

@@ -5,7 +5,8 @@ Process tree (``ps`` titles in brackets)::
     python -m frontend            the supervisor; Granian's main loop runs in its main thread
     ├── [dyn-registry]            registry.server.run
     ├── [dyn-tokenizer] × M       tokenizer.server.run
-    ├── [dyn-mocker] × N          python -m frontend.mocker (with --mock-workers)
+    ├── [dyn-mocker] × N          python -m frontend.mocker (with --mock-workers), plus one per
+    │                             --mock-extra-models type (embedding, images, videos models)
     └── [dyn-http] × W            Granian RSGI workers running frontend.http.app:app
 
 Start-up waits for a READY message from the registry and every tokenizer process (with a timeout and a
@@ -33,11 +34,13 @@ from typing import Any, Callable
 
 import msgspec
 
+from ..config.options import MOCK_EXTRA_MODELS, mock_extra_types
 from ..errors import FrontendError
 from ..gateway import GatewaySettings
 from ..http.api_settings import ApiSettings
 from ..http.app import SETTINGS_ENV
 from ..logs import setup_logging
+from ..media_store import MediaSettings
 from ..procutil import die_with_parent, set_process_title
 from ..router.select import RouterSettings
 from .sdnotify import Notifier
@@ -159,14 +162,19 @@ class Supervisor:
                            config.kv_events, config.router_ttl_s, config.router_pending_ttl_s))
         for index, endpoint in enumerate(self.endpoints.tokenizers):
             self._start_ready(f"tokenizer-{index}", "dyn-tokenizer", tokenizer_server.run, (index, endpoint))
-        if config.kserve_grpc_server:  # KServe gRPC server processes (frontend/grpc/server.py)
-            from ..grpc import server as grpc_server
+        if config.kserve_grpc_server:  # KServe gRPC server processes (frontend/grpc/)
+            from ..grpc import launch as grpc_launch
 
-            grpc_args = (self.gateway_settings(), grpc_server.GrpcSettings.from_config(config))
+            grpc_args = (self.gateway_settings(), grpc_launch.GrpcSettings.from_config(config))
             for index in range(config.kserve_grpc_workers):
-                self._start_ready(f"grpc-{index}", "dyn-grpc", grpc_server.run, grpc_args)
+                self._start_ready(f"grpc-{index}", "dyn-grpc", grpc_launch.run, grpc_args)
         for index in range(config.mock_workers):
             child = Child(f"mocker-{index}", self._mocker_command)
+            child.start()
+            self.children.append(child)
+        extra_types = mock_extra_types(config.mock_extra_models) if config.mock_workers else []
+        for kind in extra_types:  # one embedding / images / videos model each, from the same model files
+            child = Child(f"mocker-{kind}", lambda kind=kind: self._mocker_command(kind))
             child.start()
             self.children.append(child)
         threading.Thread(target=self._watch, name="child-watcher", daemon=True).start()
@@ -186,13 +194,16 @@ class Supervisor:
         child.start()
         self.children.append(child)
 
-    def _mocker_command(self) -> subprocess.Popen:
+    def _mocker_command(self, extra_type: str | None = None) -> subprocess.Popen:
+        """A mock worker of the chat model, or (``extra_type``) of that --mock-extra-models model."""
         config = self.config
         argv = [sys.executable, "-m", "frontend.mocker", "--exit-with-parent",
                 "--registry-endpoint", config.registry_endpoint, "--namespace", config.namespace,
                 "--speedup-ratio", repr(config.mock_speedup_ratio), "--model-path", config.mock_model_path,
                 "--log-level", config.log_level, "--log-format", config.log_format]
-        if config.mock_model_name:
+        if extra_type is not None:
+            argv += ["--model-name", MOCK_EXTRA_MODELS[extra_type], "--model-types", extra_type, "--kv-events", "off"]
+        elif config.mock_model_name:
             argv += ["--model-name", config.mock_model_name]
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 
@@ -267,6 +278,7 @@ class Supervisor:
             log_format=config.log_format, http_ready_dir=self.http_ready_dir, draining_flag=self.draining_flag,
             metrics_dir=os.path.join(self.run_dir, "metrics"), metrics_prefix=config.metrics_prefix,
             apis=ApiSettings.from_config(config, self.run_dir),
+            media=MediaSettings.from_config(config, self.run_dir),
         )
 
 

@@ -22,6 +22,7 @@ class ApiSettings(msgspec.Struct, frozen=True):
     responses_store_path: str = ""  # "": responses are not stored
     responses_store_ttl_s: float = 30 * 86400.0
     responses_store_max_bytes: int = 256 * 1024 * 1024
+    nvext: bool = True  # --disable-nvext: requests' nvext and the worker-pinning headers are ignored
 
     @classmethod
     def from_config(cls, config: Any, run_dir: str) -> "ApiSettings":
@@ -31,7 +32,7 @@ class ApiSettings(msgspec.Struct, frozen=True):
             path = config.responses_store_path or os.path.join(run_dir, STORE_FILE)
         return cls(parser_map(config.tool_call_parser), parser_map(config.reasoning_parser),
                    config.enable_anthropic_api, path, config.responses_store_ttl_s,
-                   int(config.responses_store_max_mb * 1024 * 1024))
+                   int(config.responses_store_max_mb * 1024 * 1024), not config.disable_nvext)
 
     def parsers_for(self, card: ModelCard) -> tuple[str, str]:
         """(tool-call parser, reasoning parser) of a model: a flag for it, a flag for all, else its card's."""

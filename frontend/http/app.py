@@ -19,7 +19,7 @@ from ..gateway import Gateway, GatewaySettings
 from ..logs import REQUEST_ID, setup_logging
 from ..metrics import CURRENT_REQUEST, RequestRecord, error_type_for
 from ..procutil import die_with_parent, set_process_title
-from . import anthropic, chat, completions, info, openapi, responses_api
+from . import anthropic, chat, completions, embeddings, images, info, media, openapi, responses_api, tokenize, videos
 from .responses import internal_error, send_error
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,19 @@ POST_ROUTES: dict[str, Handler] = {
     "/v1/responses": responses_api.create,
     "/v1/messages": anthropic.messages,
     "/v1/messages/count_tokens": anthropic.count_tokens,
+    "/v1/embeddings": embeddings.handle,
+    "/v1/images/generations": images.handle,
+    "/v1/videos": videos.generate,
+    "/v1/videos/generations": videos.generate,  # alias of /v1/videos
+    "/v1/videos/stream": videos.stream,
+    "/v1/videos/generations/stream": videos.stream,  # alias of /v1/videos/stream
+    "/tokenize": tokenize.tokenize,
+    "/detokenize": tokenize.detokenize,
 }
 # paths with a parameter: every method goes to the handler, which answers 405 itself
 PREFIX_ROUTES: dict[str, Handler] = {
     responses_api.ITEM_PREFIX: responses_api.item,  # GET, DELETE /v1/responses/{id}
+    media.PREFIX: media.serve,  # GET /v1/media/{name}
 }
 # paths whose errors have another shape than OpenAI's
 ERROR_RENDERERS: dict[str, Callable[[object, RequestError], None]] = {
@@ -54,7 +63,11 @@ GET_ROUTES: dict[str, InfoHandler] = {
 }
 ENDPOINT_LABELS = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions",
                    "/v1/responses": "responses", responses_api.ITEM_PREFIX: "responses_item",
-                   "/v1/messages": "messages", "/v1/messages/count_tokens": "messages_count_tokens"}
+                   "/v1/messages": "messages", "/v1/messages/count_tokens": "messages_count_tokens",
+                   "/v1/embeddings": "embeddings", "/v1/images/generations": "images", "/v1/videos": "videos",
+                   "/v1/videos/generations": "videos", "/v1/videos/stream": "videos_stream",
+                   "/v1/videos/generations/stream": "videos_stream", "/tokenize": "tokenize",
+                   "/detokenize": "detokenize", media.PREFIX: "media"}
 
 
 def prefix_route(path: str) -> tuple[str, Handler] | None:

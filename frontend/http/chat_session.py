@@ -1,29 +1,34 @@
-"""A chat request from validation to a running generation with its output parsers.
+"""A chat request from validation to running generations with their output parsers.
 
 Shared by the three chat front doors: ``/v1/chat/completions`` decodes the client's body, ``/v1/responses``
 and ``/v1/messages`` translate theirs into a :class:`ChatCompletionRequest` first. The session validates the
-tool fields, renders and tokenizes the prompt, picks the model's parsers (``ApiSettings.parsers_for``),
-builds the engine request (a JSON schema for forced tool calls, the reasoning budget) and starts the
-:class:`Generation`. :func:`collect` reads a whole generation for the unary answers.
+tool fields, ``nvext`` and the structured-output fields, renders and tokenizes the prompt (or takes
+``nvext.token_data``, or the raw messages with ``nvext.use_raw_prompt``), picks the model's parsers
+(``ApiSettings.parsers_for``), builds the engine requests (a JSON schema for forced tool calls, the reasoning
+budget) and starts one :class:`Generation` per choice (``n``), each with its own parse chain.
+:func:`collect` reads a whole generation for the unary answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import msgspec
 
 from ..discovery import ServedModel
 from ..errors import EngineError, InvalidRequest, ServiceUnavailable
 from ..gateway import Gateway
-from ..generation import Generation, engine_request, pinned_instance, reject_unsupported
+from ..generation import Choices, Generation, engine_request, gather_choices, reject_unsupported
+from ..guided import guided_decoding
+from ..kv import block_hashes as compute_block_hashes
+from ..nvext import Extensions, check_token_ids, extensions, raw_chat_prompt
 from ..parsers.base import CONTENT, TOOL_CALL, Segment, content, merge
 from ..parsers.chain import ParseChain
 from ..parsers.context import ParserContext
 from ..parsers.forced import forced_response_format
 from ..parsers.registry import build_chain
-from ..protocol.engine import TokenLogprob
+from ..protocol.engine import GuidedDecoding, TokenLogprob
 from ..protocol.openai import ChatCompletionRequest, Usage
 
 PROMPT_TAIL_TOKENS = 16  # decoded for the reasoning parsers: did the template open a thinking block?
@@ -62,14 +67,14 @@ def tool_choice_of(request: ChatCompletionRequest) -> ToolChoice:
     return ToolChoice(True, True, name, definitions)
 
 
-class ChatSession:
-    """One running chat generation and what its answer needs (parsers, ids, model name)."""
+class SessionChoice:
+    """One choice of a chat session: its generation and parse chain."""
 
-    def __init__(self, generation: Generation, model: ServedModel, request_id: str,
-                 chain: ParseChain | None) -> None:
+    __slots__ = ("index", "generation", "chain")
+
+    def __init__(self, index: int, generation: Generation, chain: ParseChain | None) -> None:
+        self.index = index
         self.generation = generation
-        self.model = model
-        self.request_id = request_id
         self.chain = chain
 
     @property
@@ -84,41 +89,100 @@ class ChatSession:
             return "tool_calls"
         return reason
 
+
+class ChatSession:
+    """A running chat request and what its answer needs (choices with their parsers, ids, model name).
+
+    ``generation``, ``chain``, ``stop_sequence`` and ``finish_reason`` are choice 0's (the Responses and
+    Anthropic APIs have one choice).
+    """
+
+    def __init__(self, choices: Choices, model: ServedModel, request_id: str, chains: list[ParseChain | None],
+                 ext: Extensions, prompt_ids: list[int]) -> None:
+        self.runs = choices
+        self.choices = [SessionChoice(i, generation, chain) for i, (generation, chain)
+                        in enumerate(zip(choices.all, chains))]
+        self.generation = self.choices[0].generation
+        self.chain = self.choices[0].chain
+        self.model = model
+        self.request_id = request_id
+        self.ext = ext
+        self.prompt_ids = prompt_ids
+
+    @property
+    def stop_sequence(self) -> str | None:
+        return self.choices[0].stop_sequence
+
+    def finish_reason(self, reason: str) -> str:
+        return self.choices[0].finish_reason(reason)
+
     def usage(self) -> Usage:
-        return self.generation.usage()
+        """The prompt once, the output of every choice."""
+        return self.runs.usage()
+
+    def close(self) -> None:
+        self.runs.close()
 
 
 async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: bytes, headers: Mapping[str, str],
                        disconnected: Awaitable[None] | None) -> ChatSession:
-    """Validate, tokenize and start the generation; ``body`` is the request as JSON for the tokenizer."""
+    """Validate, tokenize and start the generations; ``body`` is the request as JSON for the tokenizer."""
+    ext = extensions(request, headers, gateway.settings.apis.nvext)
     reject_unsupported(request)
     if not request.messages:
         raise InvalidRequest("messages must contain at least one message", param="messages")
     tools = tool_choice_of(request)
-    if tools.forced and request.response_format is not None:
-        raise InvalidRequest("response_format cannot be combined with tool_choice required or a named function",
-                             param="response_format")
+    guided = guided_decoding(request, ext.nvext)
+    if tools.forced and guided is not None:
+        param = "response_format" if request.response_format is not None else "tool_choice"
+        raise InvalidRequest("structured output (response_format or guided_*) cannot be combined with "
+                             "tool_choice required or a named function", param=param)
     model = gateway.model(request.model)
     if "chat" not in model.card.model_types:
         raise InvalidRequest(f"model `{model.name}` does not serve chat completions", param="model")
     if not model.instance_ids:  # 503 before tokenizing
         raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
-    prompt_ids, block_hashes = await gateway.tokenizer.tokenize(model.card.model_path, "chat", body,
-                                                                model.block_size)
+    prompt_ids, block_hashes = await _prompt(gateway, model, request, body, ext)
+    if tools.forced:  # the call(s) as a JSON schema, for engines with guided decoding
+        schema = forced_response_format(tools.definitions, tools.function, request.parallel_tool_calls is not False)
+        guided = GuidedDecoding(json=schema["json_schema"]["schema"])
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
-    engine_req = engine_request(gateway, request, model, prompt_ids,
-                                request.max_completion_tokens or request.max_tokens, logprobs)
-    if tools.forced:  # for engines with guided decoding
-        engine_req.sampling.response_format = forced_response_format(
-            tools.definitions, tools.function, request.parallel_tool_calls is not False)
-    chain = _parse_chain(gateway, model, request, tools, prompt_ids)
-    generation = Generation(gateway, model, request, engine_req, block_hashes, pinned=pinned_instance(request, headers),
-                            disconnected=disconnected, parser=chain)
-    return ChatSession(generation, model, engine_req.request_id, chain)
+    max_tokens = request.max_completion_tokens or request.max_tokens
+    chains: list[ParseChain | None] = []
+    make_chain = _chain_factory(gateway, model, request, tools, prompt_ids)
+
+    def parser() -> ParseChain | None:
+        chain = make_chain() if make_chain is not None else None
+        chains.append(chain)
+        return chain
+
+    choices = Choices(disconnected).start(
+        gateway, model, request, [prompt_ids], [block_hashes],
+        lambda ids, i: engine_request(gateway, request, model, ids, max_tokens, logprobs, ext=ext, guided=guided,
+                                      choice=i),
+        pinned=ext.pinned, ext=ext, parser=parser)
+    return ChatSession(choices, model, choices.all[0].stream.request_id, chains, ext, prompt_ids)
 
 
-def _parse_chain(gateway: Gateway, model: ServedModel, request: ChatCompletionRequest, tools: ToolChoice,
-                 prompt_ids: list[int]) -> ParseChain | None:
+async def _prompt(gateway: Gateway, model: ServedModel, request: ChatCompletionRequest, body: bytes,
+                  ext: Extensions) -> tuple[list[int], bytes]:
+    """The prompt's token ids and block hashes: nvext.token_data, the raw messages, or the chat template."""
+    path, block_size = model.card.model_path, model.block_size
+    if ext.token_data is not None:
+        check_token_ids(ext.token_data, model.tokenizer.get_vocab_size(), "nvext.token_data")
+        return list(ext.token_data), compute_block_hashes(ext.token_data, block_size).tobytes()
+    if ext.raw_prompt:
+        raw = msgspec.json.encode({"prompt": raw_chat_prompt(request), "add_special_tokens": False})
+        prompt_ids, hashes = await gateway.tokenizer.tokenize(path, "completion", raw, block_size)
+        if not prompt_ids:
+            raise InvalidRequest("nvext.use_raw_prompt: the messages have no text", param="messages")
+        return prompt_ids, hashes
+    return await gateway.tokenizer.tokenize(path, "chat", body, block_size)
+
+
+def _chain_factory(gateway: Gateway, model: ServedModel, request: ChatCompletionRequest, tools: ToolChoice,
+                   prompt_ids: list[int]) -> Callable[[], ParseChain | None] | None:
+    """Makes one parse chain per choice (chains keep state); None when there is nothing to parse."""
     tool_parser, reasoning_parser = gateway.settings.apis.parsers_for(model.card)
     if not reasoning_parser and not (tools.active and (tool_parser or tools.forced)):
         return None  # nothing to parse: the plain fast path
@@ -127,8 +191,9 @@ def _parse_chain(gateway: Gateway, model: ServedModel, request: ChatCompletionRe
     tail = model.tokenizer.decode(prompt_ids[-PROMPT_TAIL_TOKENS:], skip_special_tokens=False) \
         if reasoning_parser else ""
     context = ParserContext(tools.definitions, tail, thinking if isinstance(thinking, bool) else None)
-    return build_chain(tool_parser, reasoning_parser, context, tools_active=tools.active, forced=tools.forced,
-                       forced_function=tools.function, parallel_tool_calls=request.parallel_tool_calls is not False)
+    return lambda: build_chain(tool_parser, reasoning_parser, context, tools_active=tools.active,
+                               forced=tools.forced, forced_function=tools.function,
+                               parallel_tool_calls=request.parallel_tool_calls is not False)
 
 
 @dataclass
@@ -154,11 +219,32 @@ class ChatOutcome:
 
 
 async def collect(session: ChatSession) -> ChatOutcome | None:
-    """Run the generation to its end (EngineError on a worker error); None when the client went away."""
+    """Run choice 0's generation to its end (EngineError on a worker error); None when the client went away."""
+    return await collect_choice(session.choices[0], session.generation.usage)
+
+
+async def collect_all(session: ChatSession) -> list[ChatOutcome] | None:
+    """Run every choice to its end, concurrently; None when the client went away. Each outcome's usage is
+    the whole request's."""
+    if len(session.choices) == 1:
+        outcome = await collect(session)
+        return None if outcome is None else [outcome]
+    outcomes = await gather_choices([collect_choice(choice, session.usage) for choice in session.choices])
+    if any(outcome is None for outcome in outcomes):
+        return None
+    usage = session.usage()
+    for outcome in outcomes:
+        outcome.usage = usage
+    return outcomes
+
+
+async def collect_choice(choice: SessionChoice, usage: Callable[[], Usage]) -> ChatOutcome | None:
+    """One choice's whole generation (EngineError on a worker error); None when the client went away."""
+    generation = choice.generation
     segments: list[Segment] = []
     logprobs: list[TokenLogprob] = []
     finish_reason = "stop"
-    async for delta in session.generation.deltas():
+    async for delta in generation.deltas():
         if delta.error:
             raise EngineError(delta.error)
         segments.extend(segments_of(delta.segments, delta.text))
@@ -166,10 +252,10 @@ async def collect(session: ChatSession) -> ChatOutcome | None:
             logprobs.extend(delta.logprobs)
         if delta.finish_reason is not None:
             finish_reason = delta.finish_reason
-    if session.generation.client_gone:
+    if generation.client_gone:
         return None
-    return ChatOutcome(merge(segments), session.finish_reason(finish_reason), logprobs, session.stop_sequence,
-                       session.usage())
+    return ChatOutcome(merge(segments), choice.finish_reason(finish_reason), logprobs, choice.stop_sequence,
+                       usage())
 
 
 def segments_of(segments: list[Segment] | None, text: str) -> list[Segment]:

@@ -1,113 +1,189 @@
-"""POST /v1/completions: unary and streamed (SSE) text completions."""
+"""POST /v1/completions: unary and streamed (SSE) text completions.
+
+``prompt`` is a string, token ids, or a batch: a list of strings or of token-id lists. Every prompt gets
+``n`` choices, each its own generation; choice ``prompt_index * n + i`` is the i-th of prompt
+``prompt_index`` (OpenAI's numbering). Usage counts every prompt once and the output of every choice.
+``echo`` puts each choice's prompt before its text (streamed: as the choice's first chunk); ``logprobs: N``
+gives the generated tokens' logprobs with ``text_offset`` into the returned text (echoed prompt included).
+``suffix`` (fill-in-the-middle) is a 400: no served engine can do it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from contextlib import aclosing
 
 import msgspec
 
 from ..errors import EngineError, InvalidRequest, ServiceUnavailable
-from ..kv import block_hashes
 from ..gateway import Gateway
+from ..generation import MAX_CHOICES, Choices, Generation, engine_request, gather_choices, merged, reject_unsupported
+from ..guided import guided_decoding
+from ..kv import block_hashes
+from ..nvext import Extensions, MetricsEvents, check_token_ids, extensions, prompt_annotations, response_nvext
 from ..protocol.openai import Completion, CompletionChoice, CompletionRequest
-from ..generation import Generation, engine_request, pinned_instance, reject_unsupported
 from .logprobs import completion_logprobs
 from .responses import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
 from .streaming import StreamWriter, decode_request
 
 _decoder = msgspec.json.Decoder(CompletionRequest)
+_BATCH_HINT = "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists"
 
 
-def _single_prompt(prompt: str | list) -> str | list[int]:
-    """The one prompt of the request: a string or token ids (batches of prompts are not supported yet)."""
+def prompts_of(prompt: str | list) -> list[str | list[int]]:
+    """The request's prompts: strings or token-id lists (400 on an empty or mixed prompt)."""
     if isinstance(prompt, str):
-        return prompt
+        return [prompt]
     if not prompt:
         raise InvalidRequest("prompt must not be empty", param="prompt")
     kinds = {type(item) for item in prompt}
     if len(kinds) != 1:
-        raise InvalidRequest("prompt must be a string, a list of strings, a list of token ids or a list of "
-                             "token-id lists", param="prompt")
+        raise InvalidRequest(_BATCH_HINT, param="prompt")
     if kinds == {int}:
-        return prompt
-    if len(prompt) != 1:
-        raise InvalidRequest("a batch of several prompts is not supported by this server yet", param="prompt")
-    return prompt[0]
+        return [prompt]
+    return list(prompt)
 
 
 async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: CompletionRequest = decode_request(_decoder, body)
+    ext = extensions(request, scope.headers, gateway.settings.apis.nvext)
     reject_unsupported(request)
-    prompt = _single_prompt(request.prompt)
+    guided = guided_decoding(request, ext.nvext)
+    prompts = [list(ext.token_data)] if ext.token_data is not None else prompts_of(request.prompt)
+    if len(prompts) * request.n > MAX_CHOICES:
+        raise InvalidRequest(f"prompts x n is {len(prompts) * request.n}; at most {MAX_CHOICES} choices per request",
+                             param="n")
     model = gateway.model(request.model)
     if "completions" not in model.card.model_types:
         raise InvalidRequest(f"model `{model.name}` does not serve completions", param="model")
     if not model.instance_ids:  # 503 before tokenizing
         raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+    tokenized = await asyncio.gather(*(_tokenize(gateway, model, request, body, prompt, ext, len(prompts) > 1)
+                                       for prompt in prompts))
+    prompt_ids = [ids for ids, _ in tokenized]
+    choices = Choices(proto.client_disconnect()).start(
+        gateway, model, request, prompt_ids, [hashes for _, hashes in tokenized],
+        lambda ids, i: engine_request(gateway, request, model, ids, request.max_tokens, request.logprobs, ext=ext,
+                                      guided=guided, choice=i),
+        pinned=ext.pinned, ext=ext)
+    try:
+        echoes = [model.tokenizer.decode(ids, skip_special_tokens=False) if request.echo else "" for ids in prompt_ids]
+        run = _Run(choices, request.n, echoes, ext, "cmpl-" + choices.all[0].stream.request_id, model.name)
+        if request.stream:
+            include_usage = request.stream_options is not None and request.stream_options.include_usage
+            await run.stream(proto, include_usage, prompt_ids)
+        else:
+            await run.unary(proto)
+    finally:
+        choices.close()
+
+
+async def _tokenize(gateway: Gateway, model, request: CompletionRequest, body: bytes, prompt: str | list[int],
+                    ext: Extensions, batch: bool) -> tuple[list[int], bytes]:
+    """One prompt's token ids and block hashes (token ids are checked against the vocabulary)."""
     if isinstance(prompt, str):
-        single = body if isinstance(request.prompt, str) else msgspec.json.encode({"prompt": prompt})
-        prompt_ids, hashes = await gateway.tokenizer.tokenize(model.card.model_path, "completion", single,
-                                                              model.block_size)
-    else:
-        prompt_ids = list(prompt)
-        vocab_size = model.tokenizer.get_vocab_size()
-        if max(prompt_ids) >= vocab_size:
-            raise InvalidRequest(f"prompt token id {max(prompt_ids)} is outside the vocabulary (size {vocab_size})",
-                                 param="prompt")
-        hashes = block_hashes(prompt_ids, model.block_size).tobytes()
-    if not prompt_ids:
-        raise InvalidRequest("prompt must not be empty", param="prompt")
-    engine_req = engine_request(gateway, request, model, prompt_ids, request.max_tokens, request.logprobs)
-    generation = Generation(gateway, model, request, engine_req, hashes,
-                            pinned=pinned_instance(request, scope.headers), disconnected=proto.client_disconnect())
-    echo = model.tokenizer.decode(prompt_ids, skip_special_tokens=False) if request.echo else ""
-    response_id = "cmpl-" + engine_req.request_id
-    if request.stream:
-        include_usage = request.stream_options is not None and request.stream_options.include_usage
-        await _stream(generation, proto, response_id, model.name, echo, include_usage)
-    else:
-        await _unary(generation, proto, response_id, model.name, echo)
+        if ext.raw_prompt:
+            single = msgspec.json.encode({"prompt": prompt, "add_special_tokens": False})
+        else:
+            single = body if not batch and isinstance(request.prompt, str) else msgspec.json.encode({"prompt": prompt})
+        ids, hashes = await gateway.tokenizer.tokenize(model.card.model_path, "completion", single, model.block_size)
+        if not ids:
+            raise InvalidRequest("prompt must not be empty", param="prompt")
+        return ids, hashes
+    param = "nvext.token_data" if ext.token_data is not None else "prompt"
+    check_token_ids(prompt, model.tokenizer.get_vocab_size(), param)
+    return list(prompt), block_hashes(prompt, model.block_size).tobytes()
 
 
-async def _unary(generation: Generation, proto, response_id: str, model: str, echo: str) -> None:
-    parts: list[str] = [echo]
-    entries = []
-    finish_reason = None
-    async for delta in generation.deltas():
-        if delta.error:
-            raise EngineError(delta.error)
-        parts.append(delta.text)
-        if delta.logprobs:
-            entries.extend(delta.logprobs)
-        finish_reason = delta.finish_reason
-    if generation.client_gone:
-        return
-    tokenizer = generation.tokenizer
-    logprobs = completion_logprobs(tokenizer, entries, len(echo)) if entries else None
-    choice = CompletionChoice(0, "".join(parts), finish_reason, logprobs)
-    send_json(proto, 200, Completion(response_id, int(time.time()), model, [choice], generation.usage()))
+class _Run:
+    """The choices of one completion request and how they are answered."""
 
+    def __init__(self, choices: Choices, n: int, echoes: list[str], ext: Extensions, response_id: str,
+                 model: str) -> None:
+        self.choices = choices
+        self.generations = choices.all
+        self.n = n
+        self.echoes = echoes
+        self.ext = ext
+        self.response_id = response_id
+        self.model = model
 
-async def _stream(generation: Generation, proto, response_id: str, model: str, echo: str,
-                  include_usage: bool) -> None:
-    created = int(time.time())
-    writer = StreamWriter(proto.response_stream(200, SSE_HEADERS))
-    tokenizer = generation.tokenizer
-    offset = len(echo)
-    if echo:
-        await writer.send(sse_event(Completion(response_id, created, model, [CompletionChoice(0, echo, None)], None)))
-    async for delta in generation.deltas():
-        if delta.error:
-            await writer.send(sse_error(EngineError(delta.error)))
-            break
-        if not (delta.text or delta.logprobs or delta.finish_reason):
-            continue
-        logprobs = completion_logprobs(tokenizer, delta.logprobs, offset) if delta.logprobs else None
-        offset += len(delta.text)
-        choice = CompletionChoice(0, delta.text, delta.finish_reason, logprobs)
-        if not await writer.send(sse_event(Completion(response_id, created, model, [choice], None))):
-            return
-    tail = b""
-    if include_usage:
-        tail = sse_event(Completion(response_id, created, model, [], generation.usage()))
-    await writer.send(tail + SSE_DONE)
+    def echo(self, index: int) -> str:
+        return self.echoes[index // self.n]
+
+    async def unary(self, proto) -> None:
+        results = await gather_choices([self._collect(index, generation)
+                                        for index, generation in enumerate(self.generations)])
+        if any(result is None for result in results):
+            return  # the client went away
+        send_json(proto, 200, Completion(self.response_id, int(time.time()), self.model, results,
+                                         self.choices.usage(), nvext=response_nvext(self.ext, self.generations[0])))
+
+    async def _collect(self, index: int, generation: Generation) -> CompletionChoice | None:
+        echo = self.echo(index)
+        parts: list[str] = [echo]
+        entries = []
+        finish_reason = None
+        async for delta in generation.deltas():
+            if delta.error:
+                raise EngineError(delta.error)
+            parts.append(delta.text)
+            if delta.logprobs:
+                entries.extend(delta.logprobs)
+            finish_reason = delta.finish_reason
+        if generation.client_gone:
+            return None
+        logprobs = completion_logprobs(generation.tokenizer, entries, len(echo)) if entries else None
+        return CompletionChoice(index, "".join(parts), finish_reason, logprobs)
+
+    async def stream(self, proto, include_usage: bool, prompts: list[list[int]]) -> None:
+        created = int(time.time())
+        writer = StreamWriter(proto.response_stream(200, SSE_HEADERS))
+        generations = self.generations
+        tokenizer = generations[0].tokenizer
+        offsets = [len(self.echo(index)) for index in range(len(generations))]
+        metrics = [MetricsEvents(g) for g in generations] if self.ext.metrics_events else None
+
+        def chunk(index: int, text: str, finish_reason: str | None, logprobs=None, nvext=msgspec.UNSET) -> bytes:
+            choice = CompletionChoice(index, text, finish_reason, logprobs)
+            return sse_event(Completion(self.response_id, created, self.model, [choice], None, nvext=nvext))
+
+        def feed(index: int, delta) -> bytes:
+            if not (delta.text or delta.logprobs or delta.finish_reason):
+                return b""
+            logprobs = completion_logprobs(tokenizer, delta.logprobs, offsets[index]) if delta.logprobs else None
+            offsets[index] += len(delta.text)
+            nvext = msgspec.UNSET
+            if delta.finish_reason is not None:
+                nvext = response_nvext(self.ext, generations[index])
+            out = chunk(index, delta.text, delta.finish_reason, logprobs, nvext)
+            return metrics[index].event() + out if metrics is not None else out
+
+        head = b"".join(chunk(index, self.echo(index), None) for index in range(len(generations))
+                        if self.echo(index))
+        if self.ext.annotations:
+            head = prompt_annotations(self.ext, generations[0].stream.request_id, prompts, tokenizer) + head
+        if head:
+            await writer.send(head)
+        if len(generations) == 1:
+            async for delta in generations[0].deltas():
+                if delta.error:
+                    await writer.send(sse_error(EngineError(delta.error)))
+                    break
+                out = feed(0, delta)
+                if out and not await writer.send(out):
+                    return  # client went away; Generation aborted the worker
+        else:
+            async with aclosing(merged(generations)) as deltas:
+                async for index, delta in deltas:
+                    if delta.error:
+                        await writer.send(sse_error(EngineError(delta.error)))
+                        break
+                    out = feed(index, delta)
+                    if out and not await writer.send(out):
+                        return  # client went away: closing `deltas` aborts the other choices
+        tail = b""
+        if include_usage:
+            tail = sse_event(Completion(self.response_id, created, self.model, [], self.choices.usage()))
+        await writer.send(tail + SSE_DONE)

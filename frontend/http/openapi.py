@@ -47,10 +47,13 @@ from swagger_ui_bundle import swagger_ui_path
 from .. import __version__
 from ..protocol.anthropic import CountTokensRequest, ErrorBody as AnthropicErrorBody, Message as AnthropicMessage
 from ..protocol.anthropic import MessagesRequest, StreamEvent as AnthropicStreamEvent, TokenCount
+from ..protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from ..protocol.indexer import WorkerIndexStatus
+from ..protocol.media import ImageGenerationRequest, ImagesResponse, VideoGenerationRequest, VideoResponse
 from ..protocol.openai import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion,
                                CompletionRequest, ErrorResponse, ModelList)
 from ..protocol.responses import ResponseObject, ResponsesRequest, ResponseStreamEvent
+from ..protocol.tokenize_api import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 
 # ---- documentation types for bodies that handlers build as dicts (info.py) -------------------------------
 
@@ -139,9 +142,14 @@ class Operation:
     errors: tuple[int, ...] = ()  # statuses of ERROR_STATUSES
     error_schema: Any = ErrorResponse
     responses: Mapping[int, tuple[str, Any]] = field(default_factory=dict)  # status -> (description, type)
+    parameters: tuple[Mapping[str, Any], ...] = ()  # OpenAPI parameter objects (path parameters)
 
 
 _HELLO = [{"role": "user", "content": "Hello!"}]
+_VIDEO = {"model": "tiny-video", "prompt": "A paper boat on a pond", "seconds": 1, "size": "160x96",
+          "nvext": {"fps": 8, "seed": 7}}
+_MEDIA_NAME = {"name": "name", "in": "path", "required": True, "description": "The file name in the URL the "
+               "image or video endpoint answered.", "schema": {"type": "string"}}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -202,6 +210,70 @@ OPERATIONS: tuple[Operation, ...] = (
                                                                                    "messages": _HELLO}}},
         response=TokenCount, errors=(400, 404, 413, 500), error_schema=AnthropicErrorBody),
     Operation(
+        "POST", "/v1/embeddings", "Create embeddings", tag="embeddings", operation_id="createEmbedding",
+        description="Vectors of `input` (a string, strings, token ids or token-id lists) from a model of type "
+                    "`embedding`; a batch is split across the model's workers. `encoding_format: base64` gives "
+                    "little-endian float32 bytes; `dimensions` keeps the first N dimensions, normalized again.",
+        request=EmbeddingRequest,
+        request_examples={"text": {"summary": "Two sentences",
+                                   "value": {"model": "tiny-embed", "input": ["A cat sat.", "A dog ran."]}}},
+        response=EmbeddingResponse, errors=GENERATION_ERRORS),
+    Operation(
+        "POST", "/v1/images/generations", "Create images", tag="images", operation_id="createImage",
+        description="OpenAI's image generation request plus `nvext` (negative_prompt, num_inference_steps, "
+                    "guidance_scale, seed) for a model of type `images`. `response_format: url` answers URLs "
+                    "of `GET /v1/media/{name}`, kept for `--media-store-ttl-s`.",
+        request=ImageGenerationRequest,
+        request_examples={"png": {"summary": "A small PNG as base64",
+                                  "value": {"model": "tiny-image", "prompt": "A red kite over a beach",
+                                            "size": "128x128", "response_format": "b64_json",
+                                            "nvext": {"seed": 42}}}},
+        response=ImagesResponse, errors=GENERATION_ERRORS),
+    *(Operation(
+        "POST", path, "Create a video" + alias, tag="videos", operation_id=op_id,
+        description="Dynamo's video request (prompt, seconds, size, response_format, output_format, `nvext` "
+                    "fps / num_frames / seed / negative_prompt / num_inference_steps / guidance_scale) for a "
+                    "model of type `videos`; answers when the video is made. `output_format` is a hint: "
+                    "`data[].output_format` says what was made (the mock makes mp4 when an ffmpeg is "
+                    "installed, else animated WebP or GIF).",
+        request=VideoGenerationRequest, request_examples={"short": {"summary": "One second", "value": _VIDEO}},
+        response=VideoResponse, errors=GENERATION_ERRORS)
+      for path, op_id, alias in (("/v1/videos", "createVideo", ""),
+                                 ("/v1/videos/generations", "createVideoGeneration", " (alias of /v1/videos)"))),
+    *(Operation(
+        "POST", path, "Stream a video as MJPEG" + alias, tag="videos", operation_id=op_id,
+        description="The request of `/v1/videos`; the answer is `multipart/x-mixed-replace; boundary=frame` "
+                    "with one `image/jpeg` part per frame, sent as the worker makes it, ending with "
+                    "`--frame--`. Leaving early aborts the generation.",
+        request=VideoGenerationRequest, request_examples={"short": {"summary": "One second", "value": _VIDEO}},
+        response_content_type="multipart/x-mixed-replace; boundary=frame", errors=GENERATION_ERRORS)
+      for path, op_id, alias in (("/v1/videos/stream", "streamVideo", ""),
+                                 ("/v1/videos/generations/stream", "streamVideoGeneration",
+                                  " (alias of /v1/videos/stream)"))),
+    Operation(
+        "GET", "/v1/media/{name}", "A generated image or video", tag="images", operation_id="getMedia",
+        description="A file an image or video request answered by URL; 404 once it expired or newer files "
+                    "pushed it out of the bounded store.",
+        parameters=(_MEDIA_NAME,), response_content_type="*/*",
+        responses={404: ("No such file (expired, or never stored here).", ErrorResponse)}),
+    Operation(
+        "POST", "/tokenize", "Tokenize a prompt or a conversation", tag="tokenize", operation_id="tokenize",
+        description="vLLM's shape: `{model, prompt}` (special tokens added unless `add_special_tokens: false`) "
+                    "or `{model, messages}` (rendered with the chat template as a chat request is) -> "
+                    "`{count, max_model_len, tokens}`, plus `token_strs` with `return_token_strs`. `model` may "
+                    "be left out when one model has a tokenizer.",
+        request=TokenizeRequest,
+        request_examples={"prompt": {"summary": "Plain text", "value": {"model": "tiny", "prompt": "Hello!"}},
+                          "messages": {"summary": "A conversation", "value": {"model": "tiny",
+                                                                              "messages": _HELLO}}},
+        response=TokenizeResponse, errors=(400, 404, 413, 500, 503)),
+    Operation(
+        "POST", "/detokenize", "Detokenize token ids", tag="tokenize", operation_id="detokenize",
+        description="`{model, tokens}` -> `{prompt}`, special tokens kept.",
+        request=DetokenizeRequest,
+        request_examples={"tokens": {"summary": "A few ids", "value": {"model": "tiny", "tokens": [1, 2, 3]}}},
+        response=DetokenizeResponse, errors=(400, 404, 413, 500)),
+    Operation(
         "GET", "/v1/models", "List the served models", tag="models", operation_id="listModels",
         description="Models with at least one live worker instance.",
         response=ModelList, errors=INFO_ERRORS),
@@ -261,6 +333,8 @@ def build_spec(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]
         operation: dict[str, Any] = {"tags": [op.tag], "summary": op.summary, "operationId": op.operation_id}
         if op.description:
             operation["description"] = op.description
+        if op.parameters:
+            operation["parameters"] = [dict(parameter) for parameter in op.parameters]
         if refs["request"] is not None:
             media: dict[str, Any] = {"schema": schemas[refs["request"]]}
             if op.request_examples:

@@ -24,6 +24,7 @@ from ..worker import RegistrationError, WorkerRuntime
 from ..worker.kv_publisher import KvEventPublisher
 from .corpus import Corpus
 from .engine import EngineSettings, MockEngine
+from .modalities import MockWorker, parse_model_types
 from .script import Script
 
 log = logging.getLogger("frontend.mocker")
@@ -46,6 +47,9 @@ _FLAGS = (
     ("tool_call_parser", str, "", "Tool-call parser named in the model card (e.g. hermes)."),
     ("reasoning_parser", str, "", "Reasoning parser named in the model card (e.g. qwen3)."),
     ("script", str, "", "JSON file of scripted answers, [{match, output}] (for tests; frontend/mocker/script.py)."),
+    ("model_types", str, "chat,completions", "Model types to serve, comma-separated: chat, completions, embedding, "
+     "images, videos (frontend/mocker/modalities.py)."),
+    ("embedding_dim", int, 384, "Length of the mock embedding vectors."),
 )
 _ALIASES = {"block_size": ["--kv-block-size"], "tool_call_parser": ["--dyn-tool-call-parser"],
             "reasoning_parser": ["--dyn-reasoning-parser"]}
@@ -66,6 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     """Build the engine, register the model and serve until SIGTERM/SIGINT."""
     model_path = os.path.abspath(args.model_path)
+    try:
+        model_types = parse_model_types(args.model_types)
+    except ValueError as exc:
+        raise SystemExit(f"--model-types: {exc}") from None
     tokenizer = load_tokenizer(model_path)
     settings = EngineSettings(args.speedup_ratio, args.max_num_seqs, args.max_num_batched_tokens,
                               args.num_gpu_blocks, args.block_size)
@@ -77,7 +85,8 @@ async def serve(args: argparse.Namespace) -> None:
         publisher.attach(asyncio.get_running_loop())
     script = Script.from_file(args.script, tokenizer) if args.script else None
     engine = MockEngine(Corpus(tokenizer), settings, publisher, script)
-    runtime = WorkerRuntime(engine, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
+    worker = MockWorker(engine, model_types, args.speedup_ratio, args.embedding_dim)
+    runtime = WorkerRuntime(worker, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
                             host=args.host)
     runtime_config = {"total_kv_blocks": args.num_gpu_blocks, "max_num_seqs": args.max_num_seqs,
                       "max_num_batched_tokens": args.max_num_batched_tokens}
@@ -89,6 +98,7 @@ async def serve(args: argparse.Namespace) -> None:
     card = ModelCard(
         name=args.model_name or os.path.basename(model_path.rstrip("/")),
         model_path=model_path,
+        model_types=model_types,
         context_length=args.context_length or context_length(model_path),
         kv_block_size=args.block_size,
         runtime_config=runtime_config,

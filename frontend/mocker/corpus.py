@@ -28,6 +28,7 @@ class Corpus:
             self.tokens.extend(encoding.ids)
             self.ends.extend(b"\0" * (len(encoding.ids) - 1) + b"\1")
         self.vocab_size = tokenizer.get_vocab_size()
+        self.tokenizer = tokenizer  # also tokenizes guided (structured) output
 
     @property
     def paragraph_count(self) -> int:

@@ -10,7 +10,9 @@ KV events of the step go out as one batch.
 Generation: a request starts at a paragraph of the corpus (chosen from the seed, or from the prompt when
 sampling is greedy) and walks its tokens; the end of a paragraph is the end of sequence unless ``ignore_eos``
 or ``min_tokens`` say otherwise, in which case it moves on to the next paragraph. With a script
-(``script.py``) a prompt that matches a rule gets the rule's output instead, ending with it.
+(``script.py``) a prompt that matches a rule gets the rule's output instead, ending with it. Otherwise a
+request with structured output (``sampling.guided``: a choice or a JSON Schema, ``guided.py``) gets a
+document that satisfies it, generated the same way.
 
 Timing model (milliseconds, Dynamo's mocker polynomials), divided by ``speedup_ratio``:
     prefill(t) = 4.209989e-7 t^2 + 1.518344e-2 t + 16.50142        t = prompt tokens computed in the step
@@ -30,6 +32,7 @@ from ..protocol.engine import GenerateRequest, TokenLogprob
 from ..worker import Engine, TokenSink
 from ..worker.kv_publisher import KvEventPublisher
 from .corpus import Corpus
+from .guided import guided_text
 from .kv_cache import CacheFull, KvCache, SequenceBlocks
 from .script import Script, ScriptedOutput
 
@@ -111,6 +114,8 @@ class MockEngine(Engine):
     def add_request(self, request: GenerateRequest, sink: TokenSink) -> None:
         rng = self._rng_for(request)
         scripted = self.script.output_for(request.token_ids) if self.script is not None else None
+        if scripted is None and request.sampling.guided is not None:
+            scripted = self._guided_output(request, rng)
         position = 0
         if scripted is None:
             position = self.corpus.paragraph_start(rng.randrange(self.corpus.paragraph_count))
@@ -219,6 +224,18 @@ class MockEngine(Engine):
             self._finish(sequence, [token], "length", logprobs, cached_tokens=cached)
         else:
             self._outbox.append((sequence.sink, ([token], None, logprobs), {"cached_tokens": cached}))
+
+    def _guided_output(self, request: GenerateRequest, rng: random.Random) -> ScriptedOutput | None:
+        """Structured output as a scripted answer (None: not honoured by the mock, e.g. a regex)."""
+        try:
+            text = guided_text(request.sampling.guided, rng)  # type: ignore[arg-type]
+        except (RecursionError, TypeError, ValueError, OverflowError):  # a schema beyond the mock: plain text
+            log.warning("cannot fake output for this guided request", extra={"request_id": request.request_id})
+            return None
+        if text is None:
+            return None
+        ids = self.corpus.tokenizer.encode(text, add_special_tokens=False).ids
+        return ScriptedOutput(ids, 0, -1)
 
     @staticmethod
     def _scripted_token(sequence: Sequence) -> tuple[int | None, bool]:

@@ -24,6 +24,20 @@ from __future__ import annotations
 import msgspec
 
 
+class GuidedDecoding(msgspec.Struct, omit_defaults=True, gc=False):
+    """Structured output the engine must produce (guided / constrained decoding); exactly one of ``json``,
+    ``regex``, ``choice`` and ``grammar`` is set (the frontend validated it: a JSON Schema object, a regex that
+    compiles, a non-empty list of strings, a non-empty grammar). ``response_format: json_object`` arrives as
+    ``json={"type": "object"}``; tool_choice required / named as the JSON Schema of the call(s)."""
+
+    json: dict | None = None  # a JSON Schema (an object)
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None  # EBNF / Lark grammar text, as the engine's guided-decoding backend reads it
+    backend: str | None = None  # guided_decoding_backend, passed through (e.g. xgrammar, outlines)
+    whitespace_pattern: str | None = None
+
+
 class SamplingOptions(msgspec.Struct, omit_defaults=True, gc=False):
     """How the engine picks tokens. None means the engine's default."""
 
@@ -35,7 +49,7 @@ class SamplingOptions(msgspec.Struct, omit_defaults=True, gc=False):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
-    response_format: dict | None = None
+    guided: GuidedDecoding | None = None
 
 
 class StopConditions(msgspec.Struct, omit_defaults=True, gc=False):

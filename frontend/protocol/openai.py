@@ -18,6 +18,9 @@ PositiveInt = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 NonNegativeInt = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 TokenId = Annotated[int, Meta(ge=0, le=2**32 - 1)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+TopK = Annotated[int, Meta(ge=-1, le=2**31 - 1)]
+RepetitionPenalty = Annotated[float, Meta(gt=0.0, le=2.0)]
+ChoiceCount = Annotated[int, Meta(ge=1, le=128)]
 
 
 class TextPart(msgspec.Struct, tag="text", tag_field="type"):
@@ -84,6 +87,87 @@ class StreamOptions(msgspec.Struct):
     continuous_usage_stats: bool = False
 
 
+# ---- structured output -----------------------------------------------------------------------------
+
+
+class JsonSchemaSpec(msgspec.Struct, kw_only=True):
+    """``response_format.json_schema``: the schema the output must match (a JSON Schema object)."""
+
+    name: str | None = None
+    description: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class TextFormat(msgspec.Struct, tag="text", tag_field="type"):
+    """Plain text (the default)."""
+
+
+class JsonObjectFormat(msgspec.Struct, tag="json_object", tag_field="type"):
+    """Any JSON object."""
+
+
+class JsonSchemaFormat(msgspec.Struct, tag="json_schema", tag_field="type"):
+    """JSON matching ``json_schema.schema``."""
+
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = TextFormat | JsonObjectFormat | JsonSchemaFormat
+
+
+# ---- nvext (NVIDIA Dynamo's request and response extensions) ---------------------------------------
+
+
+class NvExt(msgspec.Struct, kw_only=True):
+    """Dynamo's ``nvext`` request object (``frontend/nvext.py``); unknown fields are ignored.
+
+    The last group are Dynamo's deprecated copies of root-level fields: each applies only when the
+    root-level field is not set.
+    """
+
+    greed_sampling: bool | None = None
+    use_raw_prompt: bool | None = None
+    annotations: list[str] | None = None
+    backend_instance_id: int | str | None = None
+    token_data: list[TokenId] | None = None
+    max_thinking_tokens: NonNegativeInt | None = None
+    extra_fields: list[str] | None = None
+    ignore_eos: bool | None = None
+    min_tokens: NonNegativeInt | None = None
+    top_k: TopK | None = None
+    repetition_penalty: RepetitionPenalty | None = None
+    include_stop_str_in_output: bool | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
+    guided_choice: list[str] | None = None
+    guided_decoding_backend: str | None = None
+
+
+class WorkerIdInfo(msgspec.Struct, omit_defaults=True):
+    """The worker instance(s) that served the choice (one worker does both phases here)."""
+
+    prefill_worker_id: str | None = None
+    decode_worker_id: str | None = None
+
+
+class TimingInfo(msgspec.Struct, omit_defaults=True):
+    """Timing of the choice as the frontend saw it (milliseconds)."""
+
+    request_received_ms: int  # wall clock, epoch milliseconds
+    ttft_ms: float | None = None
+    total_time_ms: float | None = None
+    itl_ms: float | None = None  # mean inter-token latency after the first token
+
+
+class ResponseNvExt(msgspec.Struct, omit_defaults=True):
+    """The response's ``nvext``: what ``nvext.extra_fields`` asked for."""
+
+    worker_id: WorkerIdInfo | None = None
+    timing: TimingInfo | None = None
+
+
 class _SamplingFields(msgspec.Struct, kw_only=True):
     """Fields chat and completions requests share."""
 
@@ -93,23 +177,29 @@ class _SamplingFields(msgspec.Struct, kw_only=True):
     max_tokens: PositiveInt | None = None
     temperature: Temperature | None = None
     top_p: Probability | None = None
-    top_k: Annotated[int, Meta(ge=-1, le=2**31 - 1)] | None = None
+    top_k: TopK | None = None
     min_p: Probability | None = None
     seed: Seed | None = None
     stop: str | list[str] | None = None
     stop_token_ids: list[TokenId] | None = None
-    n: PositiveInt = 1
+    n: ChoiceCount = 1
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    repetition_penalty: Annotated[float, Meta(gt=0.0, le=2.0)] | None = None
+    repetition_penalty: RepetitionPenalty | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    guided_json: dict[str, Any] | str | None = None  # a JSON Schema (object, or as a JSON string)
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    guided_decoding_backend: str | None = None
+    guided_whitespace_pattern: str | None = None
     ignore_eos: bool = False
     min_tokens: NonNegativeInt | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
-    nvext: dict[str, Any] | None = None
+    nvext: NvExt | None = None
 
 
 class ChatCompletionRequest(_SamplingFields, kw_only=True):
@@ -167,6 +257,7 @@ class TokenLogprobEntry(msgspec.Struct):
 
 class ChoiceLogprobs(msgspec.Struct):
     content: list[TokenLogprobEntry] | None
+    refusal: list[TokenLogprobEntry] | None = None
 
 
 class AssistantMessage(msgspec.Struct):
@@ -191,6 +282,7 @@ class ChatCompletion(msgspec.Struct):
     usage: Usage | None
     object: str = "chat.completion"
     system_fingerprint: str | None = None
+    nvext: ResponseNvExt | msgspec.UnsetType = msgspec.UNSET
 
 
 class FunctionCallDelta(msgspec.Struct, omit_defaults=True):
@@ -228,6 +320,7 @@ class ChatCompletionChunk(msgspec.Struct):
     choices: list[ChatChunkChoice]
     object: str = "chat.completion.chunk"
     usage: Usage | None = None
+    nvext: ResponseNvExt | msgspec.UnsetType = msgspec.UNSET
 
 
 class CompletionLogprobs(msgspec.Struct):
@@ -252,6 +345,7 @@ class Completion(msgspec.Struct):
     usage: Usage | None
     object: str = "text_completion"
     system_fingerprint: str | None = None
+    nvext: ResponseNvExt | msgspec.UnsetType = msgspec.UNSET
 
 
 class ModelEntry(msgspec.Struct):

@@ -56,10 +56,11 @@ class Leases:
         for other in self.instances.values():
             if other.instance_id == message.instance_id or other.card.name != message.card.name:
                 continue
-            if other.card.checksum_key() != message.card.checksum_key():
+            differences = message.card.differences(other.card)
+            if differences:
                 return (f"model {message.card.name!r} is already served with a different model card "
-                        f"(path, types, context length or KV block size differ from instance "
-                        f"{other.instance_id}); refusing the new worker")
+                        f"({', '.join(differences)} differ from instance {other.instance_id}); "
+                        f"refusing the new worker")
         return None
 
     def heartbeat(self, message: wire.Heartbeat, now: float) -> wire.Ack:

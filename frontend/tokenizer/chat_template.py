@@ -295,6 +295,11 @@ def _is_named_template(item: Any) -> bool:
     return isinstance(item, Mapping) and isinstance(item.get("name"), str) and isinstance(item.get("template"), str)
 
 
+def template_sources(path: str) -> dict[str, str]:
+    """Every chat template of a model directory by name, as ``from_model_dir`` finds them (empty: none)."""
+    return _collect_templates(path, _read_json(os.path.join(path, "tokenizer_config.json")))
+
+
 def _collect_templates(path: str, config: dict[str, Any] | None) -> dict[str, str]:
     """All templates of a model directory by name; later sources override earlier ones of the same name."""
     templates = _templates_from_value((config or {}).get("chat_template"), "tokenizer_config.json")

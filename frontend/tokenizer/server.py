@@ -42,6 +42,7 @@ class CompletionPromptInput(msgspec.Struct):
     """A completion request's prompt (the gateway sends only single-string prompts here)."""
 
     prompt: str
+    add_special_tokens: bool = True  # vLLM's field; /tokenize sends it
 
 
 _chat_decoder = msgspec.json.Decoder(ChatTemplateInput)
@@ -69,7 +70,8 @@ class LoadedModel:
         return self.tokenizer.encode(prompt, add_special_tokens=False).ids
 
     def completion_prompt_ids(self, body: bytes) -> list[int]:
-        return self.tokenizer.encode(_prompt_decoder.decode(body).prompt, add_special_tokens=True).ids
+        request = _prompt_decoder.decode(body)
+        return self.tokenizer.encode(request.prompt, add_special_tokens=request.add_special_tokens).ids
 
 
 class Tokenization:

@@ -7,9 +7,11 @@ Typical use::
     await runtime.keep_alive()  # heartbeats until cancelled
 """
 
-from ..protocol.engine import GenerateRequest, TokenLogprob
+from ..protocol.engine import EmbedRequest, GenerateRequest, ImageRequest, MediaItem, TokenLogprob, VideoRequest
 from ..protocol.registry import ModelCard
 from .runtime import Engine, RegistrationError, TokenSink, WorkerRuntime
+from .unary import InvalidInput, NotServed, ProgressSink
 
-__all__ = ["Engine", "GenerateRequest", "ModelCard", "RegistrationError", "TokenLogprob", "TokenSink",
+__all__ = ["EmbedRequest", "Engine", "GenerateRequest", "ImageRequest", "InvalidInput", "MediaItem", "ModelCard",
+           "NotServed", "ProgressSink", "RegistrationError", "TokenLogprob", "TokenSink", "VideoRequest",
            "WorkerRuntime"]

@@ -3,11 +3,15 @@
 Sockets:
     send_to_registry   DEALER  connect  ``registry_endpoint`` (tcp)   Register / Heartbeat / Unregister, Ack back
     recv_from_gateways ROUTER  bind     tcp://HOST:random              GenerateRequest / AbortRequest in,
-                                                                       OutputBatch out (see protocol.engine)
+                                                                       OutputBatch out; Embed/Image/VideoRequest
+                                                                       in, their replies out (protocol.engine)
 
-An engine implements :class:`Engine` (``add_request`` and ``abort_request``) and reports tokens through the
-:class:`TokenSink` it is given. Outputs emitted in the same event-loop turn are coalesced into one
-``OutputBatch`` per gateway, so a step-based engine sends one message per step per gateway.
+An engine implements :class:`Engine`: ``add_request`` and ``abort_request`` for text generation, reporting
+tokens through the :class:`TokenSink` it is given, and/or the coroutines ``embed``, ``generate_images`` and
+``generate_video`` for the other model types (served by ``unary.py``). Each model type of the card needs its
+method; a missing one is a RegistrationError, and a request for it fails with "this worker does not serve
+...". Outputs emitted in the same event-loop turn are coalesced into one ``OutputBatch`` per gateway, so a
+step-based engine sends one message per step per gateway.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import logging
 import os
 import uuid
+from typing import Sequence
 
 import msgspec
 import zmq
@@ -25,8 +30,11 @@ import zmq.asyncio
 from ..errors import FrontendError
 from ..protocol import engine as engine_wire
 from ..protocol import registry as registry_wire
-from ..protocol.engine import GenerateRequest, RequestOutput, TokenLogprob
+from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, ImageRequest, MediaItem, RequestOutput,
+                               TokenLogprob, VideoRequest)
 from ..protocol.registry import ModelCard
+from .checksum import model_checksum
+from .unary import TYPE_METHODS, NotServed, ProgressSink, UnaryServer, Vector
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +69,34 @@ class TokenSink:
 
 
 class Engine(abc.ABC):
-    """What an inference engine implements to be served by :class:`WorkerRuntime`."""
+    """What an inference engine implements to be served by :class:`WorkerRuntime`; every method is optional,
+    but each model type of the card needs its own (see ``serves``)."""
 
-    @abc.abstractmethod
     def add_request(self, request: GenerateRequest, sink: TokenSink) -> None:
         """Start generating; call ``sink.send`` as tokens are produced and once with a finish reason."""
+        raise NotServed("this worker does not serve text generation (chat, completions)")
 
     def abort_request(self, request_id: str) -> None:
         """Stop generating for a request the client no longer wants (default: nothing)."""
+
+    async def embed(self, request: EmbedRequest) -> Sequence[Vector]:
+        """One vector per input of ``request.inputs`` (token ids), in order: little-endian float32 bytes (the
+        fastest) or a sequence of floats. Raise ``InvalidInput`` for a request the engine cannot take."""
+        raise NotServed("this worker does not serve embeddings")
+
+    async def generate_images(self, request: ImageRequest, progress: ProgressSink) -> Sequence[MediaItem]:
+        """``request.n`` encoded images in ``request.output_format``; report progress as the work goes."""
+        raise NotServed("this worker does not serve image generation")
+
+    async def generate_video(self, request: VideoRequest, progress: ProgressSink) -> Sequence[MediaItem]:
+        """One encoded video; with ``progress.wants_frames`` also every frame as JPEG through
+        ``progress.frame`` as it is made (the returned list may then be empty)."""
+        raise NotServed("this worker does not serve video generation")
+
+    def serves(self, model_type: str) -> bool:
+        """Whether the engine implements what ``model_type`` needs (default: it overrides that method)."""
+        method = TYPE_METHODS.get(model_type)
+        return method is not None and getattr(type(self), method) is not getattr(Engine, method)
 
 
 class WorkerRuntime:
@@ -93,15 +121,25 @@ class WorkerRuntime:
         self._pending: dict[bytes, list[RequestOutput]] = {}
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._unary: UnaryServer | None = None
         self.malformed_frames = 0
 
     # ---- registration -------------------------------------------------------------------------------
 
     async def register_model(self, card: ModelCard) -> None:
-        """Announce the model; raises RegistrationError when refused or the registry does not answer."""
+        """Announce the model; raises RegistrationError when refused, when the engine does not serve one of
+        the card's model types, or when the registry does not answer. Fills in the card's checksum."""
+        missing = [kind for kind in card.model_types if not self.engine.serves(kind)]
+        if missing:
+            raise RegistrationError(f"model {card.name!r}: the engine does not serve model type(s) "
+                                    f"{', '.join(missing)} (types: {', '.join(TYPE_METHODS)})")
+        if not card.checksum:
+            card = msgspec.structs.replace(card, checksum=model_checksum(card.model_path))
         self._card = card
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._requests.getsockopt(zmq.FD), self._drain_requests)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._unary = UnaryServer(self.engine, self._loop, self._send_now)
+            self._loop.add_reader(self._requests.getsockopt(zmq.FD), self._drain_requests)
         ack = await self._call_registry(registry_wire.Register(self.instance_id, self.namespace, self.endpoint, card))
         if not ack.ok:
             raise RegistrationError(f"registry refused model {card.name!r}: {ack.error}")
@@ -135,16 +173,21 @@ class WorkerRuntime:
                 log.warning("heartbeat failed", extra={"error": str(exc)})
 
     async def close(self) -> None:
-        """Unregister (best effort) and close the sockets."""
-        try:
-            await asyncio.wait_for(self._call_registry(registry_wire.Unregister(self.instance_id)), 1.0)
-        except (RegistrationError, asyncio.TimeoutError):
-            pass
+        """Unregister (best effort, if a registration was attempted) and close the sockets and contexts."""
+        if self._card is not None:
+            try:
+                await asyncio.wait_for(self._call_registry(registry_wire.Unregister(self.instance_id)), 1.0)
+            except (RegistrationError, asyncio.TimeoutError):
+                pass
         if self._loop is not None:
             self._loop.remove_reader(self._requests.getsockopt(zmq.FD))
+        if self._unary is not None:
+            self._unary.close()
         self._requests.close(0)
         if self._registry is not None:
             self._registry.close(0)
+        self._sync_context.term()
+        self._async_context.term()
 
     # ---- request plane ------------------------------------------------------------------------------
 
@@ -167,8 +210,11 @@ class WorkerRuntime:
                 continue
             if isinstance(message, GenerateRequest):
                 self._start(identity, message)
-            else:
+            elif isinstance(message, AbortRequest):
                 self._abort(message.request_id)
+            else:
+                assert self._unary is not None
+                self._unary.start(identity, message)
 
     def _start(self, identity: bytes, request: GenerateRequest) -> None:
         sink = TokenSink(request.request_id, self, identity)
@@ -184,6 +230,8 @@ class WorkerRuntime:
         if sink is not None:
             sink.finished = True
             self.engine.abort_request(request_id)
+        elif self._unary is not None:
+            self._unary.abort(request_id)
 
     def _forget(self, request_id: str) -> None:
         self._routes.pop(request_id, None)
@@ -209,6 +257,12 @@ class WorkerRuntime:
         if self._requests.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._drain_requests()
 
+    def _send_now(self, identity: bytes, message: msgspec.Struct) -> None:
+        """Send one unary reply at once (not batched); called from tasks, never while draining."""
+        self._requests.send_multipart([identity, engine_wire.encoder.encode(message)])
+        if self._requests.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._drain_requests()
+
     @property
     def active_requests(self) -> int:
-        return len(self._routes)
+        return len(self._routes) + (len(self._unary.tasks) if self._unary is not None else 0)

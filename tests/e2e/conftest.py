@@ -1,6 +1,7 @@
 """Fixtures of the end-to-end suite: real daemons and workers, started as few times as possible.
 
-* ``daemon`` (session): the shared daemon with 2 built-in mock workers (no simulated delay) serving ``tiny``.
+* ``daemon`` (session): the shared daemon with 2 built-in mock workers (no simulated delay) serving ``tiny``,
+  and one each serving ``tiny-embed``, ``tiny-image`` and ``tiny-video`` (``--mock-extra-models``).
 * ``slow_model`` (session): an external mock worker on the shared daemon, realistic timing (~6 ms per
   token), serving the same model files as ``tiny-slow``; for tests that need requests to stay in flight.
 * ``start_daemon``: a factory for short-lived daemons with special flags, closed after the test.
@@ -9,7 +10,7 @@
 from __future__ import annotations
 
 import pytest
-from e2e_support import FAST, TINY_DIR, Daemon
+from e2e_support import EXTRA_MODELS, FAST, TINY_DIR, Daemon
 from tokenizers import Tokenizer
 
 SLOW_MODEL = "tiny-slow"
@@ -23,7 +24,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def daemon():
-    server = Daemon(mock_workers=2, speedup=FAST)
+    server = Daemon(mock_workers=2, speedup=FAST, extra_models=tuple(EXTRA_MODELS))
     try:
         server.wait_ready()
         yield server

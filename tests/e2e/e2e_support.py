@@ -22,6 +22,7 @@ import openai
 REPO = Path(__file__).resolve().parents[2]
 TINY_DIR = REPO / "config" / "models" / "tiny"
 MODEL = "tiny"
+EXTRA_MODELS = {"embedding": "tiny-embed", "images": "tiny-image", "videos": "tiny-video"}  # --mock-extra-models
 FAST = "1000000"  # --speedup-ratio: no simulated delay
 STOP_GRACE_S = 15.0
 
@@ -122,19 +123,24 @@ class _Logged:
 
 
 class Daemon(_Logged):
-    """``python -m frontend`` on 127.0.0.1 with its own HTTP port and registry endpoint."""
+    """``python -m frontend`` on 127.0.0.1 with its own HTTP port and registry endpoint.
+
+    ``extra_models``: the daemon's ``--mock-extra-models`` (embedding, images, videos mock workers besides the
+    chat model's); none by default, so that a test sees only the workers it asked for.
+    """
 
     def __init__(self, *extra: str, mock_workers: int = 2, speedup: str = FAST, lease_ttl_s: str = "2",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, extra_models: tuple[str, ...] = ()) -> None:
         self.http_port = free_port()
         self.registry_port = free_port()
         self.registry_endpoint = f"tcp://127.0.0.1:{self.registry_port}"
         self.base_url = f"http://127.0.0.1:{self.http_port}"
         self.mock_workers = mock_workers
+        self.extra_models = [EXTRA_MODELS[kind] for kind in extra_models] if mock_workers else []
         argv = [sys.executable, "-m", "frontend", "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
                 "--registry-endpoint", self.registry_endpoint, "--workers", "1", "--tokenizer-workers", "1",
                 "--mock-workers", str(mock_workers), "--mock-speedup-ratio", speedup, "--lease-ttl-s", lease_ttl_s,
-                *extra]
+                "--mock-extra-models", ",".join(extra_models) or "none", *extra]
         self._spawn(argv, env)
         self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
         self.mockers: list[Mocker] = []
@@ -162,9 +168,10 @@ class Daemon(_Logged):
             if self.mock_workers == 0:
                 return self.http.get("/live").status_code == 200
             health = self.http.get("/health")
-            if health.status_code != 200 or len(health.json()["instances"]) < self.mock_workers:
+            expected = self.mock_workers + len(self.extra_models)
+            if health.status_code != 200 or len(health.json()["instances"]) < expected:
                 return False
-            return MODEL in self.model_ids()
+            return {MODEL, *self.extra_models} <= set(self.model_ids())
 
         wait_until(ready, timeout, "the daemon to become ready", interval=0.1, on_timeout=self.describe)
         return self

@@ -42,7 +42,9 @@ BAD_BODIES = {
     "max_tokens string": json.dumps(chat_body(max_tokens="ten")).encode(),
     "top_p 2": json.dumps(chat_body(top_p=2)).encode(),
     "stream not bool": json.dumps(chat_body(stream="yes")).encode(),
-    "n=2": json.dumps(chat_body(n=2)).encode(),
+    "n=129": json.dumps(chat_body(n=129)).encode(),
+    "n=0": json.dumps(chat_body(n=0)).encode(),
+    "top_logprobs without logprobs": json.dumps(chat_body(top_logprobs=2)).encode(),
     "top_logprobs 21": json.dumps(chat_body(logprobs=True, top_logprobs=21)).encode(),
     "min_tokens over max_tokens": json.dumps(chat_body(min_tokens=10, max_tokens=5)).encode(),
     "over the context window": json.dumps(chat_body(max_tokens=40000)).encode(),
@@ -63,7 +65,7 @@ def test_bad_chat_request_is_400(daemon, name):
                                          ("n", "n"), ("max_tokens", "messages")])
 def test_400_names_the_field(daemon, field, param):
     body = {"temperature": chat_body(temperature=5), "messages": {"model": MODEL, "messages": "hi"},
-            "n": chat_body(n=2), "max_tokens": chat_body(max_tokens=40000)}[field]
+            "n": chat_body(n=129), "max_tokens": chat_body(max_tokens=40000)}[field]
     error = error_of(daemon.http.post(CHAT, json=body))
     assert error["param"] == param, error
 
@@ -90,13 +92,14 @@ def test_context_window_boundary(client):
 @pytest.mark.parametrize("body", [
     {"model": MODEL, "prompt": ""},
     {"model": MODEL, "prompt": []},
-    {"model": MODEL, "prompt": ["a", "b"]},  # batches are not supported: a 400, not a silent first-only
+    {"model": MODEL, "prompt": ["a", ""]},  # a batch with an empty prompt
     {"model": MODEL, "prompt": "x", "best_of": 2},
     {"model": MODEL, "prompt": "x", "suffix": "y"},
     {"model": MODEL, "prompt": "x", "logprobs": 21},
     {"model": MODEL, "prompt": "x", "echo": "yes"},
     {"model": MODEL},
-], ids=["empty prompt", "empty list", "batch", "best_of", "suffix", "logprobs 21", "echo not bool", "no prompt"])
+], ids=["empty prompt", "empty list", "batch with an empty prompt", "best_of", "suffix", "logprobs 21",
+         "echo not bool", "no prompt"])
 def test_bad_completion_request_is_400(daemon, body):
     response = daemon.http.post(COMPLETIONS, json=body)
     assert response.status_code == 400, response.text
@@ -120,7 +123,7 @@ def test_sdk_raises_bad_request(client):
     assert caught.value.status_code == 400
     assert caught.value.body["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=MESSAGES, n=2)
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, n=129)
     assert caught.value.body["param"] == "n"
 
 
@@ -154,7 +157,7 @@ def test_unknown_model_is_404(daemon, client):
 
 
 @pytest.mark.parametrize("method,path", [("GET", "/v1/nothing"), ("POST", "/v1/nothing"), ("GET", "/"),
-                                         ("POST", "/v1/embeddings")])
+                                         ("POST", "/v1/audio/speech")])
 def test_unknown_route_is_404_json(daemon, method, path):
     response = daemon.http.request(method, path, json={"model": MODEL})
     assert response.status_code == 404

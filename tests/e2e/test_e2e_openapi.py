@@ -46,7 +46,7 @@ def _check(spec: dict, path: str, method: str, status: int, body) -> None:
 def test_real_responses_match_the_spec(daemon, spec):
     """Every JSON body the daemon answers validates against the schema the spec gives for it."""
     for path, item in spec["paths"].items():
-        if "get" not in item:
+        if "get" not in item or "{" in path:  # a path with a parameter is checked by its own tests
             continue
         response = daemon.http.get(path)
         assert response.status_code == 200, (path, response.text)

@@ -125,6 +125,9 @@ def test_every_option_settable_from_env():
         "responses_store_max_mb": "8",
         "kserve_grpc_server": "true", "kserve_grpc_host": "127.0.0.2", "kserve_grpc_port": "8788",
         "kserve_grpc_workers": "2", "grpc_initial_stream_window_size": "1048576",
+        "mock_extra_models": "embedding,videos", "media_store_path": "/tmp/media", "media_store_ttl_s": "60",
+        "media_store_max_mb": "16", "media_public_url": "https://api.example.com",
+        "disable_nvext": "true",
     }
     assert set(samples) == set(OPTIONS_BY_NAME), "a new option needs a sample here"
     env = {OPTIONS_BY_NAME[name].env_var: raw for name, raw in samples.items() if raw is not None}
@@ -139,6 +142,29 @@ def test_every_option_settable_from_env():
 
 
 # ---- aliases and choices ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    ([], {}, False),
+    ([], {"DYN_DISABLE_FRONTEND_NVEXT": "1"}, True),  # Dynamo's name for it
+    ([], {"DYN_DISABLE_NVEXT": "true"}, True),
+    ([], {"DYN_DISABLE_NVEXT": "false", "DYN_DISABLE_FRONTEND_NVEXT": "true"}, False),  # DYN_<NAME> wins
+    (["--no-disable-nvext"], {"DYN_DISABLE_FRONTEND_NVEXT": "true"}, False),  # the flag wins
+    (["--disable-nvext"], {}, True),
+])
+def test_disable_nvext_env_alias(argv, env, expected):
+    config, _ = load(argv, env)
+    assert config.disable_nvext is expected
+
+
+def test_bad_env_alias_value_names_the_alias():
+    with pytest.raises(ConfigError, match="DYN_DISABLE_FRONTEND_NVEXT"):
+        load([], {"DYN_DISABLE_FRONTEND_NVEXT": "maybe"})
+
+
+def test_help_names_env_aliases():
+    help_text = build_parser().format_help()
+    assert "DYN_DISABLE_FRONTEND_NVEXT" in help_text
 
 
 @pytest.mark.parametrize("argv, env", [

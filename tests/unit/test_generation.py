@@ -1,4 +1,4 @@
-"""Unit tests for the request helpers of frontend.generation and frontend.http.completions._single_prompt."""
+"""Unit tests for the request helpers of frontend.generation and frontend.http.completions.prompts_of."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import msgspec
 import pytest
 
 from frontend.errors import ContextLengthExceeded, InvalidRequest, RequestError
-from frontend.http.completions import _single_prompt
+from frontend.http.completions import prompts_of
 from frontend.generation import engine_request, max_new_tokens, reject_unsupported, stop_strings
-from frontend.protocol.engine import GenerateRequest
+from frontend.nvext import extensions
+from frontend.protocol.engine import GenerateRequest, GuidedDecoding
 from frontend.protocol.openai import ChatCompletionRequest, CompletionRequest
 
 
@@ -31,19 +32,21 @@ def served_model(context_length: int = 100, eos_token_ids: list[int] | None = No
                            eos_token_ids=[2, 0] if eos_token_ids is None else eos_token_ids)
 
 
-# ---- _single_prompt --------------------------------------------------------------------------------
+# ---- prompts_of ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("prompt, expected", [
-    ("Once upon a time", "Once upon a time"),
-    ("", ""),
-    (["only one"], "only one"),
-    ([1, 2, 3], [1, 2, 3]),
-    ([7], [7]),
-    ([[4, 5, 6]], [4, 5, 6]),
+    ("Once upon a time", ["Once upon a time"]),
+    ("", [""]),
+    (["only one"], ["only one"]),
+    ([1, 2, 3], [[1, 2, 3]]),
+    ([7], [[7]]),
+    ([[4, 5, 6]], [[4, 5, 6]]),
+    (["a", "b"], ["a", "b"]),
+    ([[1], [2, 3]], [[1], [2, 3]]),
 ])
-def test_single_prompt_forms(prompt, expected):
-    assert _single_prompt(prompt) == expected
+def test_prompt_forms(prompt, expected):
+    assert prompts_of(prompt) == expected
 
 
 @pytest.mark.parametrize("prompt", [
@@ -54,41 +57,39 @@ def test_single_prompt_forms(prompt, expected):
 ])
 def test_mixed_prompt_list_rejected(prompt):
     with pytest.raises(InvalidRequest) as info:
-        _single_prompt(prompt)
+        prompts_of(prompt)
     assert info.value.param == "prompt"
     assert info.value.status == 400
 
 
-@pytest.mark.parametrize("prompt", [["a", "b"], [[1], [2]]])
-def test_prompt_batch_rejected(prompt):
-    with pytest.raises(InvalidRequest, match="batch") as info:
-        _single_prompt(prompt)
-    assert info.value.param == "prompt"
-
-
 def test_empty_prompt_list_rejected():
     with pytest.raises(InvalidRequest, match="empty") as info:
-        _single_prompt([])
+        prompts_of([])
     assert info.value.param == "prompt"
 
 
-def test_single_prompt_from_decoded_request():
-    assert _single_prompt(completion(prompt=[[9, 8]]).prompt) == [9, 8]
+def test_prompts_from_decoded_request():
+    assert prompts_of(completion(prompt=[[9, 8]]).prompt) == [[9, 8]]
     with pytest.raises(InvalidRequest):
-        _single_prompt(completion(prompt=["x", 3]).prompt)
+        prompts_of(completion(prompt=["x", 3]).prompt)
 
 
 # ---- reject_unsupported ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("make", [chat, completion])
-def test_n_above_one_rejected(make):
+def test_n_up_to_128_accepted(make):
+    reject_unsupported(make(n=128))
+    with pytest.raises(msgspec.ValidationError, match="n"):
+        make(n=129)
+
+
+def test_top_logprobs_needs_logprobs():
+    reject_unsupported(chat(logprobs=True, top_logprobs=3))
+    reject_unsupported(chat(top_logprobs=0))
     with pytest.raises(InvalidRequest) as info:
-        reject_unsupported(make(n=2))
-    error = info.value
-    assert error.param == "n"
-    assert error.status == 400
-    assert error.error_type == "invalid_request_error"
+        reject_unsupported(chat(top_logprobs=2))
+    assert info.value.param == "top_logprobs"
 
 
 @pytest.mark.parametrize("make", [chat, completion])
@@ -184,8 +185,9 @@ def test_min_tokens_equal_to_max_accepted():
 def test_engine_request_built_from_chat():
     gateway = SimpleNamespace(new_request_id=lambda: "req-7")
     request = chat(temperature=0.3, top_p=0.9, top_k=5, seed=11, stop_token_ids=[9], min_tokens=2,
-                   presence_penalty=0.5, response_format={"type": "json_object"})
-    built = engine_request(gateway, request, served_model(100), [1, 2, 3], None, 4)
+                   presence_penalty=0.5)
+    guided = GuidedDecoding(json={"type": "object"})
+    built = engine_request(gateway, request, served_model(100), [1, 2, 3], None, 4, guided=guided)
     assert isinstance(built, GenerateRequest)
     assert built.request_id == "req-7"
     assert built.token_ids == [1, 2, 3]
@@ -199,7 +201,7 @@ def test_engine_request_built_from_chat():
     sampling = built.sampling
     assert (sampling.temperature, sampling.top_p, sampling.top_k, sampling.seed) == (0.3, 0.9, 5, 11)
     assert sampling.presence_penalty == 0.5
-    assert sampling.response_format == {"type": "json_object"}
+    assert sampling.guided is guided
 
 
 def test_engine_request_ignore_eos_drops_eos_ids():

@@ -16,6 +16,7 @@ from frontend.protocol.openai import (
     ErrorDetail,
     ErrorResponse,
     ImagePart,
+    NvExt,
     TextPart,
     Tool,
     Usage,
@@ -247,11 +248,11 @@ def test_completion_missing_prompt_rejected():
 
 def test_completion_fields():
     request = completion(echo=True, suffix="!", best_of=1, logprobs=0, max_tokens=7, seed=3, ignore_eos=True,
-                         min_tokens=2, stop_token_ids=[0, 2], nvext={"x": 1})
+                         min_tokens=2, stop_token_ids=[0, 2], nvext={"x": 1, "greed_sampling": True})
     assert (request.echo, request.suffix, request.best_of, request.logprobs) == (True, "!", 1, 0)
     assert (request.max_tokens, request.seed, request.ignore_eos, request.min_tokens) == (7, 3, True, 2)
     assert request.stop_token_ids == [0, 2]
-    assert request.nvext == {"x": 1}
+    assert request.nvext == NvExt(greed_sampling=True)  # unknown nvext fields are ignored
 
 
 # ---- responses encode as OpenAI JSON ---------------------------------------------------------------

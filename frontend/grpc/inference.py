@@ -1,0 +1,112 @@
+"""One KServe inference request on the pipeline HTTP uses: tensors, completion request, generation, responses.
+
+The tensors become a :class:`CompletionRequest`; from there everything is shared with ``/v1/completions``:
+tokenization in the pool, the generation budget, the engine request, routing, the request plane and the
+output pipeline (:class:`~frontend.generation.Generation`). The worker request is aborted when the RPC is
+cancelled: the handler's task is cancelled while it waits for output, and ``Generation.deltas`` releases
+the stream with an abort.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import aclosing, contextmanager
+from typing import AsyncIterator, Iterator, Mapping
+
+import msgspec
+
+from ..errors import EngineError, InvalidRequest, RequestError, ServiceUnavailable
+from ..gateway import Gateway
+from ..generation import Generation, engine_request, pinned_instance, reject_unsupported
+from ..metrics import CURRENT_REQUEST, RequestRecord, error_type_for
+from .metadata import exposed_model
+from .proto import kserve_pb2 as pb
+from .tensors import ResponseEncoder, completion_request
+
+
+class Inference:
+    """A submitted request: its generation, whether the client wants deltas, how to encode responses."""
+
+    __slots__ = ("generation", "encoder", "stream")
+
+    def __init__(self, generation: Generation, encoder: ResponseEncoder, stream: bool) -> None:
+        self.generation = generation
+        self.encoder = encoder
+        self.stream = stream
+
+
+@contextmanager
+def served(gateway: Gateway, endpoint: str) -> Iterator[None]:
+    """Admission and accounting of one request, as the HTTP app does it.
+
+    Refused with UNAVAILABLE while the daemon drains or over ``--max-concurrent-requests`` (per process);
+    counted in ``inflight`` and recorded in ``requests_total`` with its endpoint label and error type.
+    """
+    settings = gateway.settings
+    if os.path.exists(settings.draining_flag):
+        raise ServiceUnavailable("the server is shutting down; retry on another instance")
+    if settings.max_concurrent_requests and gateway.inflight >= settings.max_concurrent_requests:
+        raise ServiceUnavailable("too many concurrent requests; retry later")
+    gateway.inflight += 1
+    record = RequestRecord(endpoint)
+    CURRENT_REQUEST.set(record)
+    try:
+        yield
+    except RequestError as error:
+        record.error_type = error_type_for(error.status)
+        raise
+    except Exception:
+        record.error_type = "internal"
+        raise
+    finally:
+        gateway.inflight -= 1
+        record.record(gateway.metrics)
+
+
+async def start(gateway: Gateway, request: pb.ModelInferRequest, headers: Mapping[str, str],
+                *, in_stream: bool) -> Inference:
+    """Validate, tokenize, route and submit; raises a RequestError before anything reached a worker.
+
+    ``in_stream``: the request came on ModelStreamInfer (which may stream deltas); ModelInfer refuses
+    ``streaming: true``.
+    """
+    model = exposed_model(gateway, request.model_name, request.model_version)
+    encoder = ResponseEncoder(request, decoupled=in_stream)
+    completion = completion_request(request)
+    reject_unsupported(completion)
+    if completion.stream and not in_stream:
+        raise InvalidRequest("input `streaming`: streamed responses need the ModelStreamInfer RPC", param="streaming")
+    if not model.instance_ids:  # before tokenizing
+        raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+    body = msgspec.json.encode({"prompt": completion.prompt})
+    prompt_ids, hashes = await gateway.tokenizer.tokenize(model.card.model_path, "completion", body, model.block_size)
+    if not prompt_ids:
+        raise InvalidRequest("input `text_input` must not be empty", param="text_input")
+    engine_req = engine_request(gateway, completion, model, prompt_ids, completion.max_tokens, None)
+    generation = Generation(gateway, model, completion, engine_req, hashes,
+                            pinned=pinned_instance(completion, headers))
+    return Inference(generation, encoder, completion.stream)
+
+
+async def folded(inference: Inference) -> pb.ModelInferResponse:
+    """The whole completion as one response; a worker error raises EngineError."""
+    parts: list[str] = []
+    finish_reason = None
+    async with aclosing(inference.generation.deltas()) as deltas:
+        async for delta in deltas:
+            if delta.error:
+                raise EngineError(delta.error)
+            parts.append(delta.text)
+            finish_reason = delta.finish_reason
+    return inference.encoder.response("".join(parts), finish_reason)
+
+
+async def streamed(inference: Inference) -> AsyncIterator[pb.ModelInferResponse]:
+    """One response per text delta, the last one with the finish reason; a worker error raises EngineError."""
+    encoder = inference.encoder
+    async with aclosing(inference.generation.deltas()) as deltas:
+        async for delta in deltas:
+            if delta.error:
+                raise EngineError(delta.error)
+            if delta.text or delta.finish_reason:
+                yield encoder.response(delta.text, delta.finish_reason)

@@ -1,0 +1,1 @@
+"""``kserve.proto`` and the modules grpcio-tools generated from it (``scripts/gen-grpc``; do not edit them)."""

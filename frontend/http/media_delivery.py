@@ -1,0 +1,54 @@
+"""What the image and video endpoints share: sizes, worker pinning, and handing files to the client as
+base64 or as a URL of the media store (``frontend/media_store.py``)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Mapping
+
+from ..errors import EngineError, InvalidRequest
+from ..gateway import Gateway
+from ..generation import PIN_HEADERS
+from ..media_store import CONTENT_TYPES
+from ..protocol.engine import MediaItem
+
+MAX_SIDE = 4096
+_SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+
+
+def parse_size(size: str | None) -> tuple[int, int]:
+    """``WxH`` as (width, height); (0, 0) for ``auto`` or nothing (the engine's default)."""
+    if size in (None, "", "auto"):
+        return 0, 0
+    match = _SIZE.fullmatch(size)
+    if match is None or not all(1 <= int(side) <= MAX_SIDE for side in match.groups()):
+        raise InvalidRequest(f"size must be WIDTHxHEIGHT with sides from 1 to {MAX_SIDE} (e.g. 1024x1024) or "
+                             f"auto, not {size!r}", param="size")
+    return int(match.group(1)), int(match.group(2))
+
+
+def pinned_header(headers: Mapping[str, str]) -> str | None:
+    """A worker instance the client asked for with ``x-worker-instance-id``."""
+    for name in PIN_HEADERS:
+        if headers.get(name):
+            return headers[name]
+    return None
+
+
+def check_delivery(gateway: Gateway, response_format: str) -> None:
+    """400 for ``url`` when this server keeps no media store."""
+    if response_format == "url" and not gateway.media.enabled:
+        raise InvalidRequest("response_format url is not available on this server (no media store); use "
+                             "b64_json", param="response_format")
+
+
+def deliver(gateway: Gateway, scope, item: MediaItem, response_format: str) -> tuple[str | None, str | None]:
+    """(b64_json, url) of one generated file, as the request asked."""
+    if item.format not in CONTENT_TYPES:
+        raise EngineError(f"the worker returned a file of unknown format {item.format!r}")
+    if response_format == "b64_json":
+        return base64.b64encode(item.data).decode("ascii"), None
+    name = gateway.media.put(item.data, item.format)
+    host = scope.headers.get("host") or scope.authority or scope.server  # HTTP/2 has :authority, no Host
+    return None, gateway.media.url(name, scope.scheme, host)
