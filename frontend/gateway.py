@@ -10,6 +10,8 @@ import asyncio
 import itertools
 import os
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 
 import msgspec
 import zmq
@@ -17,11 +19,11 @@ import zmq
 from .daemon.topology import Endpoints
 from .discovery import ModelTable, ServedModel
 from .engine_client import EngineClient, RequestStream
-from .errors import ModelNotFound, ServiceUnavailable
+from .errors import ModelNotFound, RequestError, ServiceUnavailable
 from .http.api_settings import ApiSettings
 from .kv import KvIndexReader
 from .media_store import MediaSettings, MediaStore
-from .metrics import Metrics, SnapshotWriter
+from .metrics import CURRENT_REQUEST, Metrics, RequestRecord, SnapshotWriter, error_type_for
 from .protocol import indexer as indexer_wire
 from .protocol.engine import GenerateRequest
 from .router.select import Route, Router, RouterSettings
@@ -74,6 +76,34 @@ class Gateway:
         self._prefix = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
         self._counter = itertools.count()
         self.inflight = 0
+
+    @contextmanager
+    def admitted(self, endpoint: str) -> Iterator[RequestRecord]:
+        """Admission and accounting of one request, for every front door (HTTP, gRPC).
+
+        Refused with 503 while the daemon drains or over ``--max-concurrent-requests`` (per process); counted
+        in ``inflight`` (also while its body uploads) and recorded in ``requests_total`` with its endpoint
+        label and error type.
+        """
+        settings = self.settings
+        if os.path.exists(settings.draining_flag):
+            raise ServiceUnavailable("the server is shutting down; retry on another instance")
+        if settings.max_concurrent_requests and self.inflight >= settings.max_concurrent_requests:
+            raise ServiceUnavailable("too many concurrent requests; retry later")
+        self.inflight += 1
+        record = RequestRecord(endpoint)
+        CURRENT_REQUEST.set(record)
+        try:
+            yield record
+        except RequestError as error:
+            record.error_type = error_type_for(error.status)
+            raise
+        except Exception:
+            record.error_type = "internal"
+            raise
+        finally:
+            self.inflight -= 1
+            record.record(self.metrics)
 
     def new_request_id(self) -> str:
         """Unique across gateway processes and daemon launches."""

@@ -9,16 +9,14 @@ the stream with an abort.
 
 from __future__ import annotations
 
-import os
-from contextlib import aclosing, contextmanager
-from typing import AsyncIterator, Iterator, Mapping
+from contextlib import aclosing
+from typing import AsyncIterator, Mapping
 
 import msgspec
 
-from ..errors import EngineError, InvalidRequest, RequestError, ServiceUnavailable
+from ..errors import EngineError, InvalidRequest, ServiceUnavailable
 from ..gateway import Gateway
 from ..generation import Generation, engine_request, pinned_instance, reject_unsupported
-from ..metrics import CURRENT_REQUEST, RequestRecord, error_type_for
 from .metadata import exposed_model
 from .proto import kserve_pb2 as pb
 from .tensors import ResponseEncoder, completion_request
@@ -33,34 +31,6 @@ class Inference:
         self.generation = generation
         self.encoder = encoder
         self.stream = stream
-
-
-@contextmanager
-def served(gateway: Gateway, endpoint: str) -> Iterator[None]:
-    """Admission and accounting of one request, as the HTTP app does it.
-
-    Refused with UNAVAILABLE while the daemon drains or over ``--max-concurrent-requests`` (per process);
-    counted in ``inflight`` and recorded in ``requests_total`` with its endpoint label and error type.
-    """
-    settings = gateway.settings
-    if os.path.exists(settings.draining_flag):
-        raise ServiceUnavailable("the server is shutting down; retry on another instance")
-    if settings.max_concurrent_requests and gateway.inflight >= settings.max_concurrent_requests:
-        raise ServiceUnavailable("too many concurrent requests; retry later")
-    gateway.inflight += 1
-    record = RequestRecord(endpoint)
-    CURRENT_REQUEST.set(record)
-    try:
-        yield
-    except RequestError as error:
-        record.error_type = error_type_for(error.status)
-        raise
-    except Exception:
-        record.error_type = "internal"
-        raise
-    finally:
-        gateway.inflight -= 1
-        record.record(gateway.metrics)
 
 
 async def start(gateway: Gateway, request: pb.ModelInferRequest, headers: Mapping[str, str],

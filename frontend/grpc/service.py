@@ -17,7 +17,7 @@ import grpc
 from ..errors import RequestError
 from ..gateway import Gateway
 from . import metadata
-from .inference import folded, served, start
+from .inference import folded, start
 from .proto import kserve_pb2 as pb
 from .proto.kserve_pb2_grpc import GRPCInferenceServiceServicer
 from .stream import StreamSession
@@ -84,7 +84,7 @@ class KServeService(GRPCInferenceServiceServicer):
 
     @_with_status
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        with served(self.gateway, ENDPOINT):
+        with self.gateway.admitted(ENDPOINT):
             inference = await start(self.gateway, request, _headers(context), in_stream=False)
             return await folded(inference)
 

@@ -14,7 +14,7 @@ from typing import AsyncIterator, Mapping
 
 from ..errors import RequestError
 from ..gateway import Gateway
-from .inference import folded, served, start, streamed
+from .inference import folded, start, streamed
 from .proto import kserve_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class StreamSession:
     async def _run(self, request: pb.ModelInferRequest) -> None:
         put = self.queue.put_nowait
         try:
-            with served(self.gateway, ENDPOINT):
+            with self.gateway.admitted(ENDPOINT):
                 inference = await start(self.gateway, request, self.headers, in_stream=True)
                 if inference.stream:
                     async for response in streamed(inference):

@@ -14,10 +14,9 @@ from typing import Awaitable, Callable
 
 import msgspec
 
-from ..errors import (MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError, ServiceUnavailable)
+from ..errors import MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError
 from ..gateway import Gateway, GatewaySettings
 from ..logs import REQUEST_ID, setup_logging
-from ..metrics import CURRENT_REQUEST, RequestRecord, error_type_for
 from ..procutil import die_with_parent, set_process_title
 from . import anthropic, chat, completions, embeddings, images, info, media, openapi, responses_api, tokenize, videos
 from .responses import internal_error, send_error
@@ -132,27 +131,10 @@ class GatewayApp:
             ERROR_RENDERERS.get(scope.path, send_error)(proto, internal_error(exc))
 
     async def _post(self, gateway: Gateway, scope, proto, handler: Handler) -> None:
-        settings = gateway.settings
-        if os.path.exists(settings.draining_flag):
-            raise ServiceUnavailable("the server is shutting down; retry on another instance")
-        if settings.max_concurrent_requests and gateway.inflight >= settings.max_concurrent_requests:
-            raise ServiceUnavailable("too many concurrent requests; retry later")
-        gateway.inflight += 1  # counted while the body uploads too
-        record = RequestRecord(endpoint_label(scope.path))
-        CURRENT_REQUEST.set(record)
-        REQUEST_ID.set(scope.headers.get("x-request-id") or gateway.new_request_id())
-        try:
-            body = await self._read_body(scope, proto, settings.body_limit_bytes)
+        with gateway.admitted(endpoint_label(scope.path)):
+            REQUEST_ID.set(scope.headers.get("x-request-id") or gateway.new_request_id())
+            body = await self._read_body(scope, proto, gateway.settings.body_limit_bytes)
             await handler(gateway, scope, proto, body)
-        except RequestError as error:
-            record.error_type = error_type_for(error.status)
-            raise
-        except Exception:
-            record.error_type = "internal"
-            raise
-        finally:
-            gateway.inflight -= 1
-            record.record(gateway.metrics)
 
     @staticmethod
     async def _read_body(scope, proto, limit: int) -> bytes:
