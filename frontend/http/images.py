@@ -11,8 +11,8 @@ from ..errors import InvalidRequest
 from ..gateway import Gateway
 from ..protocol.engine import ImageRequest
 from ..protocol.media import ImageData, ImageGenerationRequest, ImageNvExt, ImagesResponse
-from ..unary import UnaryCall, default_model, typed_model
-from .media_delivery import check_delivery, deliver, parse_size, pinned_header
+from ..unary import default_model, typed_model
+from .media_delivery import check_delivery, parse_size, produce
 from .responses import send_json
 from .streaming import decode_request
 
@@ -29,15 +29,10 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
         gateway.new_request_id(), request.prompt, model.name, request.n, width, height, request.output_format,
         request.output_compression, request.quality, request.background, nvext.negative_prompt,
         nvext.num_inference_steps, nvext.guidance_scale, nvext.seed)
-    call = UnaryCall(gateway, model, engine_request, pinned=pinned_header(scope.headers),
-                     disconnected=proto.client_disconnect())
-    result = await call.result()
-    if result is None:
+    produced = await produce(gateway, scope, proto, model, engine_request, request.response_format)
+    if produced is None:
         return  # the client left
-    data = []
-    for item in result.items:
-        b64_json, url = deliver(gateway, scope, item, request.response_format)
-        data.append(ImageData(b64_json, url, item.revised_prompt))
+    data = [ImageData(b64_json, url, item.revised_prompt) for item, b64_json, url in produced]
     size = request.size if width else None
     send_json(proto, 200, ImagesResponse(int(time.time()), data, request.background, request.output_format,
                                          request.quality, size))

@@ -12,6 +12,7 @@ from ..gateway import Gateway
 from ..generation import PIN_HEADERS
 from ..media_store import CONTENT_TYPES
 from ..protocol.engine import MediaItem
+from ..unary import UnaryCall
 
 MAX_SIDE = 4096
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
@@ -52,3 +53,14 @@ def deliver(gateway: Gateway, scope, item: MediaItem, response_format: str) -> t
     name = gateway.media.put(item.data, item.format)
     host = scope.headers.get("host") or scope.authority or scope.server  # HTTP/2 has :authority, no Host
     return None, gateway.media.url(name, scope.scheme, host)
+
+
+async def produce(gateway: Gateway, scope, proto, model, engine_request,
+                  response_format: str) -> list[tuple[MediaItem, str | None, str | None]] | None:
+    """Run a media request on a worker; each item with its ``(b64_json, url)``, or None if the client left."""
+    call = UnaryCall(gateway, model, engine_request, pinned=pinned_header(scope.headers),
+                     disconnected=proto.client_disconnect())
+    result = await call.result()
+    if result is None:
+        return None
+    return [(item, *deliver(gateway, scope, item, response_format)) for item in result.items]

@@ -17,7 +17,7 @@ from ..gateway import Gateway
 from ..protocol.engine import MediaProgress, VideoRequest
 from ..protocol.media import VideoData, VideoGenerationRequest, VideoNvExt, VideoResponse
 from ..unary import UnaryCall, default_model, typed_model
-from .media_delivery import check_delivery, deliver, parse_size, pinned_header
+from .media_delivery import check_delivery, parse_size, pinned_header, produce
 from .responses import send_json
 from .streaming import StreamWriter, decode_request
 
@@ -31,15 +31,10 @@ async def generate(gateway: Gateway, scope, proto, body: bytes) -> None:
     """POST /v1/videos: one JSON ``video`` object with the file as a URL or base64."""
     request, model, engine_request = _prepare(gateway, body, stream_frames=False)
     started = time.perf_counter()
-    call = UnaryCall(gateway, model, engine_request, pinned=pinned_header(scope.headers),
-                     disconnected=proto.client_disconnect())
-    result = await call.result()
-    if result is None:
+    produced = await produce(gateway, scope, proto, model, engine_request, request.response_format)
+    if produced is None:
         return  # the client left
-    data = []
-    for item in result.items:
-        b64_json, url = deliver(gateway, scope, item, request.response_format)
-        data.append(VideoData(item.format, url, b64_json, item.fps))
+    data = [VideoData(item.format, url, b64_json, item.fps) for item, b64_json, url in produced]
     send_json(proto, 200, VideoResponse("video-" + engine_request.request_id, model.name, int(time.time()), data,
                                         inference_time_s=round(time.perf_counter() - started, 3)))
 
