@@ -19,7 +19,6 @@ import time
 from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 from .discovery import ServedModel
-from .engine_client import RequestStream
 from .errors import ContextLengthExceeded, InvalidRequest
 from .gateway import Gateway
 from .metrics import GenerationObserver
@@ -129,6 +128,9 @@ def pinned_instance(request, headers: Mapping[str, str]) -> str | None:
 class Generation:
     """One request running on a worker, read as a sequence of :class:`Delta`."""
 
+    __slots__ = ("gateway", "tokenizer", "prompt_tokens", "pipeline", "stream", "route", "observer", "started",
+                 "first_token_at", "finished_at", "_prefilled", "client_gone", "_watcher")
+
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
                  block_hashes: bytes, *, pinned: str | None = None,
                  disconnected: Awaitable[None] | None = None, parser: OutputParser | None = None,
@@ -136,7 +138,9 @@ class Generation:
         self.gateway = gateway
         self.tokenizer = model.tokenizer
         self.prompt_tokens = len(engine_req.token_ids)
-        include_stop = request.include_stop_str_in_output or bool(ext.nvext and ext.nvext.include_stop_str_in_output)
+        include_stop = request.include_stop_str_in_output
+        if ext.nvext is not None and not include_stop:  # Dynamo's deprecated nvext copy
+            include_stop = bool(ext.nvext.include_stop_str_in_output)
         self.pipeline = OutputPipeline(
             model.tokenizer, stop=stop_strings(request), include_stop_str_in_output=include_stop,
             skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:], parser=parser,
@@ -192,8 +196,7 @@ class Generation:
                 error = delta.error is not None
                 yield delta
         finally:
-            if self._watcher is not None:
-                self._watcher.cancel()
+            self._stop_watching()
             worker_done = finished and not self.pipeline.stopped_by_string
             self.gateway.engines.release(self.stream, abort=not worker_done)
             self.gateway.router.finish(self.route)
@@ -201,10 +204,18 @@ class Generation:
             self.observer.finished(self.prompt_tokens, pipeline.completion_tokens, pipeline.cached_tokens,
                                    cancelled=self.client_gone or not finished, error=error)
 
+    def _stop_watching(self) -> None:
+        """Drop the disconnect watch. Granian's awaitable keeps its done callbacks after it is cancelled and
+        is not seen by the garbage collector, so the callback (which holds this generation) is removed
+        first: otherwise every generation leaked."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.remove_done_callback(self._on_disconnect)
+            watcher.cancel()
+
     def abandon(self) -> None:
         """Release a generation that will never be read (a later choice of its request failed to start)."""
-        if self._watcher is not None:
-            self._watcher.cancel()
+        self._stop_watching()
         self.gateway.engines.release(self.stream, abort=True)
         self.gateway.router.finish(self.route)
         self.observer.finished(self.prompt_tokens, 0, 0, cancelled=False, error=False)
@@ -266,8 +277,12 @@ class Choices:
               parser: Callable[[], OutputParser | None] | None = None) -> "Choices":
         """Submit ``request.n`` engine requests per prompt; on any failure release those already started."""
         n = request.n
-        single = len(prompts) * n == 1
-        observer = None if single else SharedObserver(
+        if n == 1 and len(prompts) == 1:  # the common case, kept short
+            self.groups.append([Generation(gateway, model, request, make_request(prompts[0], 0), hashes[0],
+                                           pinned=pinned, disconnected=self._disconnected,
+                                           parser=parser() if parser else None, ext=ext)])
+            return self
+        observer = SharedObserver(
             GenerationObserver(gateway.metrics, model.name, request.stream), len(prompts) * n,
             sum(len(ids) for ids in prompts))
         started = 0
@@ -279,34 +294,34 @@ class Choices:
                     engine_req = make_request(ids, i)
                     group.append(Generation(
                         gateway, model, request, engine_req, block_hashes, pinned=pinned, ext=ext,
-                        disconnected=self._watch(single), parser=parser() if parser else None,
-                        observer=observer))  # type: ignore[arg-type]
+                        parser=parser() if parser else None, observer=observer))  # type: ignore[arg-type]
                     started += 1
         except BaseException:
             for generation in self.all:
                 generation.abandon()
-            if observer is not None:
-                observer.drop(len(prompts) * n - started)
-            self.close()
+            observer.drop(len(prompts) * n - started)
             raise
+        if self._disconnected is not None:  # one watch for all the choices
+            self._shared = asyncio.ensure_future(self._disconnected)
+            self._shared.add_done_callback(self._on_disconnect)
         return self
 
-    def _watch(self, single: bool) -> Awaitable[None] | None:
-        """The disconnect awaitable of one generation: shared (shielded) when there are several."""
-        if self._disconnected is None or single:
-            return self._disconnected
-        if self._shared is None:
-            self._shared = asyncio.ensure_future(self._disconnected)
-        return asyncio.shield(self._shared)
+    def _on_disconnect(self, watch: asyncio.Future) -> None:
+        if not watch.cancelled():
+            for generation in self.all:
+                generation.cancel()
 
     def usage(self) -> Usage:
         """Every prompt once, every choice's output."""
         return combined_usage(self.groups)
 
     def close(self) -> None:
-        """Stop watching for the client's disconnect (call when the request is over)."""
-        if self._shared is not None:
-            self._shared.cancel()
+        """Stop watching for the client's disconnect (call when the request is over; see
+        ``Generation._stop_watching`` for why the callback is removed first)."""
+        watch, self._shared = self._shared, None
+        if watch is not None:
+            watch.remove_done_callback(self._on_disconnect)
+            watch.cancel()
 
 
 def combined_usage(groups: list[list[Generation]]) -> Usage:

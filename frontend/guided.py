@@ -26,8 +26,8 @@ import msgspec
 
 from .errors import InvalidRequest
 from .protocol.engine import GuidedDecoding
-from .protocol.openai import (ChatCompletionRequest, CompletionRequest, JsonObjectFormat, JsonSchemaFormat, NvExt,
-                              ResponseFormat, TextFormat)
+from .protocol.openai import (ChatCompletionRequest, CompletionRequest, NvExt, ResponseFormat, ResponseFormatJsonObject,
+                              ResponseFormatJsonSchema, ResponseFormatText)
 
 JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
 MAX_SCHEMA_DEPTH = 128  # nesting of a JSON Schema's objects and arrays (engines cap grammar nesting too)
@@ -35,11 +35,14 @@ MAX_SCHEMA_DEPTH = 128  # nesting of a JSON Schema's objects and arrays (engines
 
 def guided_decoding(request: ChatCompletionRequest | CompletionRequest, nvext: NvExt | None) -> GuidedDecoding | None:
     """The request's structured-output constraint, validated; None when it has none."""
+    if request.response_format is None and request.guided_json is None and request.guided_regex is None \
+            and request.guided_choice is None and request.guided_grammar is None and nvext is None:
+        return None  # the common case, checked first
     found: list[tuple[str, GuidedDecoding]] = []
     response_format = _response_format(request.response_format)
-    if isinstance(response_format, JsonObjectFormat):
+    if isinstance(response_format, ResponseFormatJsonObject):
         found.append(("response_format", GuidedDecoding(json=dict(JSON_OBJECT_SCHEMA))))
-    elif isinstance(response_format, JsonSchemaFormat):
+    elif isinstance(response_format, ResponseFormatJsonSchema):
         schema = response_format.json_schema.schema
         if schema is None:
             raise InvalidRequest("response_format json_schema needs json_schema.schema (a JSON Schema object)",
@@ -66,7 +69,8 @@ def guided_decoding(request: ChatCompletionRequest | CompletionRequest, nvext: N
 
 def _response_format(value: Any) -> ResponseFormat | None:
     """The typed response_format (the Responses and Anthropic translations may hand over a plain dict)."""
-    if value is None or isinstance(value, (TextFormat, JsonObjectFormat, JsonSchemaFormat)):
+    if value is None or isinstance(value, (ResponseFormatText, ResponseFormatJsonObject,
+                                           ResponseFormatJsonSchema)):
         return value
     try:
         return msgspec.convert(value, ResponseFormat)

@@ -15,7 +15,8 @@
   ``data:`` line, before the data they describe: ``request_id`` (a string), ``formatted_prompt`` (the
   rendered prompt) and ``token_ids`` (the prompt's ids) before the first chunk (one event per prompt of a
   batch, in order), ``llm_metrics`` (``{input_tokens, output_tokens, chunk_tokens, cached_tokens}`` of the
-  choice) before every chunk that carries tokens. Unknown names are ignored; unary responses carry none.
+  choice: prompt length, output so far, tokens since the last event) before the chunks of every engine batch.
+  Unknown names are ignored; unary responses carry none.
   (Dynamo puts the value in an SSE comment line; here it is the event's data, so standard SSE clients see
   it. The openai SDK cannot read named events: read such streams as raw SSE.)
 * ``extra_fields``: ``worker_id`` and ``timing`` add a ``nvext`` object to the response (unary), or to each
@@ -81,7 +82,9 @@ def extensions(request: ChatCompletionRequest | CompletionRequest, headers: Mapp
         if value:
             pinned = value
             break
-    nvext = as_nvext(request.nvext)
+    nvext = request.nvext
+    if nvext is not None and not isinstance(nvext, NvExt):
+        nvext = as_nvext(nvext)
     if nvext is None:
         return Extensions(pinned=pinned) if pinned else NO_EXTENSIONS
     if pinned is None and nvext.backend_instance_id is not None:

@@ -83,8 +83,10 @@ class UnaryCall:
                     finished = not isinstance(item, MediaProgress)
                     yield _checked(item)
         finally:
-            if self._watcher is not None:
-                self._watcher.cancel()
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:  # remove the callback first: see Generation._stop_watching (a leak otherwise)
+                watcher.remove_done_callback(self._on_disconnect)
+                watcher.cancel()
             self.gateway.engines.release(self.stream, abort=not finished)
             self.gateway.router.finish(self.route)
             self.gateway.metrics.add_gauge("inflight_requests", self._labels, -1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from contextlib import aclosing
+from typing import Callable
 
 import msgspec
 
@@ -27,7 +28,7 @@ from ..postprocess.pipeline import Delta
 from ..protocol.openai import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
                                ChatCompletionRequest, ChatDelta, ChoiceLogprobs, FunctionCall, FunctionCallDelta,
                                ToolCall, ToolCallDelta)
-from .chat_session import ChatOutcome, ChatSession, SessionChoice, collect_all, open_session
+from .chat_session import ChatOutcome, ChatSession, SessionChoice, collect, collect_all, open_session
 from .logprobs import chat_logprobs
 from .responses import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
 from .streaming import StreamWriter, decode_request
@@ -43,6 +44,10 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
         if request.stream:
             include_usage = request.stream_options is not None and request.stream_options.include_usage
             await _stream(session, proto, response_id, include_usage)
+        elif len(session.choices) == 1:
+            outcome = await collect(session)
+            if outcome is not None:
+                send_json(proto, 200, _completion(session, [outcome], response_id))
         else:
             outcomes = await collect_all(session)
             if outcomes is not None:
@@ -65,62 +70,57 @@ def _completion(session: ChatSession, outcomes: list[ChatOutcome], response_id: 
                           nvext=response_nvext(session.ext, session.generation))
 
 
-class _ChoiceChunks:
-    """The SSE chunks of one choice: deltas in, ``data:`` events out (with the annotations asked for)."""
+def _choice_feeder(session: ChatSession, choice: SessionChoice, response_id: str,
+                   created: int) -> tuple[bytes, Callable[[Delta], bytes]]:
+    """(the role chunk, feed) of one choice: ``feed`` turns a delta into its SSE bytes, with the annotations
+    asked for. Closures, not methods: this is the streamed chat's per-delta hot path."""
+    ext, model, index = session.ext, session.model.name, choice.index
+    generation = choice.generation
+    tokenizer = generation.tokenizer
+    parsed_output = choice.chain is not None
+    metrics = MetricsEvents(generation) if ext.metrics_events else None
+    tool_index = 0
 
-    __slots__ = ("choice", "ext", "response_id", "created", "model", "tokenizer", "tool_index", "metrics")
+    def chunk(delta: ChatDelta, finish_reason: str | None = None, logprobs: ChoiceLogprobs | None = None) -> bytes:
+        return sse_event(ChatCompletionChunk(response_id, created, model,
+                                             [ChatChunkChoice(index, delta, finish_reason, logprobs)]))
 
-    def __init__(self, session: ChatSession, choice: SessionChoice, response_id: str, created: int) -> None:
-        self.choice = choice
-        self.ext = session.ext
-        self.response_id = response_id
-        self.created = created
-        self.model = session.model.name
-        self.tokenizer = choice.generation.tokenizer
-        self.tool_index = 0
-        self.metrics = MetricsEvents(choice.generation) if session.ext.metrics_events else None
-
-    def chunk(self, delta: ChatDelta, finish_reason: str | None = None, logprobs: ChoiceLogprobs | None = None,
-              nvext=msgspec.UNSET) -> bytes:
-        return sse_event(ChatCompletionChunk(self.response_id, self.created, self.model,
-                                             [ChatChunkChoice(self.choice.index, delta, finish_reason, logprobs)],
-                                             nvext=nvext))
-
-    def opening(self) -> bytes:
-        return self.chunk(ChatDelta(role="assistant", content="" if self.choice.chain is None else None))
-
-    def feed(self, delta: Delta) -> bytes:
-        logprobs = chat_logprobs(self.tokenizer, delta.logprobs) if delta.logprobs else None
+    def feed(delta: Delta) -> bytes:
+        nonlocal tool_index
+        logprobs = chat_logprobs(tokenizer, delta.logprobs) if delta.logprobs else None
         if delta.segments is None:
-            out = self.chunk(ChatDelta(content=delta.text), None, logprobs) if delta.text or logprobs else b""
+            out = chunk(ChatDelta(content=delta.text), None, logprobs) if delta.text or logprobs else b""
         else:
-            parsed = _segment_deltas(delta.segments, self.tool_index) or ([ChatDelta(content="")] if logprobs else [])
-            out = b"".join(self.chunk(d, None, logprobs if i == 0 else None) for i, d in enumerate(parsed))
-            self.tool_index += sum(1 for segment in delta.segments if segment.kind == TOOL_CALL)
+            parsed = _segment_deltas(delta.segments, tool_index) or ([ChatDelta(content="")] if logprobs else [])
+            out = b"".join(chunk(d, None, logprobs if i == 0 else None) for i, d in enumerate(parsed))
+            tool_index += sum(1 for segment in delta.segments if segment.kind == TOOL_CALL)
         if delta.finish_reason is not None:
-            out += self.chunk(ChatDelta(), self.choice.finish_reason(delta.finish_reason),
-                              nvext=response_nvext(self.ext, self.choice.generation))
-        if out and self.metrics is not None:
-            out = self.metrics.event() + out
+            final = ChatCompletionChunk(response_id, created, model, [ChatChunkChoice(
+                index, ChatDelta(), choice.finish_reason(delta.finish_reason))], nvext=response_nvext(ext, generation))
+            out += sse_event(final)
+        if metrics is not None and out:
+            out = metrics.event() + out
         return out
+
+    return chunk(ChatDelta(role="assistant", content=None if parsed_output else "")), feed
 
 
 async def _stream(session: ChatSession, proto, response_id: str, include_usage: bool) -> None:
     created = int(time.time())
     writer = StreamWriter(proto.response_stream(200, SSE_HEADERS))
-    streams = [_ChoiceChunks(session, choice, response_id, created) for choice in session.choices]
-    head = b"".join(stream.opening() for stream in streams)
+    feeders = [_choice_feeder(session, choice, response_id, created) for choice in session.choices]
+    head = b"".join(opening for opening, _ in feeders)
     if session.ext.annotations:
         head = prompt_annotations(session.ext, session.request_id, [session.prompt_ids],
                                   session.generation.tokenizer) + head
     await writer.send(head)
-    if len(streams) == 1:
-        stream = streams[0]
+    if len(feeders) == 1:
+        feed = feeders[0][1]
         async for delta in session.generation.deltas():
             if delta.error:
                 await writer.send(sse_error(EngineError(delta.error)))
                 break
-            out = stream.feed(delta)
+            out = feed(delta)
             if out and not await writer.send(out):
                 return  # client went away; Generation aborted the worker
     else:
@@ -129,7 +129,7 @@ async def _stream(session: ChatSession, proto, response_id: str, include_usage: 
                 if delta.error:
                     await writer.send(sse_error(EngineError(delta.error)))
                     break
-                out = streams[index].feed(delta)
+                out = feeders[index][1](delta)
                 if out and not await writer.send(out):
                     return  # client went away: closing `deltas` aborts the other choices
     tail = b""

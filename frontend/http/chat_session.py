@@ -97,11 +97,14 @@ class ChatSession:
     Anthropic APIs have one choice).
     """
 
+    __slots__ = ("runs", "choices", "generation", "chain", "model", "request_id", "ext", "prompt_ids")
+
     def __init__(self, choices: Choices, model: ServedModel, request_id: str, chains: list[ParseChain | None],
                  ext: Extensions, prompt_ids: list[int]) -> None:
         self.runs = choices
-        self.choices = [SessionChoice(i, generation, chain) for i, (generation, chain)
-                        in enumerate(zip(choices.all, chains))]
+        generations = choices.groups[0]  # one prompt
+        self.choices = [SessionChoice(0, generations[0], chains[0])] if len(generations) == 1 else \
+            [SessionChoice(i, generation, chain) for i, (generation, chain) in enumerate(zip(generations, chains))]
         self.generation = self.choices[0].generation
         self.chain = self.choices[0].chain
         self.model = model
@@ -142,7 +145,11 @@ async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: b
         raise InvalidRequest(f"model `{model.name}` does not serve chat completions", param="model")
     if not model.instance_ids:  # 503 before tokenizing
         raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
-    prompt_ids, block_hashes = await _prompt(gateway, model, request, body, ext)
+    if ext.token_data is None and not ext.raw_prompt:
+        prompt_ids, block_hashes = await gateway.tokenizer.tokenize(model.card.model_path, "chat", body,
+                                                                    model.block_size)
+    else:
+        prompt_ids, block_hashes = await _given_prompt(gateway, model, request, ext)
     if tools.forced:  # the call(s) as a JSON schema, for engines with guided decoding
         schema = forced_response_format(tools.definitions, tools.function, request.parallel_tool_calls is not False)
         guided = GuidedDecoding(json=schema["json_schema"]["schema"])
@@ -151,33 +158,32 @@ async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: b
     chains: list[ParseChain | None] = []
     make_chain = _chain_factory(gateway, model, request, tools, prompt_ids)
 
-    def parser() -> ParseChain | None:
+    def parser() -> ParseChain | None:  # one chain per choice: chains keep state
         chain = make_chain() if make_chain is not None else None
         chains.append(chain)
         return chain
 
+    if make_chain is None:
+        chains = [None] * request.n
     choices = Choices(disconnected).start(
         gateway, model, request, [prompt_ids], [block_hashes],
         lambda ids, i: engine_request(gateway, request, model, ids, max_tokens, logprobs, ext=ext, guided=guided,
                                       choice=i),
-        pinned=ext.pinned, ext=ext, parser=parser)
-    return ChatSession(choices, model, choices.all[0].stream.request_id, chains, ext, prompt_ids)
+        pinned=ext.pinned, ext=ext, parser=parser if make_chain is not None else None)
+    return ChatSession(choices, model, choices.groups[0][0].stream.request_id, chains, ext, prompt_ids)
 
 
-async def _prompt(gateway: Gateway, model: ServedModel, request: ChatCompletionRequest, body: bytes,
-                  ext: Extensions) -> tuple[list[int], bytes]:
-    """The prompt's token ids and block hashes: nvext.token_data, the raw messages, or the chat template."""
-    path, block_size = model.card.model_path, model.block_size
+async def _given_prompt(gateway: Gateway, model: ServedModel, request: ChatCompletionRequest,
+                        ext: Extensions) -> tuple[list[int], bytes]:
+    """The prompt's token ids and block hashes from nvext.token_data, or the raw messages (use_raw_prompt)."""
     if ext.token_data is not None:
         check_token_ids(ext.token_data, model.tokenizer.get_vocab_size(), "nvext.token_data")
-        return list(ext.token_data), compute_block_hashes(ext.token_data, block_size).tobytes()
-    if ext.raw_prompt:
-        raw = msgspec.json.encode({"prompt": raw_chat_prompt(request), "add_special_tokens": False})
-        prompt_ids, hashes = await gateway.tokenizer.tokenize(path, "completion", raw, block_size)
-        if not prompt_ids:
-            raise InvalidRequest("nvext.use_raw_prompt: the messages have no text", param="messages")
-        return prompt_ids, hashes
-    return await gateway.tokenizer.tokenize(path, "chat", body, block_size)
+        return list(ext.token_data), compute_block_hashes(ext.token_data, model.block_size).tobytes()
+    raw = msgspec.json.encode({"prompt": raw_chat_prompt(request), "add_special_tokens": False})
+    prompt_ids, hashes = await gateway.tokenizer.tokenize(model.card.model_path, "completion", raw, model.block_size)
+    if not prompt_ids:
+        raise InvalidRequest("nvext.use_raw_prompt: the messages have no text", param="messages")
+    return prompt_ids, hashes
 
 
 def _chain_factory(gateway: Gateway, model: ServedModel, request: ChatCompletionRequest, tools: ToolChoice,
@@ -218,9 +224,9 @@ class ChatOutcome:
         return [segment for segment in self.segments if segment.kind == TOOL_CALL]
 
 
-async def collect(session: ChatSession) -> ChatOutcome | None:
+def collect(session: ChatSession) -> Awaitable[ChatOutcome | None]:
     """Run choice 0's generation to its end (EngineError on a worker error); None when the client went away."""
-    return await collect_choice(session.choices[0], session.generation.usage)
+    return collect_choice(session.choices[0], session.generation.usage)
 
 
 async def collect_all(session: ChatSession) -> list[ChatOutcome] | None:

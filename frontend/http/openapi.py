@@ -156,26 +156,46 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST", "/v1/chat/completions", "Create a chat completion", tag="chat", operation_id="createChatCompletion",
         description="Renders the model's chat template over `messages`, generates, and answers one "
                     "`chat.completion` object, or with `stream: true` server-sent events of "
-                    "`chat.completion.chunk` objects ending with `data: [DONE]`. Unknown fields are ignored.",
+                    "`chat.completion.chunk` objects ending with `data: [DONE]`. `n` choices are generated "
+                    "independently (with a `seed`, choice i uses seed + i); streamed chunks carry one choice with "
+                    "its `index`. Structured output: one of `response_format` (json_object, json_schema), "
+                    "`guided_json`, `guided_regex`, `guided_choice`, `guided_grammar`. `nvext` holds Dynamo's "
+                    "extensions; `nvext.annotations` add named SSE events (`event: <name>`) before the data they "
+                    "describe. Unknown fields are ignored.",
         request=ChatCompletionRequest,
         request_examples={
             "hello": {"summary": "A short answer", "value": {"model": "tiny", "messages": _HELLO, "max_tokens": 30}},
             "stream": {"summary": "Streamed, with usage",
                        "value": {"model": "tiny", "messages": _HELLO, "max_tokens": 30, "stream": True,
                                  "stream_options": {"include_usage": True}}},
+            "json_schema": {"summary": "Structured output (JSON matching a schema)",
+                            "value": {"model": "tiny", "messages": _HELLO, "max_tokens": 100, "response_format": {
+                                "type": "json_schema", "json_schema": {"name": "greeting", "schema": {
+                                    "type": "object", "properties": {"greeting": {"type": "string"},
+                                                                     "mood": {"enum": ["happy", "calm"]}},
+                                    "required": ["greeting", "mood"]}}}}},
+            "choices": {"summary": "Two choices with logprobs and nvext timing",
+                        "value": {"model": "tiny", "messages": _HELLO, "max_tokens": 10, "n": 2, "seed": 1,
+                                  "logprobs": True, "top_logprobs": 2,
+                                  "nvext": {"extra_fields": ["worker_id", "timing"]}}},
         },
         response=ChatCompletion, stream=ChatCompletionChunk, errors=GENERATION_ERRORS),
     Operation(
         "POST", "/v1/completions", "Create a text completion", tag="completions", operation_id="createCompletion",
-        description="Continues `prompt` (a string or token ids) and answers one `text_completion` object, or "
-                    "with `stream: true` server-sent events of `text_completion` objects ending with "
-                    "`data: [DONE]`. Unknown fields are ignored.",
+        description="Continues `prompt` (a string, token ids, or a batch: a list of strings or of token-id "
+                    "lists) and answers one `text_completion` object, or with `stream: true` server-sent events of "
+                    "`text_completion` objects ending with `data: [DONE]`. Each prompt gets `n` choices, numbered "
+                    "prompt_index * n + choice_index. `logprobs: N`, `echo`, `guided_*` and `nvext` as on chat; "
+                    "`suffix` and `best_of` > 1 are a 400. Unknown fields are ignored.",
         request=CompletionRequest,
         request_examples={
             "text": {"summary": "A string prompt",
                      "value": {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 30}},
             "tokens": {"summary": "A token-id prompt",
                        "value": {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 5}},
+            "batch": {"summary": "Two prompts, two choices each, with logprobs",
+                      "value": {"model": "tiny", "prompt": ["Once upon a time", "The harbor"], "n": 2,
+                                "max_tokens": 8, "logprobs": 2, "seed": 7}},
         },
         response=Completion, stream=Completion, errors=GENERATION_ERRORS),
     Operation(

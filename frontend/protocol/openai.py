@@ -99,31 +99,34 @@ class JsonSchemaSpec(msgspec.Struct, kw_only=True):
     strict: bool | None = None
 
 
-class TextFormat(msgspec.Struct, tag="text", tag_field="type"):
+class ResponseFormatText(msgspec.Struct, tag="text", tag_field="type"):
     """Plain text (the default)."""
 
 
-class JsonObjectFormat(msgspec.Struct, tag="json_object", tag_field="type"):
+class ResponseFormatJsonObject(msgspec.Struct, tag="json_object", tag_field="type"):
     """Any JSON object."""
 
 
-class JsonSchemaFormat(msgspec.Struct, tag="json_schema", tag_field="type"):
+class ResponseFormatJsonSchema(msgspec.Struct, tag="json_schema", tag_field="type"):
     """JSON matching ``json_schema.schema``."""
 
     json_schema: JsonSchemaSpec
 
 
-ResponseFormat = TextFormat | JsonObjectFormat | JsonSchemaFormat
+ResponseFormat = ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema
 
 
 # ---- nvext (NVIDIA Dynamo's request and response extensions) ---------------------------------------
 
 
 class NvExt(msgspec.Struct, kw_only=True):
-    """Dynamo's ``nvext`` request object (``frontend/nvext.py``); unknown fields are ignored.
-
-    The last group are Dynamo's deprecated copies of root-level fields: each applies only when the
-    root-level field is not set.
+    """NVIDIA Dynamo's request extensions (``frontend/nvext.py``). ``greed_sampling``: greedy decoding.
+    ``use_raw_prompt``: no chat template, the messages' text is the prompt. ``annotations``: named SSE events
+    on streams (request_id, formatted_prompt, token_ids, llm_metrics). ``backend_instance_id``: pin a worker
+    instance. ``token_data``: the prompt as token ids. ``max_thinking_tokens``: the reasoning budget.
+    ``extra_fields``: what the response's ``nvext`` reports (worker_id, timing). The other fields are Dynamo's
+    deprecated copies of root-level fields, used when the root-level field is not set. Unknown fields are
+    ignored; the server's ``--disable-nvext`` ignores all of them.
     """
 
     greed_sampling: bool | None = None

@@ -27,10 +27,12 @@ BURST: list[tuple[str, bytes]] = [
     ("/v1/chat/completions", json.dumps({"model": MODEL, "messages": MESSAGES, "top_logprobs": 10**9,
                                          "logprobs": True}).encode()),
     ("/v1/completions", json.dumps({"model": MODEL, "prompt": [2**70]}).encode()),
-    ("/v1/completions", json.dumps({"model": MODEL, "prompt": [[1, 2], [3]]}).encode()),
+    ("/v1/completions", json.dumps({"model": MODEL, "prompt": [[1, 2], [10**7]]}).encode()),
     ("/v1/chat/completions", json.dumps({"model": "no-such-model", "messages": MESSAGES}).encode()),
     ("/v1/completions", json.dumps({"model": MODEL, "prompt": "x" * 200000, "max_tokens": 1}).encode()),
-    ("/v1/chat/completions", json.dumps({"model": MODEL, "messages": MESSAGES, "n": 5}).encode()),
+    ("/v1/chat/completions", json.dumps({"model": MODEL, "messages": MESSAGES, "n": 500}).encode()),
+    ("/v1/chat/completions", json.dumps({"model": MODEL, "messages": MESSAGES, "guided_regex": "(",
+                                         "nvext": {"annotations": 7}}).encode()),
     ("/v1/chat/completions", b'{"model": "tiny", "messages": [' + b"[" * 5000 + b"]" * 5000 + b"]}"),
 ]
 

@@ -11,7 +11,6 @@ import pytest
 from frontend.errors import ContextLengthExceeded, InvalidRequest, RequestError
 from frontend.http.completions import prompts_of
 from frontend.generation import engine_request, max_new_tokens, reject_unsupported, stop_strings
-from frontend.nvext import extensions
 from frontend.protocol.engine import GenerateRequest, GuidedDecoding
 from frontend.protocol.openai import ChatCompletionRequest, CompletionRequest
 
