@@ -18,6 +18,7 @@ import asyncio
 import time
 from typing import AsyncIterator, Awaitable, Callable, Mapping
 
+from .disconnect import DisconnectWatch
 from .discovery import ServedModel
 from .errors import ContextLengthExceeded, InvalidRequest
 from .gateway import Gateway
@@ -152,14 +153,7 @@ class Generation:
         self.finished_at = 0.0
         self._prefilled = False
         self.client_gone = False
-        self._watcher: asyncio.Future | None = None
-        if disconnected is not None:
-            self._watcher = asyncio.ensure_future(disconnected)
-            self._watcher.add_done_callback(self._on_disconnect)
-
-    def _on_disconnect(self, task: asyncio.Future) -> None:
-        if not task.cancelled():
-            self.cancel()
+        self._watcher = DisconnectWatch(disconnected, self.cancel) if disconnected is not None else None
 
     def cancel(self) -> None:
         """The client went away: stop reading and abort the request on the worker."""
@@ -205,13 +199,8 @@ class Generation:
                                    cancelled=self.client_gone or not finished, error=error)
 
     def _stop_watching(self) -> None:
-        """Drop the disconnect watch. Granian's awaitable keeps its done callbacks after it is cancelled and
-        is not seen by the garbage collector, so the callback (which holds this generation) is removed
-        first: otherwise every generation leaked."""
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.remove_done_callback(self._on_disconnect)
-            watcher.cancel()
+        if self._watcher is not None:
+            self._watcher.stop()
 
     def abandon(self) -> None:
         """Release a generation that will never be read (a later choice of its request failed to start)."""
@@ -264,7 +253,7 @@ class Choices:
 
     def __init__(self, disconnected: Awaitable[None] | None) -> None:
         self._disconnected = disconnected
-        self._shared: asyncio.Future | None = None
+        self._shared: DisconnectWatch | None = None
         self.groups: list[list[Generation]] = []
 
     @property
@@ -302,26 +291,21 @@ class Choices:
             observer.drop(len(prompts) * n - started)
             raise
         if self._disconnected is not None:  # one watch for all the choices
-            self._shared = asyncio.ensure_future(self._disconnected)
-            self._shared.add_done_callback(self._on_disconnect)
+            self._shared = DisconnectWatch(self._disconnected, self._cancel_all)
         return self
 
-    def _on_disconnect(self, watch: asyncio.Future) -> None:
-        if not watch.cancelled():
-            for generation in self.all:
-                generation.cancel()
+    def _cancel_all(self) -> None:
+        for generation in self.all:
+            generation.cancel()
 
     def usage(self) -> Usage:
         """Every prompt once, every choice's output."""
         return combined_usage(self.groups)
 
     def close(self) -> None:
-        """Stop watching for the client's disconnect (call when the request is over; see
-        ``Generation._stop_watching`` for why the callback is removed first)."""
-        watch, self._shared = self._shared, None
-        if watch is not None:
-            watch.remove_done_callback(self._on_disconnect)
-            watch.cancel()
+        """Stop watching for the client's disconnect (call when the request is over)."""
+        if self._shared is not None:
+            self._shared.stop()
 
 
 def combined_usage(groups: list[list[Generation]]) -> Usage:

@@ -9,10 +9,10 @@ client leaves or the reader stops is aborted on the worker.
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import aclosing
 from typing import AsyncIterator, Awaitable
 
+from .disconnect import DisconnectWatch
 from .discovery import ServedModel
 from .errors import EngineError, InvalidRequest, ServiceUnavailable
 from .gateway import Gateway
@@ -61,13 +61,10 @@ class UnaryCall:
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
         self.stream = gateway.engines.submit(self.route.instance_id, request)
         gateway.metrics.add_gauge("inflight_requests", self._labels, 1)
-        self._watcher: asyncio.Future | None = None
-        if disconnected is not None:
-            self._watcher = asyncio.ensure_future(disconnected)
-            self._watcher.add_done_callback(self._on_disconnect)
+        self._watcher = DisconnectWatch(disconnected, self._on_disconnect) if disconnected is not None else None
 
-    def _on_disconnect(self, task: asyncio.Future) -> None:
-        if not task.cancelled() and not self.client_gone:
+    def _on_disconnect(self) -> None:
+        if not self.client_gone:
             self.client_gone = True
             self.stream.push(RequestOutput(self.stream.request_id, [], CLIENT_GONE))
 
@@ -83,10 +80,8 @@ class UnaryCall:
                     finished = not isinstance(item, MediaProgress)
                     yield _checked(item)
         finally:
-            watcher, self._watcher = self._watcher, None
-            if watcher is not None:  # remove the callback first: see Generation._stop_watching (a leak otherwise)
-                watcher.remove_done_callback(self._on_disconnect)
-                watcher.cancel()
+            if self._watcher is not None:
+                self._watcher.stop()
             self.gateway.engines.release(self.stream, abort=not finished)
             self.gateway.router.finish(self.route)
             self.gateway.metrics.add_gauge("inflight_requests", self._labels, -1)
