@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 from ..logs import setup_logging
@@ -63,15 +62,7 @@ async def serve(args: argparse.Namespace) -> None:
                             host=args.host)
     card = ModelCard(name=args.model_name, model_path=model_path, model_types=["embedding"],
                      context_length=engine.max_length, runtime_config={"embedding_dimensions": engine.dimensions})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await runtime.register_model(card)
-    heartbeats = asyncio.create_task(runtime.keep_alive())
-    await stop.wait()
-    heartbeats.cancel()
-    await runtime.close()
+    await runtime.serve(card)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,18 +146,22 @@ class ReferenceKvIndex:
         if not entry[0] and not entry[1]:
             del self._entries[key]
 
-    def store(self, slot: int, seq_hashes) -> None:
-        self._check_assigned(slot)
-        seq_hashes = _hash_sequence(seq_hashes)
-        bit = 1 << slot
+    def _unconfirmed_entries(self, bit: int, seq_hashes):
+        """The entries of ``seq_hashes`` whose confirmed mask lacks ``bit`` (created if there is room)."""
         for h in seq_hashes:
             key = h or _ZERO_ALIAS
             held = self._entries.get(key)
             if held is not None and held[0] & bit:
                 continue
             entry = self._entry_for_new_bit(key)
-            if entry is None:
-                continue
+            if entry is not None:
+                yield entry
+
+    def store(self, slot: int, seq_hashes) -> None:
+        self._check_assigned(slot)
+        seq_hashes = _hash_sequence(seq_hashes)
+        bit = 1 << slot
+        for entry in self._unconfirmed_entries(bit, seq_hashes):
             entry[0] |= bit
             entry[1] &= ~bit
             self._blocks[slot] += 1
@@ -191,14 +195,7 @@ class ReferenceKvIndex:
         seq_hashes = _hash_sequence(seq_hashes)
         bit = 1 << slot
         now_ms = _ms(now_s)
-        for h in seq_hashes:
-            key = h or _ZERO_ALIAS
-            held = self._entries.get(key)
-            if held is not None and held[0] & bit:
-                continue
-            entry = self._entry_for_new_bit(key)
-            if entry is None:
-                continue
+        for entry in self._unconfirmed_entries(bit, seq_hashes):
             entry[1] |= bit
             entry[2] = now_ms
 

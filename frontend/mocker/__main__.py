@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 import uvloop
@@ -103,17 +102,11 @@ async def serve(args: argparse.Namespace) -> None:
         kv_block_size=args.block_size,
         runtime_config=runtime_config,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     scheduler = asyncio.create_task(engine.run())
-    await runtime.register_model(card)
-    heartbeats = asyncio.create_task(runtime.keep_alive())
-    await stop.wait()
-    heartbeats.cancel()
-    scheduler.cancel()
-    await runtime.close()
+    try:
+        await runtime.serve(card)
+    finally:
+        scheduler.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:

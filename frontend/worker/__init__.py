@@ -3,8 +3,7 @@
 Typical use::
 
     runtime = WorkerRuntime(my_engine, registry_endpoint="tcp://127.0.0.1:5570")
-    await runtime.register_model(ModelCard(name="my-model", model_path="/models/my-model"))
-    await runtime.keep_alive()  # heartbeats until cancelled
+    await runtime.serve(ModelCard(name="my-model", model_path="/models/my-model"))  # until SIGTERM/SIGINT
 """
 
 from ..protocol.engine import EmbedRequest, GenerateRequest, ImageRequest, MediaItem, TokenLogprob, VideoRequest

@@ -20,6 +20,7 @@ import abc
 import asyncio
 import logging
 import os
+import signal
 import uuid
 from typing import Sequence
 
@@ -160,6 +161,20 @@ class WorkerRuntime:
             raise RegistrationError(f"registry at {self.registry_endpoint} did not answer in "
                                     f"{REGISTER_TIMEOUT_S:.0f} s") from None
         return registry_wire.ack_decoder.decode(reply)
+
+    async def serve(self, card: ModelCard) -> None:
+        """Register ``card``, keep the lease alive until SIGTERM or SIGINT, then unregister and close."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.register_model(card)
+        heartbeats = asyncio.create_task(self.keep_alive())
+        try:
+            await stop.wait()
+        finally:
+            heartbeats.cancel()
+            await self.close()
 
     async def keep_alive(self) -> None:
         """Heartbeat every third of the lease; register again if the registry forgot this instance."""
