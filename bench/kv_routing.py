@@ -7,10 +7,15 @@ against a frontend with ``--mock-workers`` mock workers at ``--speedup`` (1 = re
 
 For each router mode the script starts the daemon on free loopback ports, runs the workload and reports
 the cached-token ratio (sum of ``usage.prompt_tokens_details.cached_tokens`` over sum of prompt tokens, as
-the mock workers' real prefix caches report them) and TTFT (time to the first content chunk).
+the workers' real prefix caches report them) and TTFT (time to the first content chunk).
+
+With ``--engine vllm --model-dir DIR`` the workers are ``python -m frontend.vllm`` (vLLM's CPU build; make a
+tiny model with ``python -m frontend.vllm.tiny_model DIR``), started afresh for each mode so that no prefix
+cache carries over; the cached tokens are then vLLM's own ``num_cached_tokens``.
 
     python bench/kv_routing.py                 # round_robin vs kv with the issue's settings
     python bench/kv_routing.py --modes kv --sessions 4
+    python bench/kv_routing.py --engine vllm --model-dir /tmp/tiny-llm --workers 2 --system-words 300
 """
 
 from __future__ import annotations
@@ -121,32 +126,45 @@ async def run_workload(url: str, model: str, sessions: list[Session], concurrenc
     return results
 
 
-def start_daemon(mode: str, workers: int, speedup: float) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+def start_daemon(mode: str, workers: int, speedup: float, vllm_model: str | None = None
+                 ) -> tuple[list[subprocess.Popen], int]:
+    """The frontend with ``workers`` mock workers, or (``vllm_model``) with as many vLLM workers beside it;
+    returns the processes (the daemon first) and the HTTP port once every worker is registered."""
+    port, registry = free_port(), f"tcp://127.0.0.1:{free_port()}"
     argv = [sys.executable, "-m", "frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
-            "--registry-endpoint", f"tcp://127.0.0.1:{free_port()}", "--mock-workers", str(workers),
+            "--registry-endpoint", registry, "--mock-workers", "0" if vllm_model else str(workers),
             "--mock-speedup-ratio", str(speedup), "--mock-extra-models", "none", "--router-mode", mode,
             "--workers", "1"]
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    deadline = time.monotonic() + 60
+    processes = [_spawn(argv)]
+    if vllm_model:
+        processes += [_spawn([sys.executable, "-m", "frontend.vllm", "--model", vllm_model, "--registry-endpoint",
+                              registry, "--block-size", "32", "--max-model-len", "8192"],
+                             {"VLLM_CPU_KVCACHE_SPACE": "2"}) for _ in range(workers)]
+    deadline = time.monotonic() + (300 if vllm_model else 60)
     while time.monotonic() < deadline:
         try:
             health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
             if len(health.get("instances", [])) == workers:
-                return process, port
+                return processes, port
         except (httpx.HTTPError, ValueError):
             pass
-        if process.poll() is not None:
+        if any(process.poll() is not None for process in processes):
             break
         time.sleep(0.2)
-    stop_daemon(process)
-    raise RuntimeError(f"the frontend ({mode}) did not come up")
+    stop_daemon(processes)
+    raise RuntimeError(f"the frontend ({mode}) or its workers did not come up")
 
 
-def stop_daemon(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+def _spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, **(env or {})})
+
+
+def stop_daemon(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM the workers, then the daemon; SIGKILL what is still there after 20 s."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
@@ -174,22 +192,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--system-words", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--mock-workers", type=int, default=4)
+    parser.add_argument("--mock-workers", "--workers", type=int, default=4, help="workers of the model")
+    parser.add_argument("--engine", choices=("mock", "vllm"), default="mock")
+    parser.add_argument("--model-dir", help="--engine vllm: the model directory the vLLM workers load")
     parser.add_argument("--speedup", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.engine == "vllm" and not args.model_dir:
+        parser.error("--engine vllm needs --model-dir")
+    vllm_model = os.path.abspath(args.model_dir) if args.engine == "vllm" else None
+    model = os.path.basename(vllm_model.rstrip("/")) if vllm_model else "tiny"
     rows = []
     for mode in args.modes.split(","):
         sessions = make_sessions(args.sessions, args.system_words, args.turns, args.seed)
-        process, port = start_daemon(mode, args.mock_workers, args.speedup)
+        processes, port = start_daemon(mode, args.mock_workers, args.speedup, vllm_model)
         try:
             start = time.perf_counter()
-            results = asyncio.run(run_workload(f"http://127.0.0.1:{port}/v1/chat/completions", "tiny", sessions,
+            results = asyncio.run(run_workload(f"http://127.0.0.1:{port}/v1/chat/completions", model, sessions,
                                                args.concurrency, args.max_tokens, args.seed))
             rows.append(summarize(mode, results, time.perf_counter() - start))
         finally:
-            stop_daemon(process)
+            stop_daemon(processes)
         print(json.dumps(rows[-1]), flush=True)
     if len(rows) == 2 and rows[0]["ttft_mean_ms"]:
         print(f"{rows[1]['mode']}/{rows[0]['mode']}: mean TTFT ratio "

@@ -80,6 +80,8 @@ class ModelTable:
                 model.instance_ids = []
                 model.total_kv_blocks = {}
                 models[instance.card.name] = model
+            if instance.draining:
+                continue  # finishing its requests (still connected), but routed nothing new
             model.instance_ids.append(instance.instance_id)
             total = instance.card.runtime_config.get("total_kv_blocks")
             if isinstance(total, int):

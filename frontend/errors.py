@@ -90,6 +90,12 @@ class EngineError(RequestError):
     error_type = "backend_error"
 
 
+def worker_failure(message: str, *, invalid: bool) -> RequestError:
+    """What a client gets for a request its worker failed: a 400 when the engine refused the request
+    (``invalid``), else a 502."""
+    return InvalidRequest(message) if invalid else EngineError(message)
+
+
 class InternalError(RequestError):
     """A bug in the frontend: logged with its traceback, reported as 500 without internals."""
 

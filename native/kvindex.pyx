@@ -24,7 +24,8 @@
 #                     then (own cache line) generation, active table, live/tombstone/dropped/compaction
 #                     counters, then (own cache line) the shared round-robin counter
 #   workers_offset    kv_worker[max_workers], 128 bytes each: seqlock, state, generation, block count, id
-#   loads_offset      kv_load[max_workers], 64 bytes each: active requests, blocks, prefill tokens (i64)
+#   loads_offset      kv_load[max_workers], 64 bytes each: active requests, blocks, prefill tokens added by the
+#                     routers, and running, waiting requests and KV blocks in use as the worker reported (i64)
 #   table_offset[0]   kv_entry[capacity] ─┐ two table regions of capacity * (16 + 16 * words) bytes;
 #   table_offset[1]   kv_entry[capacity] ─┘ `active` says which one readers use
 #   (regions start on page boundaries; 64 workers: 32-byte entries, two per cache line)
@@ -632,6 +633,12 @@ cdef class _KvIndex:
         cdef kv_load* l = &self.v.loads[slot]
         return kv_ldi64(&l.requests), kv_ldi64(&l.blocks), kv_ldi64(&l.prefill_tokens)
 
+    def reported_load(self, Py_ssize_t slot):
+        """(running requests, waiting requests, KV blocks in use) of a slot as its worker last reported them."""
+        self._check_slot(slot)
+        cdef kv_load* l = &self.v.loads[slot]
+        return kv_ldi64(&l.reported_running), kv_ldi64(&l.reported_waiting), kv_ldi64(&l.reported_blocks)
+
     def next_round_robin(self, uint32_t key=0) -> int:
         """A counter shared by every process: 0, 1, 2, ... across all of them, one per ``key % 64``."""
         self._check_open()
@@ -787,6 +794,9 @@ cdef class KvIndexWriter(_KvIndex):
         kv_sti64(&self.v.loads[slot].requests, 0)
         kv_sti64(&self.v.loads[slot].blocks, 0)
         kv_sti64(&self.v.loads[slot].prefill_tokens, 0)
+        kv_sti64(&self.v.loads[slot].reported_running, 0)
+        kv_sti64(&self.v.loads[slot].reported_waiting, 0)
+        kv_sti64(&self.v.loads[slot].reported_blocks, 0)
         return 0
 
     # -- worker slots ---------------------------------------------------------------------------------------
@@ -820,6 +830,14 @@ cdef class KvIndexWriter(_KvIndex):
         _, _, ident = self._read_worker(slot)
         self._slot_of.pop(ident.decode(), None)
         self._write_worker(slot, 0, b"")
+
+    def report_load(self, Py_ssize_t slot, int64_t running, int64_t waiting, int64_t blocks):
+        """Store the load a slot's worker reported of itself (see ``reported_load``)."""
+        self._check_slot(slot)
+        cdef kv_load* l = &self.v.loads[slot]
+        kv_sti64(&l.reported_running, running)
+        kv_sti64(&l.reported_waiting, waiting)
+        kv_sti64(&l.reported_blocks, blocks)
 
     def clear_worker(self, Py_ssize_t slot):
         """Drop every block (and prediction) of a slot; O(capacity)."""

@@ -14,7 +14,7 @@ from typing import AsyncIterator, Mapping
 
 import msgspec
 
-from ..errors import EngineError, InvalidRequest, ServiceUnavailable
+from ..errors import InvalidRequest, ServiceUnavailable
 from ..gateway import Gateway
 from ..generation import Generation, engine_request, pinned_instance, reject_unsupported
 from .metadata import exposed_model
@@ -59,24 +59,24 @@ async def start(gateway: Gateway, request: pb.ModelInferRequest, headers: Mappin
 
 
 async def folded(inference: Inference) -> pb.ModelInferResponse:
-    """The whole completion as one response; a worker error raises EngineError."""
+    """The whole completion as one response; the worker's error is raised."""
     parts: list[str] = []
     finish_reason = None
     async with aclosing(inference.generation.deltas()) as deltas:
         async for delta in deltas:
             if delta.error:
-                raise EngineError(delta.error)
+                raise delta.error
             parts.append(delta.text)
             finish_reason = delta.finish_reason
     return inference.encoder.response("".join(parts), finish_reason)
 
 
 async def streamed(inference: Inference) -> AsyncIterator[pb.ModelInferResponse]:
-    """One response per text delta, the last one with the finish reason; a worker error raises EngineError."""
+    """One response per text delta, the last one with the finish reason; the worker's error is raised."""
     encoder = inference.encoder
     async with aclosing(inference.generation.deltas()) as deltas:
         async for delta in deltas:
             if delta.error:
-                raise EngineError(delta.error)
+                raise delta.error
             if delta.text or delta.finish_reason:
                 yield encoder.response(delta.text, delta.finish_reason)

@@ -113,7 +113,8 @@ async def _stream(session: ChatSession, proto, message_id: str) -> None:
     segments: list[Segment] = []
     async for delta in session.generation.deltas():
         if delta.error:
-            await writer.send(_sse([an.ErrorBody(an.ErrorInfo("api_error", delta.error))]))
+            await writer.send(_sse([an.ErrorBody(an.ErrorInfo(_ERRORS.get(delta.error.status, (0, "api_error"))[1],
+                                                              delta.error.message))]))
             return
         parsed = segments_of(delta.segments, delta.text)
         segments += parsed

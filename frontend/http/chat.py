@@ -19,7 +19,6 @@ from typing import Callable
 
 import msgspec
 
-from ..errors import EngineError
 from ..gateway import Gateway
 from ..generation import merged
 from ..nvext import MetricsEvents, prompt_annotations, response_nvext
@@ -118,7 +117,7 @@ async def _stream(session: ChatSession, proto, response_id: str, include_usage: 
         feed = feeders[0][1]
         async for delta in session.generation.deltas():
             if delta.error:
-                await writer.send(sse_error(EngineError(delta.error)))
+                await writer.send(sse_error(delta.error))
                 break
             out = feed(delta)
             if out and not await writer.send(out):
@@ -127,7 +126,7 @@ async def _stream(session: ChatSession, proto, response_id: str, include_usage: 
         async with aclosing(merged([choice.generation for choice in session.choices])) as deltas:
             async for index, delta in deltas:
                 if delta.error:
-                    await writer.send(sse_error(EngineError(delta.error)))
+                    await writer.send(sse_error(delta.error))
                     break
                 out = feeders[index][1](delta)
                 if out and not await writer.send(out):

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import msgspec
 
 from ..discovery import ServedModel
-from ..errors import EngineError, InvalidRequest, ServiceUnavailable
+from ..errors import InvalidRequest, ServiceUnavailable
 from ..gateway import Gateway
 from ..generation import Choices, Generation, engine_request, gather_choices, reject_unsupported
 from ..guided import guided_decoding
@@ -225,7 +225,7 @@ class ChatOutcome:
 
 
 def collect(session: ChatSession) -> Awaitable[ChatOutcome | None]:
-    """Run choice 0's generation to its end (EngineError on a worker error); None when the client went away."""
+    """Run choice 0's generation to its end (the worker's error raised); None when the client went away."""
     return collect_choice(session.choices[0], session.generation.usage)
 
 
@@ -245,14 +245,14 @@ async def collect_all(session: ChatSession) -> list[ChatOutcome] | None:
 
 
 async def collect_choice(choice: SessionChoice, usage: Callable[[], Usage]) -> ChatOutcome | None:
-    """One choice's whole generation (EngineError on a worker error); None when the client went away."""
+    """One choice's whole generation (the worker's error raised); None when the client went away."""
     generation = choice.generation
     segments: list[Segment] = []
     logprobs: list[TokenLogprob] = []
     finish_reason = "stop"
     async for delta in generation.deltas():
         if delta.error:
-            raise EngineError(delta.error)
+            raise delta.error
         segments.extend(segments_of(delta.segments, delta.text))
         if delta.logprobs:
             logprobs.extend(delta.logprobs)

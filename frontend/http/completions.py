@@ -16,7 +16,7 @@ from contextlib import aclosing
 
 import msgspec
 
-from ..errors import EngineError, InvalidRequest, ServiceUnavailable
+from ..errors import InvalidRequest, ServiceUnavailable
 from ..gateway import Gateway
 from ..generation import MAX_CHOICES, Choices, Generation, engine_request, gather_choices, merged, reject_unsupported
 from ..guided import guided_decoding
@@ -127,7 +127,7 @@ class _Run:
         finish_reason = None
         async for delta in generation.deltas():
             if delta.error:
-                raise EngineError(delta.error)
+                raise delta.error
             parts.append(delta.text)
             if delta.logprobs:
                 entries.extend(delta.logprobs)
@@ -169,7 +169,7 @@ class _Run:
         if len(generations) == 1:
             async for delta in generations[0].deltas():
                 if delta.error:
-                    await writer.send(sse_error(EngineError(delta.error)))
+                    await writer.send(sse_error(delta.error))
                     break
                 out = feed(0, delta)
                 if out and not await writer.send(out):
@@ -178,7 +178,7 @@ class _Run:
             async with aclosing(merged(generations)) as deltas:
                 async for index, delta in deltas:
                     if delta.error:
-                        await writer.send(sse_error(EngineError(delta.error)))
+                        await writer.send(sse_error(delta.error))
                         break
                     out = feed(index, delta)
                     if out and not await writer.send(out):

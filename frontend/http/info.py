@@ -18,7 +18,8 @@ def health(gateway: Gateway, proto) -> None:
     """200 with the live instances; 503 while no worker is registered."""
     instances = [
         {"instance_id": i.instance_id, "model": i.card.name, "endpoint": i.endpoint,
-         "namespace": gateway.settings.namespace, "transport": "zmq", "load": _load(gateway, i.instance_id)}
+         "namespace": gateway.settings.namespace, "transport": "zmq", "load": _load(gateway, i.instance_id),
+         "draining": i.draining}
         for i in gateway.models.instances
     ]
     endpoints = sorted({f"{i['namespace']}.{i['model']}.generate" for i in instances})
@@ -40,12 +41,16 @@ def live(gateway: Gateway, proto) -> None:
 
 
 def _load(gateway: Gateway, instance_id: str) -> dict[str, int] | None:
-    """The worker's active load as all HTTP processes together put it on it (shared memory)."""
+    """The worker's active load as all HTTP processes together put it on it, and as the worker reports it
+    (zeros until it does; shared memory)."""
     slot = gateway.router.slot(instance_id)
     if slot is None:
         return None
     requests, blocks, prefill_tokens = gateway.kv_index.load(slot)
-    return {"active_requests": requests, "active_blocks": blocks, "active_prefill_tokens": prefill_tokens}
+    running, waiting, kv_blocks = gateway.kv_index.reported_load(slot)
+    return {"active_requests": requests, "active_blocks": blocks, "active_prefill_tokens": prefill_tokens,
+            "engine_running_requests": running, "engine_waiting_requests": waiting,
+            "engine_kv_blocks_used": kv_blocks}
 
 
 def metrics(gateway: Gateway, proto) -> None:

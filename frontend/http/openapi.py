@@ -59,11 +59,15 @@ from ..protocol.tokenize_api import DetokenizeRequest, DetokenizeResponse, Token
 
 
 class InstanceLoad(msgspec.Struct, forbid_unknown_fields=True):
-    """A worker's active load, as all HTTP processes together put it on it."""
+    """A worker's active load, as all HTTP processes together put it on it, and as the worker's engine reports it
+    (zeros from a worker that does not report its load)."""
 
     active_requests: int
     active_blocks: int
     active_prefill_tokens: int
+    engine_running_requests: int
+    engine_waiting_requests: int
+    engine_kv_blocks_used: int
 
 
 class HealthInstance(msgspec.Struct, forbid_unknown_fields=True):
@@ -73,6 +77,7 @@ class HealthInstance(msgspec.Struct, forbid_unknown_fields=True):
     namespace: str
     transport: str
     load: InstanceLoad | None
+    draining: bool  # shutting down: finishing its requests, routed no new ones
 
 
 class KvIndexSummary(msgspec.Struct, forbid_unknown_fields=True):

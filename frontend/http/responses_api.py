@@ -124,7 +124,8 @@ class _Run:
         segments: list[Segment] = []
         async for delta in self.session.generation.deltas():
             if delta.error:
-                failed = self.response("failed", error=rs.ResponseError("server_error", delta.error))
+                failed = self.response("failed", error=rs.ResponseError("invalid_request" if delta.error.status == 400 else "server_error",
+                                                                        delta.error.message))
                 await writer.send(_sse([self._lifecycle("response.failed", failed)]))
                 return
             parsed = segments_of(delta.segments, delta.text)

@@ -3,11 +3,14 @@
 Sockets:
     recv_from_registry   SUB     connect  registry PUB (ipc)             Snapshot: which workers exist
     recv_kv_events[w]    SUB     connect  worker w's KV event PUB (tcp)  [topic, seq, EventBatch]
+    recv_load[w]         SUB     connect  worker w's load PUB (tcp)      LoadReport (protocol.load)
     request_replay[w]    DEALER  connect  worker w's replay ROUTER       [b"", start_seq] -> batches, end marker
     recv_routed          PULL    bind     ipc in the run directory       RoutedBlocks from the gateways
     send_status          PUB     bind     ipc in the run directory       IndexerStatus every second
 
-A worker gets a slot in the index when it registers and loses it (with all its blocks) when it goes.
+A worker gets a slot in the index when it registers and loses it (with all its blocks) when it goes. A worker
+that advertises a ``load_endpoint`` reports its own load, which the indexer stores in the slot for the routers
+(in every router mode).
 With ``use_kv_events`` off, only the routers' own decisions (RoutedBlocks) populate the index, each for
 ``ttl_s`` (approximate mode); with events on, those decisions count for ``pending_ttl_s`` until the
 worker's events confirm them.
@@ -26,6 +29,7 @@ from ..daemon.topology import Endpoints
 from ..kv import KvIndexWriter, chain_hashes, local_block_hashes
 from ..protocol import indexer as indexer_wire
 from ..protocol import kv_events as events_wire
+from ..protocol import load as load_wire
 from ..protocol import registry as registry_wire
 from ..protocol.registry import Instance
 from .worker_state import WorkerKvState
@@ -38,16 +42,23 @@ STATUS_INTERVAL_S = 1.0
 class WorkerFeed:
     """A worker's event sockets and its event state."""
 
-    def __init__(self, context: zmq.Context | None, instance: Instance, state: WorkerKvState) -> None:
-        """With ``context`` None the worker is followed through routing decisions only (no sockets)."""
+    def __init__(self, context: zmq.Context, instance: Instance, state: WorkerKvState, use_kv_events: bool) -> None:
+        """Without ``use_kv_events`` the worker's cache is followed through routing decisions only."""
         config = instance.card.runtime_config
         self.instance = instance
         self.state = state
         self.events: zmq.Socket | None = None
         self.replay: zmq.Socket | None = None
+        self.load: zmq.Socket | None = None
         self.replaying = False
         self.held: list[tuple[int, bytes]] = []  # live batches that arrived during a replay
-        if context is None:
+        load_endpoint = config.get("load_endpoint")
+        if load_endpoint:
+            self.load = context.socket(zmq.SUB)
+            self.load.setsockopt(zmq.LINGER, 0)
+            self.load.setsockopt(zmq.SUBSCRIBE, b"")
+            self.load.connect(load_endpoint)
+        if not use_kv_events:
             return
         endpoint = config.get("kv_events_endpoint")
         if endpoint:
@@ -62,7 +73,7 @@ class WorkerFeed:
             self.replay.connect(replay)
 
     def close(self) -> None:
-        for sock in (self.events, self.replay):
+        for sock in (self.events, self.replay, self.load):
             if sock is not None:
                 sock.close(0)
 
@@ -100,8 +111,7 @@ class Indexer:
             return
         state = WorkerKvState(instance.instance_id, slot, instance.card.kv_block_size, self.writer,
                               local_block_hashes, chain_hashes)
-        context = self.context if self.use_kv_events else None
-        self.feeds[instance.instance_id] = WorkerFeed(context, instance, state)
+        self.feeds[instance.instance_id] = WorkerFeed(self.context, instance, state, self.use_kv_events)
 
     # ---- events --------------------------------------------------------------------------------------
 
@@ -172,6 +182,14 @@ class Indexer:
             if feed.state.check_seq(seq) != "duplicate":
                 self._apply(feed, seq, payload)
 
+    def on_load_frames(self, feed: WorkerFeed, frames: list[bytes]) -> None:
+        try:
+            report = load_wire.decoder.decode(frames[-1])
+        except msgspec.DecodeError:
+            self.malformed += 1
+            return
+        self.writer.report_load(feed.state.slot, report.running, report.waiting, report.kv_blocks_used)
+
     # ---- routing decisions ---------------------------------------------------------------------------
 
     def on_routed(self, payload: bytes) -> None:
@@ -189,6 +207,8 @@ class Indexer:
         for instance_id, feed in self.feeds.items():
             info = feed.state.status()
             info["kv_events"] = feed.events is not None
+            if feed.load is not None:
+                info["load"] = self.writer.reported_load(feed.state.slot)
             workers[instance_id] = indexer_wire.WorkerIndexStatus(**info)
             if info["block_size_mismatch"] is not None:
                 problems.append(f"worker {instance_id} publishes KV events with block size "
@@ -232,7 +252,8 @@ def _serve(context: zmq.Context, writer: KvIndexWriter, endpoints: Endpoints, us
         poller.register(recv_routed, zmq.POLLIN)
         by_socket = {}
         for feed in indexer.feeds.values():
-            for sock, handler in ((feed.events, indexer.on_event_frames), (feed.replay, indexer.on_replay_frames)):
+            for sock, handler in ((feed.events, indexer.on_event_frames), (feed.replay, indexer.on_replay_frames),
+                                  (feed.load, indexer.on_load_frames)):
                 if sock is not None:
                     poller.register(sock, zmq.POLLIN)
                     by_socket[sock] = (feed, handler)

@@ -79,6 +79,7 @@ class ReferenceKvIndex:
         self._generations = [0] * max_workers
         self._blocks = [0] * max_workers
         self._loads = [[0, 0, 0] for _ in range(max_workers)]
+        self._reported = [(0, 0, 0)] * max_workers
         self._round_robin = [itertools.count() for _ in range(64)]
         self._dropped = 0
 
@@ -104,6 +105,7 @@ class ReferenceKvIndex:
                 self._generations[slot] += 1
                 self._blocks[slot] = 0
                 self._loads[slot] = [0, 0, 0]
+                self._reported[slot] = (0, 0, 0)
                 return slot
         raise RuntimeError(f"no free worker slot (max_workers={self.max_workers})")
 
@@ -115,6 +117,7 @@ class ReferenceKvIndex:
         self._ids[slot] = None
         self._generations[slot] += 1
         self._loads[slot] = [0, 0, 0]
+        self._reported[slot] = (0, 0, 0)
 
     def worker_id(self, slot: int) -> str | None:
         self._check_slot(slot)
@@ -245,6 +248,14 @@ class ReferenceKvIndex:
     def load(self, slot: int) -> tuple[int, int, int]:
         self._check_slot(slot)
         return tuple(self._loads[slot])  # type: ignore[return-value]
+
+    def report_load(self, slot: int, running: int, waiting: int, blocks: int) -> None:
+        self._check_slot(slot)
+        self._reported[slot] = (running, waiting, blocks)
+
+    def reported_load(self, slot: int) -> tuple[int, int, int]:
+        self._check_slot(slot)
+        return self._reported[slot]
 
     def next_round_robin(self, key: int = 0) -> int:
         return next(self._round_robin[key % 64])

@@ -67,12 +67,16 @@ cdef extern from *:
         uint64_t pad1[4];
     } kv_worker;
 
-    /* Active load of one worker slot, one cache line, atomic adds from any process. */
+    /* Load of one worker slot, one cache line: what the routers added (atomic adds from any process) and what
+       the worker last reported of itself (stored by the writer). */
     typedef struct {
         int64_t requests;
         int64_t blocks;
         int64_t prefill_tokens;
-        int64_t pad[5];
+        int64_t reported_running;
+        int64_t reported_waiting;
+        int64_t reported_blocks;
+        int64_t pad[2];
     } kv_load;
 
     _Static_assert(sizeof(kv_entry) == 16, "kv_entry header");
@@ -178,6 +182,9 @@ cdef extern from *:
         int64_t requests
         int64_t blocks
         int64_t prefill_tokens
+        int64_t reported_running
+        int64_t reported_waiting
+        int64_t reported_blocks
 
     uint32_t kv_ld32(const uint32_t* p) noexcept nogil
     uint32_t kv_ld32_acq(const uint32_t* p) noexcept nogil

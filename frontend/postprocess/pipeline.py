@@ -13,6 +13,7 @@ from typing import Protocol
 
 from tokenizers import Tokenizer
 
+from ..errors import RequestError, worker_failure
 from ..parsers.base import CONTENT, OutputParser, Segment
 from ..protocol.engine import RequestOutput, TokenLogprob
 from .detokenizer import IncrementalDetokenizer
@@ -31,12 +32,13 @@ class Delta:
     """What one batch produced for the client.
 
     With an output parser, ``segments`` holds the parsed output in order and ``text`` only its content.
+    ``error`` is set when the worker failed the request (a 400 or 502 to report).
     """
 
     __slots__ = ("text", "finish_reason", "logprobs", "error", "segments")
 
     def __init__(self, text: str, finish_reason: str | None, logprobs: list[TokenLogprob] | None,
-                 error: str | None, segments: list[Segment] | None = None) -> None:
+                 error: RequestError | None, segments: list[Segment] | None = None) -> None:
         self.text = text
         self.finish_reason = finish_reason
         self.logprobs = logprobs
@@ -82,14 +84,15 @@ class OutputPipeline:
                 break
             if finished:
                 self.finish_reason = "stop" if output.finish_reason == "abort" else output.finish_reason
-                error = output.error
+                if output.finish_reason == "error":
+                    error = worker_failure(output.error or "the worker failed the request", invalid=output.invalid)
                 break
         text = "".join(text_parts)
         if self.parser is not None:
             return self._parse(text, logprobs, error)
         return Delta(text, self.finish_reason, logprobs, error)
 
-    def _parse(self, text: str, logprobs: list[TokenLogprob] | None, error: str | None) -> Delta:
+    def _parse(self, text: str, logprobs: list[TokenLogprob] | None, error: RequestError | None) -> Delta:
         assert self.parser is not None
         segments = self.parser.feed(text) if text else []
         if self.finish_reason is not None:

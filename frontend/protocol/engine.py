@@ -89,7 +89,10 @@ class TokenLogprob(msgspec.Struct, array_like=True, gc=False):
 
 
 class RequestOutput(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
-    """New tokens of one request; ``finish_reason`` set on the last one (stop | length | abort | error)."""
+    """New tokens of one request; ``finish_reason`` set on the last one (stop | length | abort | error).
+
+    With finish reason ``error``: ``error`` says what went wrong, and ``invalid`` that the request was at fault
+    (the engine refused a value: the client gets a 400 with the message, else a 502)."""
 
     request_id: str
     token_ids: list[int]
@@ -97,6 +100,7 @@ class RequestOutput(msgspec.Struct, array_like=True, omit_defaults=True, gc=Fals
     logprobs: list[TokenLogprob] | None = None
     error: str | None = None
     cached_tokens: int = 0
+    invalid: bool = False
 
 
 class OutputBatch(msgspec.Struct, tag="outputs", array_like=True, gc=False):

@@ -32,6 +32,7 @@ class WorkerIndexStatus(msgspec.Struct, omit_defaults=True):
     orphaned_stores: int = 0
     block_size_mismatch: int | None = None
     kv_events: bool = True
+    load: tuple[int, int, int] | None = None  # the worker's own report: running, waiting, KV blocks in use
 
 
 class IndexerStatus(msgspec.Struct):

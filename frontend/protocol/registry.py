@@ -1,14 +1,16 @@
 """Discovery channel: workers register models and heartbeat; the registry publishes who serves what.
 
 Sockets:
-    worker DEALER  --[Register | Heartbeat | Unregister]-->  registry ROUTER (``--registry-endpoint``, tcp)
+    worker DEALER  --[Register | Heartbeat | Drain | Unregister]-->  registry ROUTER (``--registry-endpoint``, tcp)
     worker DEALER  <--[Ack]-----------------------------------  registry ROUTER
     registry PUB   --[Snapshot]-->  gateway SUB (ipc, in the run directory)
 
 Framing: one MessagePack frame per message (tagged Structs). The registry sends the whole table on every
 change and once a second, so a late subscriber catches up without a request of its own.
 A heartbeat for an instance the registry does not know (it restarted, or the lease expired) is answered with
-``Ack(ok=False, unknown_instance=True)`` and the worker registers again.
+``Ack(ok=False, unknown_instance=True)`` and the worker registers again. A worker that is shutting down sends
+``Drain`` first: it stays in the table, marked ``draining``, so its requests in flight finish, but gets no new
+ones; then ``Unregister``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ class Heartbeat(msgspec.Struct, tag="heartbeat"):
     instance_id: str
 
 
+class Drain(msgspec.Struct, tag="drain"):
+    """A worker stops taking new requests and finishes those it has (before it unregisters)."""
+
+    instance_id: str
+
+
 class Unregister(msgspec.Struct, tag="unregister"):
     """A worker leaves on purpose (clean shutdown)."""
 
@@ -88,6 +96,7 @@ class Instance(msgspec.Struct, frozen=True):
     instance_id: str
     endpoint: str
     card: ModelCard
+    draining: bool = False  # finishing its requests in flight; routers give it no new ones
 
 
 class Snapshot(msgspec.Struct, tag="snapshot"):
@@ -97,7 +106,7 @@ class Snapshot(msgspec.Struct, tag="snapshot"):
     instances: list[Instance]
 
 
-ToRegistry = Register | Heartbeat | Unregister
+ToRegistry = Register | Heartbeat | Drain | Unregister
 
 to_registry_decoder = msgspec.msgpack.Decoder(ToRegistry)
 ack_decoder = msgspec.msgpack.Decoder(Ack)

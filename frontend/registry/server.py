@@ -69,6 +69,16 @@ class Leases:
         self.deadlines[message.instance_id] = now + self.ttl_s
         return wire.Ack(ok=True, lease_ttl_s=self.ttl_s)
 
+    def drain(self, instance_id: str) -> wire.Ack:
+        instance = self.instances.get(instance_id)
+        if instance is None:
+            return wire.Ack(ok=False, error="unknown instance", unknown_instance=True)
+        if not instance.draining:
+            self.instances[instance_id] = msgspec.structs.replace(instance, draining=True)
+            self.version += 1
+            log.info("instance draining", extra={"instance": instance_id})
+        return wire.Ack(ok=True, lease_ttl_s=self.ttl_s)
+
     def unregister(self, instance_id: str) -> wire.Ack:
         if self.instances.pop(instance_id, None) is not None:
             self.deadlines.pop(instance_id, None)
@@ -100,6 +110,8 @@ def handle(leases: Leases, payload: bytes, now: float) -> wire.Ack:
         return leases.register(message, now)
     if isinstance(message, wire.Heartbeat):
         return leases.heartbeat(message, now)
+    if isinstance(message, wire.Drain):
+        return leases.drain(message.instance_id)
     return leases.unregister(message.instance_id)
 
 

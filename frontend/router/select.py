@@ -4,7 +4,10 @@ Modes: ``round_robin`` (one counter shared by all HTTP processes), ``random``, a
 from the shared KV block index plus every worker's active load, see ``cost.py``). A request can pin an
 instance. In every mode the chosen worker's shared load counters (requests, blocks, prefill tokens) are
 raised at routing, lowered by the prefill tokens at the first token, and by the rest when the request ends,
-so that every HTTP process sees the load the others put on a worker.
+so that every HTTP process sees the load the others put on a worker. A worker that reports its own load
+(``protocol.load``, stored in the index by the indexer) counts with the larger of the two block counts, so
+the busy thresholds follow what the engine really holds. The thresholds apply in every mode; a pinned
+instance is taken even when busy.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class SharedIndex(Protocol):
     def worker_id(self, slot: int) -> str | None: ...
 
     def load(self, slot: int) -> tuple[int, int, int]: ...
+
+    def reported_load(self, slot: int) -> tuple[int, int, int]: ...
 
     def add_load(self, slot: int, requests: int, blocks: int, prefill_tokens: int) -> None: ...
 
@@ -94,11 +99,32 @@ class Router:
             chosen, overlap = pinned, 0
         elif self.settings.mode == "kv" and self.index is not None:
             chosen, overlap = self._pick_kv(model, seq_hashes, isl)
-        elif self.settings.mode == "random":
-            chosen, overlap = random.choice(instances), 0
         else:
-            chosen, overlap = instances[self._next_round_robin(model.name) % len(instances)], 0
+            candidates = [i for i in instances if not self._busy(model, i, *self._load(i))] \
+                if self._thresholds_on() else instances
+            if not candidates:
+                raise self._all_busy(model)
+            if self.settings.mode == "random":
+                chosen, overlap = random.choice(candidates), 0
+            else:
+                chosen, overlap = candidates[self._next_round_robin(model.name) % len(candidates)], 0
         return self._account(model, chosen, seq_hashes, isl, overlap)
+
+    def _thresholds_on(self) -> bool:
+        return bool(self.settings.active_decode_blocks_threshold or self.settings.active_prefill_tokens_threshold)
+
+    @staticmethod
+    def _all_busy(model: Candidate) -> ServiceUnavailable:
+        return ServiceUnavailable(f"all workers of model `{model.name}` are busy; retry later")
+
+    def _load(self, instance_id: str) -> tuple[int, int]:
+        """(active blocks, active prefill tokens) of an instance: routed load, or the worker's own report of
+        its KV blocks in use when that is higher."""
+        slot = self.slot(instance_id)
+        if slot is None:
+            return 0, 0
+        _, blocks, prefill = self.index.load(slot)
+        return max(blocks, self.index.reported_load(slot)[2]), prefill
 
     def _next_round_robin(self, model: str) -> int:
         """The model's shared counter (the same key in every process: not Python's salted hash)."""
@@ -113,14 +139,14 @@ class Router:
         cached = self.index.stats()["slot_blocks"]  # tie-break: the worker with the fewest cached blocks
         loads = []
         for instance_id in model.instance_ids:
-            slot = self.slot(instance_id)
-            requests, blocks, prefill = self.index.load(slot) if slot is not None else (0, 0, 0)
+            blocks, prefill = self._load(instance_id)
             if self._busy(model, instance_id, blocks, prefill):
                 continue
+            slot = self.slot(instance_id)
             overlap = matches.get(slot, 0) if slot is not None else 0
             loads.append(WorkerLoad(instance_id, overlap, blocks, prefill, cached.get(slot, 0)))
         if not loads:
-            raise ServiceUnavailable(f"all workers of model `{model.name}` are busy; retry later")
+            raise self._all_busy(model)
         chosen = select_worker(loads, isl=isl, block_size=model.block_size, overlap_weight=settings.overlap_weight,
                                temperature=settings.temperature)
         return chosen.instance_id, chosen.overlap_blocks

@@ -21,8 +21,9 @@ import asyncio
 import logging
 import os
 import signal
+import time
 import uuid
-from typing import Sequence
+from typing import Awaitable, Sequence
 
 import msgspec
 import zmq
@@ -35,11 +36,13 @@ from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, Imag
                                TokenLogprob, VideoRequest)
 from ..protocol.registry import ModelCard
 from .checksum import model_checksum
-from .unary import TYPE_METHODS, NotServed, ProgressSink, UnaryServer, Vector
+from .unary import TYPE_METHODS, InvalidInput, NotServed, ProgressSink, UnaryServer, Vector
 
 log = logging.getLogger(__name__)
 
 REGISTER_TIMEOUT_S = 5.0
+DRAIN_TIMEOUT_S = 30.0
+DRAIN_POLL_S = 0.05
 
 
 class RegistrationError(FrontendError):
@@ -58,14 +61,16 @@ class TokenSink:
         self.finished = False
 
     def send(self, token_ids: list[int], finish_reason: str | None = None,
-             logprobs: list[TokenLogprob] | None = None, error: str | None = None, cached_tokens: int = 0) -> None:
-        """Queue new tokens (and the finish reason on the last call) for the gateway."""
+             logprobs: list[TokenLogprob] | None = None, error: str | None = None, cached_tokens: int = 0,
+             invalid: bool = False) -> None:
+        """Queue new tokens (and the finish reason on the last call) for the gateway; an ``error`` with
+        ``invalid`` blames the request (the client gets a 400)."""
         if self.finished:
             return
         if finish_reason is not None:
             self.finished = True
             self._runtime._forget(self.request_id)
-        output = RequestOutput(self.request_id, token_ids, finish_reason, logprobs, error, cached_tokens)
+        output = RequestOutput(self.request_id, token_ids, finish_reason, logprobs, error, cached_tokens, invalid)
         self._runtime._emit(self._identity, output)
 
 
@@ -74,7 +79,8 @@ class Engine(abc.ABC):
     but each model type of the card needs its own (see ``serves``)."""
 
     def add_request(self, request: GenerateRequest, sink: TokenSink) -> None:
-        """Start generating; call ``sink.send`` as tokens are produced and once with a finish reason."""
+        """Start generating; call ``sink.send`` as tokens are produced and once with a finish reason. Raise
+        ``InvalidInput`` for a request the engine refuses (the client gets a 400 with its message)."""
         raise NotServed("this worker does not serve text generation (chat, completions)")
 
     def abort_request(self, request_id: str) -> None:
@@ -162,19 +168,36 @@ class WorkerRuntime:
                                     f"{REGISTER_TIMEOUT_S:.0f} s") from None
         return registry_wire.ack_decoder.decode(reply)
 
-    async def serve(self, card: ModelCard) -> None:
-        """Register ``card``, keep the lease alive until SIGTERM or SIGINT, then unregister and close."""
-        stop = asyncio.Event()
+    async def serve(self, card: ModelCard, *, drain_timeout_s: float = DRAIN_TIMEOUT_S,
+                    until: Awaitable | None = None) -> None:
+        """Register ``card`` and keep the lease alive until SIGTERM or SIGINT (or until ``until`` completes, e.g.
+        the engine died), then drain (:meth:`drain`), unregister and close."""
         loop = asyncio.get_running_loop()
+        stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
         await self.register_model(card)
         heartbeats = asyncio.create_task(self.keep_alive())
         try:
-            await stop.wait()
+            await asyncio.wait([stop, *([asyncio.ensure_future(until)] if until is not None else [])],
+                               return_when=asyncio.FIRST_COMPLETED)
+            await self.drain(drain_timeout_s)
         finally:
             heartbeats.cancel()
             await self.close()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Take no new requests (the registry marks this instance draining) and wait up to ``timeout_s`` for
+        the requests in flight to finish."""
+        try:
+            await asyncio.wait_for(self._call_registry(registry_wire.Drain(self.instance_id)), 1.0)
+        except (RegistrationError, asyncio.TimeoutError):
+            pass
+        deadline = time.monotonic() + timeout_s
+        while self.active_requests and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        if self.active_requests:
+            log.warning("drain timed out", extra={"in_flight": self.active_requests})
 
     async def keep_alive(self) -> None:
         """Heartbeat every third of the lease; register again if the registry forgot this instance."""
@@ -236,6 +259,8 @@ class WorkerRuntime:
         self._routes[request.request_id] = sink
         try:
             self.engine.add_request(request, sink)
+        except InvalidInput as exc:
+            sink.send([], "error", error=str(exc), invalid=True)
         except Exception as exc:  # an engine bug fails this request only
             log.exception("engine rejected request", extra={"request_id": request.request_id})
             sink.send([], "error", error=f"engine error: {exc}")

@@ -241,3 +241,15 @@ def sse_events(lines: list[str]) -> tuple[list[dict], bool]:
             continue
         events.append(json.loads(data))
     return events, done
+
+
+class VllmWorker(_Logged):
+    """An external ``python -m frontend.vllm`` worker (vLLM's CPU build) registering with a daemon's registry.
+
+    ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) defaults to 1 here, so that several workers fit the test
+    machine."""
+
+    def __init__(self, registry_endpoint: str, model_dir: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        argv = [sys.executable, "-m", "frontend.vllm", "--model", model_dir, "--registry-endpoint", registry_endpoint,
+                "--block-size", "32", "--max-model-len", "2048", "--dtype", "bfloat16", *extra]
+        self._spawn(argv, {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})

@@ -80,6 +80,24 @@ def test_sole_instance_may_reregister_with_new_card(leases):
     assert leases.version == 2
 
 
+def test_drain_keeps_the_instance_marked_until_it_unregisters(leases):
+    leases.register(register("w1"), now=0.0)
+    ack = handle(leases, encode(wire.Drain("w1")), now=1.0)
+    assert ack.ok and leases.version == 2
+    assert leases.instances["w1"].draining
+    assert handle(leases, encode(wire.Drain("w1")), now=1.5).ok and leases.version == 2  # idempotent
+    assert leases.heartbeat(wire.Heartbeat("w1"), now=2.0).ok  # its lease runs on while it drains
+    decoded = wire.snapshot_decoder.decode(encode(leases.snapshot()))
+    assert decoded.instances[0].draining
+    leases.unregister("w1")
+    assert leases.instances == {}
+
+
+def test_drain_of_an_unknown_instance_says_so(leases):
+    ack = handle(leases, encode(wire.Drain("ghost")), now=0.0)
+    assert not ack.ok and ack.unknown_instance
+
+
 def test_namespace_mismatch_refused(leases):
     ack = leases.register(register("w1", namespace="other"), now=0.0)
     assert ack.ok is False

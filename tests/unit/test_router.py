@@ -133,3 +133,32 @@ def test_round_robin_is_fair_per_model_when_models_alternate():
         picks.append(router.pick(two, [], 10).instance_id)
         router.pick(other, [], 10)
     assert Counter(picks) == {"a": 20, "b": 20}
+
+
+@pytest.mark.parametrize("mode", ["round_robin", "random", "kv"])
+def test_worker_reported_kv_blocks_make_it_busy_in_every_mode(mode):
+    """The engine's own report counts when it is above what the routers added (e.g. a vLLM worker's real cache)."""
+    router, index, _ = make(mode, active_decode_blocks_threshold=0.5)
+    model = Model(total_kv_blocks={"a": 100, "b": 100, "c": 100})
+    index.report_load(router.slot("a"), 4, 0, 70)
+    index.report_load(router.slot("b"), 4, 2, 90)
+    assert {router.pick(model, [], 16).instance_id for _ in range(30)} == {"c"}
+    index.report_load(router.slot("c"), 1, 0, 51)
+    with pytest.raises(ServiceUnavailable, match="busy"):
+        router.pick(model, [], 16)
+    index.report_load(router.slot("b"), 0, 0, 10)  # the engine freed its blocks
+    assert router.pick(model, [], 16).instance_id == "b"
+
+
+def test_a_pinned_worker_is_taken_even_when_busy():
+    router, index, _ = make("round_robin", active_decode_blocks_threshold=0.5)
+    model = Model(total_kv_blocks={"a": 100, "b": 100, "c": 100})
+    index.report_load(router.slot("a"), 4, 0, 99)
+    assert router.pick(model, [], 16, pinned="a").instance_id == "a"
+
+
+def test_reported_load_is_forgotten_with_the_slot():
+    router, index, _ = make()
+    index.report_load(router.slot("a"), 4, 1, 70)
+    index.free_slot(router.slot("a"))
+    assert index.reported_load(index.assign_slot("a2")) == (0, 0, 0)
