@@ -24,7 +24,8 @@ require_vllm()
 
 MODEL = "tiny-llm"
 WORKER_START_S = 300.0
-COMPACT_JSON = '{"disable_any_whitespace": true}'
+DRAINED_TOKENS = 1500  # long enough to be in flight when SIGTERM comes, short enough for the drain timeout
+COMPACT_JSON = '{"backend": "xgrammar", "disable_any_whitespace": true}'
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_greedy_tokens_equal_vllm_run_directly(frontend, model_dir):
                                      if i and lines[i - 1] == "event: token_ids")[len("data:"):])
         events, done = sse_events(lines)
         assert done
-        chunks = [e for e in events if e.get("choices")]
+        chunks = [e for e in events if isinstance(e, dict) and e.get("choices")]
         texts.append("".join(c["choices"][0]["delta"].get("content") or "" for c in chunks))
         logprobs.append([entry["logprob"] for c in chunks if c["choices"][0].get("logprobs")
                          for entry in c["choices"][0]["logprobs"]["content"]])
@@ -135,10 +136,11 @@ def test_structured_output_through_vllm(frontend):
     regex = client.completions.create(model=MODEL, prompt="A code:", max_tokens=20,
                                       extra_body={"guided_regex": r"[0-9]{3}-[a-z]{2}"})
     assert re.fullmatch(r"[0-9]{3}-[a-z]{2}", regex.choices[0].text), regex.choices[0].text
-    schema = {"type": "object", "properties": {"id": {"type": "integer"}, "ok": {"type": "boolean"}},
-              "required": ["id", "ok"], "additionalProperties": False}
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "grade": {"enum": ["a", "b", "c"]},
+                                               "tag": {"type": "string", "maxLength": 6}},
+              "required": ["ok", "grade", "tag"], "additionalProperties": False}  # bounded: the model is random
     chat = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "JSON please"}], max_tokens=60,
+        model=MODEL, messages=[{"role": "user", "content": "JSON please"}], max_tokens=100,
         response_format={"type": "json_schema", "json_schema": {"name": "record", "schema": schema}})
     assert chat.choices[0].finish_reason == "stop", chat.choices[0].message.content
     jsonschema.validate(json.loads(chat.choices[0].message.content), schema)
@@ -236,18 +238,21 @@ def test_sigterm_drains_then_unregisters(frontend):
     """A stream in flight when the worker gets SIGTERM finishes normally; then the worker leaves and exits 0."""
     worker = frontend.workers[1]
     instance = _worker_instance(frontend, worker)
-    outcome: dict = {}
+    outcome: dict = {"lines": []}
+    started = threading.Event()
 
     def stream() -> None:
         with httpx.Client(base_url=frontend.base_url, timeout=60) as http:
             with http.stream("POST", "/v1/completions", json={
-                    "model": MODEL, "prompt": "Finish this", "max_tokens": 300, "ignore_eos": True,
+                    "model": MODEL, "prompt": "Finish this", "max_tokens": DRAINED_TOKENS, "ignore_eos": True,
                     "stream": True, "stream_options": {"include_usage": True}}) as response:
-                outcome["lines"] = list(response.iter_lines())
+                for line in response.iter_lines():
+                    outcome["lines"].append(line)
+                    started.set()
 
     reader = threading.Thread(target=stream)
     reader.start()
-    wait_until(lambda: _load(frontend, instance)["engine_running_requests"] == 1, 10.0, "the stream to start")
+    assert started.wait(10), "the stream did not start"
     os.kill(worker.pid, signal.SIGTERM)
     wait_until(lambda: next(i for i in _health(frontend)["instances"] if i["instance_id"] == instance)["draining"],
                5.0, "the worker to be marked draining")
@@ -255,6 +260,6 @@ def test_sigterm_drains_then_unregisters(frontend):
                               ).status_code == 503  # its only worker is draining
     reader.join(60)
     events, done = sse_events(outcome["lines"])
-    assert done and events[-1]["usage"]["completion_tokens"] == 300
+    assert done and events[-1]["usage"]["completion_tokens"] == DRAINED_TOKENS
     assert worker.process.wait(60) == 0, worker.describe()
     wait_until(lambda: frontend.http.get("/health").status_code == 503, 10.0, "the worker to unregister")
