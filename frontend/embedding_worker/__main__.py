@@ -14,10 +14,9 @@ import logging
 import os
 import sys
 
-from ..logs import setup_logging
-from ..procutil import die_with_parent, set_process_title
 from ..protocol.registry import ModelCard
 from ..worker import RegistrationError, WorkerRuntime
+from ..worker.cli import start_worker_process
 
 log = logging.getLogger("frontend.embedding_worker")
 DEFAULT_NAME = "all-MiniLM-L6-v2"
@@ -67,10 +66,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.log_level, "embedding-worker", "text")
-    if args.exit_with_parent:
-        die_with_parent()
-    set_process_title("dyn-embedder")
+    start_worker_process("dyn-embedder", "embedding-worker", args.log_level, "text", args.exit_with_parent)
     try:
         asyncio.run(serve(args))
     except RegistrationError as exc:

@@ -15,11 +15,10 @@ import uvloop
 import zmq
 
 from ..config.options import BUNDLED_MODEL_PATH
-from ..logs import setup_logging
 from ..model_files import context_length, load_tokenizer
-from ..procutil import die_with_parent, set_process_title
 from ..protocol.registry import ModelCard
 from ..worker import RegistrationError, WorkerRuntime
+from ..worker.cli import add_flags, start_worker_process
 from ..worker.kv_publisher import KvEventPublisher
 from .corpus import Corpus
 from .engine import EngineSettings, MockEngine
@@ -56,13 +55,7 @@ _ALIASES = {"block_size": ["--kv-block-size"], "tool_call_parser": ["--dyn-tool-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m frontend.mocker", description=__doc__)
-    for name, kind, default, help_text in _FLAGS:
-        env = "DYN_MOCKER_" + name.upper()
-        value = kind(os.environ[env]) if env in os.environ else default
-        parser.add_argument("--" + name.replace("_", "-"), *_ALIASES.get(name, []), type=kind, default=value,
-                            help=f"{help_text} [env {env}; default {default!r}]")
-    parser.add_argument("--exit-with-parent", action="store_true",
-                        help="Exit when the parent process exits (the daemon starts its mock workers so).")
+    add_flags(parser, _FLAGS, "DYN_MOCKER_", _ALIASES)
     return parser.parse_args(argv)
 
 
@@ -111,10 +104,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.log_level, "mocker", args.log_format)
-    if args.exit_with_parent:
-        die_with_parent()
-    set_process_title("dyn-mocker")
+    start_worker_process("dyn-mocker", "mocker", args.log_level, args.log_format, args.exit_with_parent)
     try:
         uvloop.run(serve(args))
     except RegistrationError as exc:

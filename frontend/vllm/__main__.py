@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
+
+from ..worker.cli import add_flags, start_worker_process
 
 log = logging.getLogger("frontend.vllm")
 
@@ -42,13 +43,7 @@ def parse_args(argv: list[str] | None):
 
     parser = FlexibleArgumentParser(prog="python -m frontend.vllm", description=__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    group = parser.add_argument_group("frontend worker")
-    for name, kind, default, help_text in _FLAGS:
-        env = "DYN_VLLM_" + name.upper()
-        value = kind(os.environ[env]) if env in os.environ else default
-        group.add_argument("--" + name.replace("_", "-"), *_ALIASES.get(name, []), type=kind, default=value,
-                           help=f"{help_text} [env {env}; default {default!r}]")
-    group.add_argument("--exit-with-parent", action="store_true", help="Exit when the parent process exits.")
+    add_flags(parser.add_argument_group("frontend worker"), _FLAGS, "DYN_VLLM_", _ALIASES)
     AsyncEngineArgs.add_cli_args(parser)
     args = parser.parse_args(argv)
     if args.kv_events not in ("on", "off"):
@@ -57,16 +52,11 @@ def parse_args(argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..logs import setup_logging
-    from ..procutil import die_with_parent, set_process_title
     from ..worker import RegistrationError
     from .worker import EngineStartError, serve
 
     args = parse_args(argv)
-    setup_logging(args.dyn_log_level, "vllm-worker", args.dyn_log_format)
-    if args.exit_with_parent:
-        die_with_parent()
-    set_process_title("dyn-vllm")
+    start_worker_process("dyn-vllm", "vllm-worker", args.dyn_log_level, args.dyn_log_format, args.exit_with_parent)
     try:
         import uvloop
         engine_died = uvloop.run(serve(args))

@@ -200,6 +200,22 @@ def test_disconnect_mid_stream_aborts_inside_vllm(frontend):
     assert time.monotonic() - started < 5.0
 
 
+def test_stop_string_match_aborts_inside_vllm(frontend):
+    """The frontend matches stop strings; on a match it aborts the request in vLLM (no orphan generation)."""
+    instance = _worker_instance(frontend, frontend.workers[0])
+    body = {"model": MODEL, "prompt": "Stop me", "temperature": 0, "ignore_eos": True}
+    pinned = {"x-worker-instance-id": instance}
+    head = frontend.http.post("/v1/completions", headers=pinned, json={**body, "max_tokens": 6}).json()
+    stop = head["choices"][0]["text"][-3:]
+    assert stop.strip(), head
+    response = frontend.http.post("/v1/completions", headers=pinned, json={**body, "max_tokens": 2000,
+                                                                             "stop": [stop]})
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "stop" and response.json()["usage"]["completion_tokens"] < 50, choice
+    wait_until(lambda: _load(frontend, instance)["engine_running_requests"] == 0, 2.0,
+               "vLLM to stop generating after the stop string matched")
+
+
 def test_engine_death_fails_in_flight_requests_and_the_other_worker_serves(frontend):
     import psutil
 
@@ -263,3 +279,13 @@ def test_sigterm_drains_then_unregisters(frontend):
     assert done and events[-1]["usage"]["completion_tokens"] == DRAINED_TOKENS
     assert worker.process.wait(60) == 0, worker.describe()
     wait_until(lambda: frontend.http.get("/health").status_code == 503, 10.0, "the worker to unregister")
+
+
+def test_a_worker_whose_engine_cannot_start_exits_2_with_the_reason(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    worker = VllmWorker("tcp://127.0.0.1:9", str(tmp_path))
+    try:
+        assert worker.process.wait(120) == 2, worker.describe()
+        assert "vLLM failed to start" in worker.log_text(), worker.describe()
+    finally:
+        worker.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
+from frontend.errors import EngineError, InvalidRequest
 from frontend.postprocess.pipeline import Delta, OutputPipeline
 from frontend.protocol.engine import RequestOutput, TokenLogprob
 
@@ -115,7 +116,15 @@ def test_error_output_carries_message(tokenizer):
     assert first.error is None
     delta = p.feed([out([], "error", error="engine exploded: CUDA OOM")])
     assert delta.finish_reason == "error"
-    assert delta.error == "engine exploded: CUDA OOM"
+    assert isinstance(delta.error, EngineError) and delta.error.status == 502
+    assert delta.error.message == "engine exploded: CUDA OOM"
+
+
+def test_an_error_blaming_the_request_is_a_400(tokenizer):
+    p = pipeline(tokenizer)
+    delta = p.feed([RequestOutput("r", [], "error", error="top_p must be in (0, 1]", invalid=True)])
+    assert isinstance(delta.error, InvalidRequest) and delta.error.status == 400
+    assert delta.error.message == "top_p must be in (0, 1]"
 
 
 def test_outputs_after_finish_in_same_batch_are_ignored(tokenizer):
