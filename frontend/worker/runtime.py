@@ -122,6 +122,7 @@ class WorkerRuntime:
         port = self._requests.bind_to_random_port(f"tcp://{host}")
         self.endpoint = f"tcp://{host}:{port}"
         self._registry: zmq.asyncio.Socket | None = None
+        self._registry_turn = asyncio.Lock()
         self._card: ModelCard | None = None
         self._lease_ttl_s = 10.0
         self._routes: dict[str, TokenSink] = {}
@@ -153,19 +154,26 @@ class WorkerRuntime:
         self._lease_ttl_s = ack.lease_ttl_s or self._lease_ttl_s
         log.info("registered", extra={"model": card.name, "instance": self.instance_id, "endpoint": self.endpoint})
 
-    async def _call_registry(self, message: msgspec.Struct) -> registry_wire.Ack:
-        if self._registry is None:
-            self._registry = self._async_context.socket(zmq.DEALER)
-            self._registry.setsockopt(zmq.LINGER, 0)
-            self._registry.connect(self.registry_endpoint)
-        await self._registry.send(registry_wire.encoder.encode(message))
-        try:
-            reply = await asyncio.wait_for(self._registry.recv(), REGISTER_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            self._registry.close()
-            self._registry = None  # a fresh socket drops the unanswered request
-            raise RegistrationError(f"registry at {self.registry_endpoint} did not answer in "
-                                    f"{REGISTER_TIMEOUT_S:.0f} s") from None
+    async def _call_registry(self, message: msgspec.Struct, timeout_s: float = REGISTER_TIMEOUT_S
+                             ) -> registry_wire.Ack:
+        """One request and its Ack; calls take turns, so each reply is its own call's. No answer within
+        ``timeout_s`` is a RegistrationError, and the socket is replaced: a late reply never reaches a later call."""
+        async with self._registry_turn:
+            if self._registry is None:
+                self._registry = self._async_context.socket(zmq.DEALER)
+                self._registry.setsockopt(zmq.LINGER, 0)
+                self._registry.connect(self.registry_endpoint)
+            sock = self._registry
+            try:
+                await sock.send(registry_wire.encoder.encode(message))
+                reply = await asyncio.wait_for(sock.recv(), timeout_s)
+            except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+                sock.close()  # with its unanswered request
+                self._registry = None
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise RegistrationError(f"registry at {self.registry_endpoint} did not answer in "
+                                        f"{timeout_s:.1f} s") from None
         return registry_wire.ack_decoder.decode(reply)
 
     async def serve(self, card: ModelCard, *, drain_timeout_s: float = DRAIN_TIMEOUT_S,
@@ -190,8 +198,8 @@ class WorkerRuntime:
         """Take no new requests (the registry marks this instance draining) and wait up to ``timeout_s`` for
         the requests in flight to finish."""
         try:
-            await asyncio.wait_for(self._call_registry(registry_wire.Drain(self.instance_id)), 1.0)
-        except (RegistrationError, asyncio.TimeoutError):
+            await self._call_registry(registry_wire.Drain(self.instance_id), 1.0)
+        except RegistrationError:
             pass
         deadline = time.monotonic() + timeout_s
         while self.active_requests and time.monotonic() < deadline:
@@ -200,11 +208,14 @@ class WorkerRuntime:
             log.warning("drain timed out", extra={"in_flight": self.active_requests})
 
     async def keep_alive(self) -> None:
-        """Heartbeat every third of the lease; register again if the registry forgot this instance."""
+        """Heartbeat every third of the lease, each waiting at most that long for its answer (one lost reply
+        must not cost the lease); register again if the registry forgot this instance."""
         while True:
-            await asyncio.sleep(self._lease_ttl_s / 3)
+            interval = self._lease_ttl_s / 3
+            await asyncio.sleep(interval)
             try:
-                ack = await self._call_registry(registry_wire.Heartbeat(self.instance_id))
+                ack = await self._call_registry(registry_wire.Heartbeat(self.instance_id),
+                                                min(interval, REGISTER_TIMEOUT_S))
                 if ack.unknown_instance and self._card is not None:
                     await self.register_model(self._card)
             except RegistrationError as exc:
@@ -214,8 +225,8 @@ class WorkerRuntime:
         """Unregister (best effort, if a registration was attempted) and close the sockets and contexts."""
         if self._card is not None:
             try:
-                await asyncio.wait_for(self._call_registry(registry_wire.Unregister(self.instance_id)), 1.0)
-            except (RegistrationError, asyncio.TimeoutError):
+                await self._call_registry(registry_wire.Unregister(self.instance_id), 1.0)
+            except RegistrationError:
                 pass
         if self._loop is not None:
             self._loop.remove_reader(self._requests.getsockopt(zmq.FD))

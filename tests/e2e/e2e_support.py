@@ -251,5 +251,5 @@ class VllmWorker(_Logged):
 
     def __init__(self, registry_endpoint: str, model_dir: str, *extra: str, env: dict[str, str] | None = None) -> None:
         argv = [sys.executable, "-m", "frontend.vllm", "--model", model_dir, "--registry-endpoint", registry_endpoint,
-                "--block-size", "32", "--max-model-len", "2048", "--dtype", "bfloat16", *extra]
+                "--block-size", "32", "--max-model-len", "2048", "--dtype", "bfloat16", "--dyn-log-level", "info", *extra]
         self._spawn(argv, {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})

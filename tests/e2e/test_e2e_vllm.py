@@ -24,7 +24,7 @@ require_vllm()
 
 MODEL = "tiny-llm"
 WORKER_START_S = 300.0
-DRAINED_TOKENS = 1500  # long enough to be in flight when SIGTERM comes, short enough for the drain timeout
+DRAINED_TOKENS = 2000  # long enough to be in flight when SIGTERM comes, short enough for the drain timeout
 COMPACT_JSON = '{"backend": "xgrammar", "disable_any_whitespace": true}'
 
 
@@ -35,7 +35,8 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def frontend(model_dir):
-    daemon = Daemon("--router-mode", "kv", "--router-pending-ttl-s", "0.01", mock_workers=0)
+    # a 10 s lease: two vLLM engines and the tests share 2 cores; every departure below is an explicit unregister
+    daemon = Daemon("--router-mode", "kv", "--router-pending-ttl-s", "0.01", mock_workers=0, lease_ttl_s="10")
     workers = [VllmWorker(daemon.registry_endpoint, model_dir, "--structured-outputs-config", COMPACT_JSON)
                for _ in range(2)]
     try:
@@ -235,7 +236,8 @@ def test_engine_death_fails_in_flight_requests_and_the_other_worker_serves(front
 
     reader = threading.Thread(target=stream)
     reader.start()
-    wait_until(lambda: _load(frontend, instance)["engine_running_requests"] == 1, 10.0, "the stream to start")
+    wait_until(lambda: _load(frontend, instance)["engine_running_requests"] == 1, 10.0, "the stream to start",
+               on_timeout=lambda: f"{_health(frontend)}\n{victim.describe()}")
     for process in engine_cores:
         process.kill()
     reader.join(30)
@@ -254,24 +256,26 @@ def test_sigterm_drains_then_unregisters(frontend):
     """A stream in flight when the worker gets SIGTERM finishes normally; then the worker leaves and exits 0."""
     worker = frontend.workers[1]
     instance = _worker_instance(frontend, worker)
-    outcome: dict = {"lines": []}
-    started = threading.Event()
+    outcome: dict = {}
 
     def stream() -> None:
         with httpx.Client(base_url=frontend.base_url, timeout=60) as http:
             with http.stream("POST", "/v1/completions", json={
                     "model": MODEL, "prompt": "Finish this", "max_tokens": DRAINED_TOKENS, "ignore_eos": True,
                     "stream": True, "stream_options": {"include_usage": True}}) as response:
-                for line in response.iter_lines():
-                    outcome["lines"].append(line)
-                    started.set()
+                outcome["lines"] = list(response.iter_lines())
 
     reader = threading.Thread(target=stream)
     reader.start()
-    assert started.wait(10), "the stream did not start"
+    wait_until(lambda: _load(frontend, instance)["engine_running_requests"] == 1, 10.0, "the stream to start")
     os.kill(worker.pid, signal.SIGTERM)
-    wait_until(lambda: next(i for i in _health(frontend)["instances"] if i["instance_id"] == instance)["draining"],
-               5.0, "the worker to be marked draining")
+
+    def draining() -> bool:
+        entry = next((i for i in _health(frontend)["instances"] if i["instance_id"] == instance), None)
+        assert entry is not None, f"the worker left before it was seen draining\n{outcome}\n{worker.describe()}"
+        return entry["draining"]
+
+    wait_until(draining, 5.0, "the worker to be marked draining")
     assert frontend.http.post("/v1/completions", json={"model": MODEL, "prompt": "new", "max_tokens": 2}
                               ).status_code == 503  # its only worker is draining
     reader.join(60)
