@@ -197,6 +197,7 @@ class WorkerRuntime:
     async def drain(self, timeout_s: float) -> None:
         """Take no new requests (the registry marks this instance draining) and wait up to ``timeout_s`` for
         the requests in flight to finish."""
+        log.info("draining", extra={"instance": self.instance_id, "in_flight": self.active_requests})
         try:
             await self._call_registry(registry_wire.Drain(self.instance_id), 1.0)
         except RegistrationError:

@@ -24,7 +24,7 @@ require_vllm()
 
 MODEL = "tiny-llm"
 WORKER_START_S = 300.0
-DRAINED_TOKENS = 2000  # long enough to be in flight when SIGTERM comes, short enough for the drain timeout
+DRAINED_TOKENS, DRAINED_STREAMS = 2000, 3  # seconds of work in flight at SIGTERM, well within the drain timeout
 COMPACT_JSON = '{"backend": "xgrammar", "disable_any_whitespace": true}'
 
 
@@ -253,35 +253,34 @@ def test_engine_death_fails_in_flight_requests_and_the_other_worker_serves(front
 
 
 def test_sigterm_drains_then_unregisters(frontend):
-    """A stream in flight when the worker gets SIGTERM finishes normally; then the worker leaves and exits 0."""
+    """A stream in flight when the worker gets SIGTERM finishes normally; then the worker leaves and exits 0.
+    (That it is shown draining and routed nothing meanwhile is tested with the mock worker, whose pace is
+    known: here the generation may be over before /health answers on 2 busy cores.)"""
     worker = frontend.workers[1]
     instance = _worker_instance(frontend, worker)
-    outcome: dict = {}
+    outcomes: list[list[str]] = []
 
     def stream() -> None:
-        with httpx.Client(base_url=frontend.base_url, timeout=60) as http:
+        with httpx.Client(base_url=frontend.base_url, timeout=90) as http:
             with http.stream("POST", "/v1/completions", json={
                     "model": MODEL, "prompt": "Finish this", "max_tokens": DRAINED_TOKENS, "ignore_eos": True,
                     "stream": True, "stream_options": {"include_usage": True}}) as response:
-                outcome["lines"] = list(response.iter_lines())
+                outcomes.append(list(response.iter_lines()))
 
-    reader = threading.Thread(target=stream)
-    reader.start()
-    wait_until(lambda: _load(frontend, instance)["engine_running_requests"] == 1, 10.0, "the stream to start")
+    readers = [threading.Thread(target=stream) for _ in range(DRAINED_STREAMS)]
+    for reader in readers:
+        reader.start()
+    wait_until(lambda: _load(frontend, instance)["engine_running_requests"] == DRAINED_STREAMS, 10.0,
+               "the streams to start")
     os.kill(worker.pid, signal.SIGTERM)
-
-    def draining() -> bool:
-        entry = next((i for i in _health(frontend)["instances"] if i["instance_id"] == instance), None)
-        assert entry is not None, f"the worker left before it was seen draining\n{outcome}\n{worker.describe()}"
-        return entry["draining"]
-
-    wait_until(draining, 5.0, "the worker to be marked draining")
-    assert frontend.http.post("/v1/completions", json={"model": MODEL, "prompt": "new", "max_tokens": 2}
-                              ).status_code == 503  # its only worker is draining
-    reader.join(60)
-    events, done = sse_events(outcome["lines"])
-    assert done and events[-1]["usage"]["completion_tokens"] == DRAINED_TOKENS
+    for reader in readers:
+        reader.join(90)
+    assert len(outcomes) == DRAINED_STREAMS
+    for lines in outcomes:
+        events, done = sse_events(lines)
+        assert done and events[-1]["usage"]["completion_tokens"] == DRAINED_TOKENS
     assert worker.process.wait(60) == 0, worker.describe()
+    assert re.search(r"msg=draining .*in_flight=[1-9]", worker.log_text()), worker.describe()
     wait_until(lambda: frontend.http.get("/health").status_code == 503, 10.0, "the worker to unregister")
 
 

@@ -4,6 +4,7 @@ card conflict is refused. One daemon without built-in workers; every test uses i
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 
@@ -93,6 +94,35 @@ def test_requests_in_flight_on_a_killed_worker_fail_cleanly(bare):
     assert isinstance(response, httpx.Response), f"the unary request did not end: {response!r}"
     assert 500 <= response.status_code < 600 and response.status_code != 500, response.text
     error_of(response)
+
+
+def test_sigterm_drains_the_worker_before_it_unregisters(bare):
+    """SIGTERM: the worker is shown draining and routed nothing new, its stream in flight finishes with every token,
+    then it unregisters and exits 0."""
+    worker = bare.start_mocker("--model-name", "drainee", "--log-level", "info", speedup="1")
+    bare.wait_model("drainee")
+    instance = next(i["instance_id"] for i in bare.http.get("/health").json()["instances"] if i["model"] == "drainee")
+    body = {"model": "drainee", "messages": MESSAGES, "max_tokens": 600, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}  # >= 600 decode steps of >= 5.7 ms: seconds in flight
+    with httpx.Client(base_url=bare.base_url, timeout=30) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as stream:
+            lines = stream.iter_lines()
+            seen = [next(lines)]
+            worker.process.send_signal(signal.SIGTERM)
+
+            def draining() -> bool:
+                entry = next(i for i in bare.http.get("/health").json()["instances"] if i["instance_id"] == instance)
+                return entry["draining"]
+
+            wait_until(draining, 3.0, "the worker to be shown draining")
+            refused = bare.http.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2})
+            assert refused.status_code == 503 and "no live worker" in error_of(refused)["message"]
+            seen.extend(lines)
+    events, done = sse_events(seen)
+    assert done and events[-1]["usage"]["completion_tokens"] == 600
+    assert worker.process.wait(15) == 0, worker.describe()
+    assert "msg=draining" in worker.log_text() and "in_flight=1" in worker.log_text(), worker.describe()
+    bare.wait_model("drainee", present=False)
 
 
 @pytest.fixture(scope="module")
