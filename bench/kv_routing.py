@@ -138,7 +138,7 @@ def start_daemon(mode: str, workers: int, speedup: float, vllm_model: str | None
     processes = [_spawn(argv)]
     if vllm_model:
         processes += [_spawn([sys.executable, "-m", "frontend.vllm", "--model", vllm_model, "--registry-endpoint",
-                              registry, "--block-size", "32", "--max-model-len", "8192"],
+                              registry, "--block-size", "32", "--max-model-len", "4096"],
                              {"VLLM_CPU_KVCACHE_SPACE": "2"}) for _ in range(workers)]
     deadline = time.monotonic() + (300 if vllm_model else 60)
     while time.monotonic() < deadline:

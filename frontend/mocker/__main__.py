@@ -20,6 +20,7 @@ from ..protocol.registry import ModelCard
 from ..worker import RegistrationError, WorkerRuntime
 from ..worker.cli import add_flags, start_worker_process
 from ..worker.kv_publisher import KvEventPublisher
+from ..worker.load_publisher import LoadPublisher
 from .corpus import Corpus
 from .engine import EngineSettings, MockEngine
 from .modalities import MockWorker, parse_model_types
@@ -76,12 +77,14 @@ async def serve(args: argparse.Namespace) -> None:
         publisher = KvEventPublisher(zmq.Context.instance(), host=args.host, encoding=args.kv_events)
         publisher.attach(asyncio.get_running_loop())
     script = Script.from_file(args.script, tokenizer) if args.script else None
-    engine = MockEngine(Corpus(tokenizer), settings, publisher, script)
+    load = LoadPublisher(zmq.Context.instance(), host=args.host)
+    load.start(asyncio.get_running_loop())
+    engine = MockEngine(Corpus(tokenizer), settings, publisher, script, load)
     worker = MockWorker(engine, model_types, args.speedup_ratio, args.embedding_dim)
     runtime = WorkerRuntime(worker, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
                             host=args.host)
     runtime_config = {"total_kv_blocks": args.num_gpu_blocks, "max_num_seqs": args.max_num_seqs,
-                      "max_num_batched_tokens": args.max_num_batched_tokens}
+                      "max_num_batched_tokens": args.max_num_batched_tokens, **load.runtime_config_entries()}
     if publisher is not None:
         runtime_config.update(publisher.runtime_config_entries())
     for key in ("tool_call_parser", "reasoning_parser"):  # as Dynamo's --dyn-tool-call-parser does

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from ..protocol.engine import GenerateRequest, TokenLogprob
 from ..worker import Engine, TokenSink
 from ..worker.kv_publisher import KvEventPublisher
+from ..worker.load_publisher import LoadPublisher
 from .corpus import Corpus
 from .guided import guided_text
 from .kv_cache import CacheFull, KvCache, SequenceBlocks
@@ -97,8 +98,9 @@ class MockEngine(Engine):
     """Step-based mock engine; ``run()`` is the scheduler loop (start it as a task)."""
 
     def __init__(self, corpus: Corpus, settings: EngineSettings, publisher: KvEventPublisher | None = None,
-                 script: Script | None = None) -> None:
+                 script: Script | None = None, load: LoadPublisher | None = None) -> None:
         self.corpus = corpus
+        self.load = load
         self.script = script
         self.settings = settings
         self.cache = KvCache(settings.num_gpu_blocks, settings.block_size, publisher)
@@ -129,6 +131,11 @@ class MockEngine(Engine):
             self._outbox = [entry for entry in self._outbox if entry[0] is not sequence.sink]
         else:
             self.waiting = deque(s for s in self.waiting if s.request.request_id != request_id)
+        self._report_load()
+
+    def _report_load(self) -> None:
+        if self.load is not None:
+            self.load.report(len(self.running), len(self.waiting), self.cache.used_blocks)
 
     # ---- scheduler ------------------------------------------------------------------------------------
 
@@ -150,6 +157,7 @@ class MockEngine(Engine):
             sink.send(*args, **kwargs)
         if self.publisher is not None:
             self.publisher.flush()
+        self._report_load()
 
     def step(self) -> float:
         """Advance every running request once; returns the simulated duration in milliseconds."""

@@ -26,6 +26,7 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 
 from ..protocol.engine import GenerateRequest
 from ..worker import Engine, InvalidInput, TokenSink
+from ..worker.load_publisher import LoadPublisher
 from .sampling import sampling_params, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 DEATH_POLL_S = 0.5
 FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "abort"}
 
-LoadCallback = Callable[[int, int, float], None]  # running requests, waiting requests, KV cache usage 0..1
 
 
 class VllmEngine(Engine):
@@ -101,26 +101,23 @@ class VllmEngine(Engine):
             sink.send([], "error", error=reason)
         self.tasks.clear()
 
-    @property
-    def active_requests(self) -> int:
-        return len(self.tasks)
-
 
 class LoadStatLogger(StatLoggerBase):
-    """A vLLM stat logger that hands the scheduler's load after each step to a callback."""
+    """A vLLM stat logger that publishes the scheduler's load after each step: running and waiting requests,
+    and KV blocks in use (vLLM reports a fraction; ``total_blocks`` is set once the engine has sized its cache)."""
 
-    def __init__(self, on_load: LoadCallback) -> None:
-        self.on_load = on_load
+    def __init__(self, publisher: LoadPublisher) -> None:
+        self.publisher = publisher
+        self.total_blocks = 0
 
-    @classmethod
-    def factory(cls, on_load: LoadCallback):
+    def factory(self) -> Callable:
         """What ``AsyncLLM.from_engine_args(stat_loggers=[...])`` takes: (vllm_config, engine_index) -> logger."""
-        return lambda vllm_config, engine_index=0: cls(on_load)
+        return lambda vllm_config, engine_index=0: self
 
     def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
         if scheduler_stats is not None:
-            self.on_load(scheduler_stats.num_running_reqs, scheduler_stats.num_waiting_reqs,
-                         scheduler_stats.kv_cache_usage)
+            self.publisher.report(scheduler_stats.num_running_reqs, scheduler_stats.num_waiting_reqs,
+                                  round(scheduler_stats.kv_cache_usage * self.total_blocks))
 
     def log_engine_initialized(self) -> None:
         pass

@@ -36,15 +36,14 @@ async def serve(args: argparse.Namespace) -> bool:
     if relay is not None:
         engine_args.kv_events_config = relay.vllm_config()
     load = LoadPublisher(zmq.Context.instance(), host=args.host)
-    total_blocks = [0]  # known once the engine started; load reports come only after that
+    stats = LoadStatLogger(load)
     engine_args.disable_log_stats = True  # no periodic log lines; the stat logger below still runs
     try:
-        llm = AsyncLLM.from_engine_args(engine_args, stat_loggers=[LoadStatLogger.factory(
-            lambda running, waiting, usage: load.report(running, waiting, round(usage * total_blocks[0])))])
+        llm = AsyncLLM.from_engine_args(engine_args, stat_loggers=[stats.factory()])
     except Exception as exc:
         _close(relay, load)
         raise EngineStartError(f"vLLM failed to start: {type(exc).__name__}: {exc}") from exc
-    total_blocks[0] = llm.vllm_config.cache_config.num_gpu_blocks or 0
+    stats.total_blocks = llm.vllm_config.cache_config.num_gpu_blocks or 0
     engine = VllmEngine(llm)
     runtime = WorkerRuntime(engine, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
                             host=args.host)

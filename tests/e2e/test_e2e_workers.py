@@ -97,7 +97,7 @@ def test_requests_in_flight_on_a_killed_worker_fail_cleanly(bare):
 
 
 def test_sigterm_drains_the_worker_before_it_unregisters(bare):
-    """SIGTERM: the worker is shown draining and routed nothing new, its stream in flight finishes with every token,
+    """The worker reports its own load (running requests, KV blocks in use). SIGTERM: it is shown draining and routed nothing new, its stream in flight finishes with every token,
     then it unregisters and exits 0."""
     worker = bare.start_mocker("--model-name", "drainee", "--log-level", "info", speedup="1")
     bare.wait_model("drainee")
@@ -108,6 +108,13 @@ def test_sigterm_drains_the_worker_before_it_unregisters(bare):
         with http.stream("POST", "/v1/chat/completions", json=body) as stream:
             lines = stream.iter_lines()
             seen = [next(lines)]
+
+            def engine_load() -> dict:
+                entry = next(i for i in bare.http.get("/health").json()["instances"] if i["instance_id"] == instance)
+                return entry["load"]
+
+            wait_until(lambda: engine_load()["engine_running_requests"] == 1, 3.0, "the worker's own load report")
+            assert engine_load()["engine_kv_blocks_used"] >= 1
             worker.process.send_signal(signal.SIGTERM)
 
             def draining() -> bool:
