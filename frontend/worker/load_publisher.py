@@ -1,7 +1,8 @@
 """Publishing a worker's own load (``protocol.load``) for the frontends' routers.
 
 Sockets:
-    send_load  PUB  bind  tcp://HOST:random   LoadReport, on change and at least every ``REPUBLISH_S``
+    send_load  PUB  bind  tcp://HOST:random   LoadReport, on change (at most every ``MIN_INTERVAL_S``, the
+                                              latest wins) and at least every ``REPUBLISH_S``
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..protocol import load as wire
 from ..protocol.load import LoadReport
 
 REPUBLISH_S = 1.0
+MIN_INTERVAL_S = 0.02  # an engine stepping every millisecond sends 50 reports a second, not 1,000
 
 
 class LoadPublisher:
@@ -26,7 +28,9 @@ class LoadPublisher:
         self.endpoint = f"tcp://{host}:{self._pub.bind_to_random_port(f'tcp://{host}')}"
         self._last = LoadReport(0, 0, 0)
         self._sent_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deferred: asyncio.TimerHandle | None = None
 
     def runtime_config_entries(self) -> dict[str, str]:
         """What the model card's runtime_config advertises so the indexer can subscribe."""
@@ -35,12 +39,22 @@ class LoadPublisher:
     def report(self, running: int, waiting: int, kv_blocks_used: int) -> None:
         """The engine's load now; published if it differs from the last report."""
         report = LoadReport(running, waiting, kv_blocks_used)
-        if report != self._last:
-            self._last = report
+        if report == self._last:
+            return
+        self._last = report
+        if self._deferred is not None:
+            return  # a send is due soon and takes the latest report
+        wait = self._sent_at + MIN_INTERVAL_S - time.monotonic()
+        if wait <= 0 or self._loop is None:
             self._send()
+        else:
+            self._deferred = self._loop.call_later(wait, self._send)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Republish the last report every second from ``loop`` (for subscribers that joined late)."""
+        """Republish the last report every second from ``loop`` (for subscribers that joined late), and defer
+        reports that come too close together."""
+        self._loop = loop
+
         def tick() -> None:
             if time.monotonic() - self._sent_at >= REPUBLISH_S / 2:
                 self._send()
@@ -48,6 +62,7 @@ class LoadPublisher:
         self._timer = loop.call_later(REPUBLISH_S, tick)
 
     def _send(self) -> None:
+        self._deferred = None
         self._sent_at = time.monotonic()
         try:
             self._pub.send(wire.encoder.encode(self._last), zmq.NOBLOCK)
@@ -55,6 +70,7 @@ class LoadPublisher:
             pass  # no subscriber keeps up: the next report replaces this one
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._deferred):
+            if timer is not None:
+                timer.cancel()
         self._pub.close(0)
