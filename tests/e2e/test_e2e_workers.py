@@ -212,3 +212,26 @@ def test_model_card_conflict_is_refused(bare):
     bare.wait_model("twin", instances=2)
     _, response = short_request(bare, "twin")
     assert response.status_code == 200, response.text
+
+
+def test_busy_threshold_follows_the_load_the_worker_reports(start_daemon):
+    """One long generation fills the engine's KV cache while the routers' own count stays at its 1-block prompt:
+    the worker's report makes it busy (503), and once the engine frees its blocks requests go through again."""
+    server = start_daemon("--active-decode-blocks-threshold", "0.5", mock_workers=0)
+    server.start_mocker("--model-name", "filler", "--num-gpu-blocks", "40", "--kv-block-size", "16", speedup="1")
+    server.wait_model("filler")
+    body = {"model": "filler", "prompt": "Fill the cache", "max_tokens": 600, "ignore_eos": True}
+
+    def engine_blocks() -> int:
+        return next(i for i in server.http.get("/health").json()["instances"])["load"]["engine_kv_blocks_used"]
+
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as stream:
+            lines = stream.iter_lines()
+            next(lines)
+            wait_until(lambda: engine_blocks() > 20, 10.0, "the engine to report more than half its blocks used")
+            busy = server.http.post("/v1/completions", json={**body, "max_tokens": 2})
+            assert busy.status_code == 503 and "busy" in error_of(busy)["message"], busy.text
+            list(lines)
+    wait_until(lambda: engine_blocks() <= 20, 5.0, "the engine to report its blocks freed")
+    assert server.http.post("/v1/completions", json={**body, "max_tokens": 2}).status_code == 200
