@@ -196,7 +196,9 @@ class WorkerRuntime:
 
     async def drain(self, timeout_s: float) -> None:
         """Take no new requests (the registry marks this instance draining) and wait up to ``timeout_s`` for
-        the requests in flight to finish."""
+        the requests in flight to finish; nothing to do for an idle worker."""
+        if not self.active_requests:
+            return
         log.info("draining", extra={"instance": self.instance_id, "in_flight": self.active_requests})
         try:
             await self._call_registry(registry_wire.Drain(self.instance_id), 1.0)

@@ -255,4 +255,14 @@ def test_no_child_outlives_a_sigkilled_daemon(start_daemon):
                 alive.add(pid)
         return not alive
 
-    wait_until(all_gone, 20, "every child of the killed daemon to exit")
+    def survivors() -> str:
+        rows = []
+        for pid in children:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
+                rows.append(f"{pid}: {command!r}")
+            except OSError:
+                continue
+        return "\n".join(rows)
+
+    wait_until(all_gone, 20, "every child of the killed daemon to exit", on_timeout=survivors)
