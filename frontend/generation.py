@@ -130,7 +130,7 @@ class Generation:
     """One request running on a worker, read as a sequence of :class:`Delta`."""
 
     __slots__ = ("gateway", "tokenizer", "prompt_tokens", "pipeline", "stream", "route", "observer", "started",
-                 "first_token_at", "finished_at", "_prefilled", "client_gone", "_watcher")
+                 "first_token_at", "finished_at", "_prefilled", "client_gone", "_watcher", "_errored", "_released")
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
                  block_hashes: bytes, *, pinned: str | None = None,
@@ -153,6 +153,7 @@ class Generation:
         self.finished_at = 0.0
         self._prefilled = False
         self.client_gone = False
+        self._errored = self._released = False
         self._watcher = DisconnectWatch(disconnected, self.cancel) if disconnected is not None else None
 
     def cancel(self) -> None:
@@ -169,8 +170,8 @@ class Generation:
                      self.prompt_tokens + pipeline.completion_tokens, details)
 
     async def deltas(self) -> AsyncIterator[Delta]:
-        """Deltas until the request finishes; always releases the worker side, aborting if unfinished."""
-        finished = error = False
+        """Deltas until the request finishes; always releases the worker side (:meth:`release`)."""
+        finished = False
         try:
             while not finished:
                 outputs = await self.stream.next()
@@ -187,16 +188,26 @@ class Generation:
                 finished = delta.finish_reason is not None
                 if finished:
                     self.finished_at = time.perf_counter()
-                error = delta.error is not None
+                self._errored = delta.error is not None
                 yield delta
         finally:
-            self._stop_watching()
-            worker_done = finished and not self.pipeline.stopped_by_string
-            self.gateway.engines.release(self.stream, abort=not worker_done)
-            self.gateway.router.finish(self.route)
-            pipeline = self.pipeline
-            self.observer.finished(self.prompt_tokens, pipeline.completion_tokens, pipeline.cached_tokens,
-                                   cancelled=self.client_gone or not finished, error=error)
+            self.release()
+
+    def release(self) -> None:
+        """Release the worker side, once: stop watching the client, forget the stream (aborting the worker
+        unless it finished), undo the routing load, record the metrics. ``deltas()`` calls it when it ends; the
+        owner of a generation that may never be read (its client left before the first byte) calls it too."""
+        if self._released:
+            return
+        self._released = True
+        self._stop_watching()
+        finished = self.finished_at != 0.0
+        worker_done = finished and not self.pipeline.stopped_by_string
+        self.gateway.engines.release(self.stream, abort=not worker_done)
+        self.gateway.router.finish(self.route)
+        pipeline = self.pipeline
+        self.observer.finished(self.prompt_tokens, pipeline.completion_tokens, pipeline.cached_tokens,
+                               cancelled=self.client_gone or not finished, error=self._errored)
 
     def _stop_watching(self) -> None:
         if self._watcher is not None:
@@ -204,6 +215,9 @@ class Generation:
 
     def abandon(self) -> None:
         """Release a generation that will never be read (a later choice of its request failed to start)."""
+        if self._released:
+            return
+        self._released = True
         self._stop_watching()
         self.gateway.engines.release(self.stream, abort=True)
         self.gateway.router.finish(self.route)
@@ -303,9 +317,12 @@ class Choices:
         return combined_usage(self.groups)
 
     def close(self) -> None:
-        """Stop watching for the client's disconnect (call when the request is over)."""
+        """The request is over: stop watching for the client's disconnect and release every generation not
+        released yet (one whose stream was never read: the client left before the first byte)."""
         if self._shared is not None:
             self._shared.stop()
+        for generation in self.all:
+            generation.release()
 
 
 def combined_usage(groups: list[list[Generation]]) -> Usage:

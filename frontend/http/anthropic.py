@@ -49,16 +49,19 @@ async def messages(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: an.MessagesRequest = decode_request(_decoder, body)
     chat = to_chat_request(request)
     session = await open_session(gateway, chat, msgspec.json.encode(chat), scope.headers, proto.client_disconnect())
-    message_id = "msg_" + uuid.uuid4().hex
-    if request.stream:
-        await _stream(session, proto, message_id)
-        return
-    outcome = await collect(session)
-    if outcome is not None:
-        blocks = [_block(segment) for segment in outcome.segments]
-        stop_reason, stop_sequence = _stop(session, outcome.finish_reason)
-        send_json(proto, 200, an.Message(message_id, session.model.name, blocks, stop_reason, stop_sequence,
-                                         _usage(outcome)))
+    try:
+        message_id = "msg_" + uuid.uuid4().hex
+        if request.stream:
+            await _stream(session, proto, message_id)
+            return
+        outcome = await collect(session)
+        if outcome is not None:
+            blocks = [_block(segment) for segment in outcome.segments]
+            stop_reason, stop_sequence = _stop(session, outcome.finish_reason)
+            send_json(proto, 200, an.Message(message_id, session.model.name, blocks, stop_reason, stop_sequence,
+                                             _usage(outcome)))
+    finally:
+        session.close()
 
 
 async def count_tokens(gateway: Gateway, scope, proto, body: bytes) -> None:

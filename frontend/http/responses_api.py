@@ -60,14 +60,17 @@ async def create(gateway: Gateway, scope, proto, body: bytes) -> None:
     session = await open_session(gateway, chat_request, msgspec.json.encode(chat_request), scope.headers,
                                  proto.client_disconnect())
     run = _Run(request, session, conversation, store if request.store else None)
-    if request.stream:
-        await run.stream(proto)
-    else:
-        outcome = await collect(session)
-        if outcome is not None:
-            run.builder.add(outcome.segments)
-            run.builder.close(_item_status(outcome))
-            send_json(proto, 200, await run.finish(outcome))
+    try:
+        if request.stream:
+            await run.stream(proto)
+        else:
+            outcome = await collect(session)
+            if outcome is not None:
+                run.builder.add(outcome.segments)
+                run.builder.close(_item_status(outcome))
+                send_json(proto, 200, await run.finish(outcome))
+    finally:
+        session.close()
 
 
 async def item(gateway: Gateway, scope, proto, body: bytes) -> None:
@@ -124,8 +127,8 @@ class _Run:
         segments: list[Segment] = []
         async for delta in self.session.generation.deltas():
             if delta.error:
-                failed = self.response("failed", error=rs.ResponseError("invalid_request" if delta.error.status == 400 else "server_error",
-                                                                        delta.error.message))
+                code = "invalid_request" if delta.error.status == 400 else "server_error"
+                failed = self.response("failed", error=rs.ResponseError(code, delta.error.message))
                 await writer.send(_sse([self._lifecycle("response.failed", failed)]))
                 return
             parsed = segments_of(delta.segments, delta.text)

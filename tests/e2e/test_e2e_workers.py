@@ -3,8 +3,10 @@ card conflict is refused. One daemon without built-in workers; every test uses i
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -192,6 +194,39 @@ def test_stop_string_match_aborts_the_worker_request(bare, single_slot):
     assert choice["message"]["content"] == natural["content"][:natural["content"].find(stop)]
     assert choice["finish_reason"] == "stop"
     assert_slot_free(bare, single_slot, "the request that matched a stop string")
+
+
+FRONT_DOORS = {
+    "chat": ("/v1/chat/completions", lambda model: long_body(model, True)),
+    "completions": ("/v1/completions", lambda model: {"model": model, "prompt": "Go on.", "max_tokens": 20000,
+                                                      "ignore_eos": True, "stream": True}),
+    "responses": ("/v1/responses", lambda model: {"model": model, "input": "Go on.", "max_output_tokens": 20000,
+                                                  "stream": True, "store": False}),
+    "messages": ("/v1/messages", lambda model: {"model": model, "max_tokens": 20000, "stream": True,
+                                                "messages": MESSAGES}),
+}
+
+
+@pytest.mark.parametrize("door", sorted(FRONT_DOORS))
+def test_client_gone_before_the_first_byte_releases_everything(bare, single_slot, door):
+    """The client sends a streamed request and hangs up at once: whatever the front door was doing when it
+    noticed, the worker's request is aborted and the routing load counters are back to 0."""
+    assert_slot_free(bare, single_slot, "an earlier request")
+    path, body = FRONT_DOORS[door]
+    payload = json.dumps({**body(single_slot), "ignore_eos": True}).encode()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", bare.http_port)) as raw:
+            raw.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    instance = next(i for i in bare.http.get("/health").json()["instances"] if i["model"] == single_slot)
+
+    def released() -> bool:
+        load = next(i for i in bare.http.get("/health").json()["instances"]
+                    if i["instance_id"] == instance["instance_id"])["load"]
+        return load["active_requests"] == 0 and load["active_blocks"] == 0 and load["active_prefill_tokens"] == 0
+
+    wait_until(released, 5.0, "the routing load of the abandoned requests to be released")
+    assert_slot_free(bare, single_slot, f"requests abandoned before the first byte ({door})")
 
 
 def test_model_card_conflict_is_refused(bare):
