@@ -100,7 +100,7 @@ class Router:
         elif self.settings.mode == "kv" and self.index is not None:
             chosen, overlap = self._pick_kv(model, seq_hashes, isl)
         else:
-            candidates = [i for i in instances if not self._busy(model, i, *self._load(i))] \
+            candidates = [i for i in instances if not self._busy(model, i, *self._load(self.slot(i)))] \
                 if self._thresholds_on() else instances
             if not candidates:
                 raise self._all_busy(model)
@@ -117,10 +117,9 @@ class Router:
     def _all_busy(model: Candidate) -> ServiceUnavailable:
         return ServiceUnavailable(f"all workers of model `{model.name}` are busy; retry later")
 
-    def _load(self, instance_id: str) -> tuple[int, int]:
-        """(active blocks, active prefill tokens) of an instance: routed load, or the worker's own report of
-        its KV blocks in use when that is higher."""
-        slot = self.slot(instance_id)
+    def _load(self, slot: int | None) -> tuple[int, int]:
+        """(active blocks, active prefill tokens) of an instance's slot: routed load, or the worker's own report
+        of its KV blocks in use when that is higher."""
         if slot is None:
             return 0, 0
         _, blocks, prefill = self.index.load(slot)
@@ -139,10 +138,10 @@ class Router:
         cached = self.index.stats()["slot_blocks"]  # tie-break: the worker with the fewest cached blocks
         loads = []
         for instance_id in model.instance_ids:
-            blocks, prefill = self._load(instance_id)
+            slot = self.slot(instance_id)
+            blocks, prefill = self._load(slot)
             if self._busy(model, instance_id, blocks, prefill):
                 continue
-            slot = self.slot(instance_id)
             overlap = matches.get(slot, 0) if slot is not None else 0
             loads.append(WorkerLoad(instance_id, overlap, blocks, prefill, cached.get(slot, 0)))
         if not loads:

@@ -25,7 +25,7 @@ from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 from vllm.v1.metrics.loggers import StatLoggerBase
 
 from ..protocol.engine import GenerateRequest
-from ..worker import Engine, InvalidInput, TokenSink
+from ..worker import Engine, TokenSink
 from ..worker.load_publisher import LoadPublisher
 from .sampling import sampling_params, token_logprobs
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 DEATH_POLL_S = 0.5
 FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "abort"}
-
 
 
 class VllmEngine(Engine):
@@ -48,11 +47,7 @@ class VllmEngine(Engine):
         if self.dead.done():
             sink.send([], "error", error=self.dead.result())
             return
-        try:
-            params = sampling_params(request)
-        except (ValueError, TypeError, VLLMClientError) as exc:
-            raise InvalidInput(f"vLLM refused the request: {exc}") from None
-        task = asyncio.get_running_loop().create_task(self._generate(request, params, sink))
+        task = asyncio.get_running_loop().create_task(self._generate(request, sink))
         self.tasks[request.request_id] = (task, sink)
 
     def abort_request(self, request_id: str) -> None:
@@ -60,10 +55,11 @@ class VllmEngine(Engine):
         if entry is not None:
             entry[0].cancel()  # AsyncLLM.generate aborts the request in the engine when cancelled
 
-    async def _generate(self, request: GenerateRequest, params, sink: TokenSink) -> None:
+    async def _generate(self, request: GenerateRequest, sink: TokenSink) -> None:
         prompt = TokensPrompt(prompt_token_ids=request.token_ids)
         top_n = request.logprobs or 0
         try:
+            params = sampling_params(request)  # vLLM validates here and in generate(): one refusal path
             async for output in self.llm.generate(prompt, params, request.request_id):
                 completion = output.outputs[0]
                 token_ids = list(completion.token_ids)
