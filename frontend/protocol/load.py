@@ -10,15 +10,19 @@ changes (at most once per engine step) and at least once a second, so a new subs
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**40)]  # a report out of range is malformed, never stored
 
 
 class LoadReport(msgspec.Struct, array_like=True, gc=False):
     """Requests the engine is running and holding in its queue, and KV-cache blocks in use."""
 
-    running: int
-    waiting: int
-    kv_blocks_used: int
+    running: Count
+    waiting: Count
+    kv_blocks_used: Count
 
 
 decoder = msgspec.msgpack.Decoder(LoadReport)

@@ -7,7 +7,9 @@ from frontend.kv import block_hashes
 from frontend.kv.index_reference import ReferenceKvIndex
 from frontend.protocol import kv_events as wire
 from frontend.protocol.indexer import RoutedBlocks, encoder
+from frontend.protocol import load as load_wire
 from frontend.protocol.kv_events import BlockStored
+from frontend.protocol.load import LoadReport
 from frontend.protocol.registry import Instance, ModelCard
 
 BS = 4
@@ -84,6 +86,16 @@ def test_malformed_frames_are_counted_not_fatal():
     indexer.on_event_frames(feed, [b"t", b"\x00", b"x"])
     indexer.on_event_frames(feed, [b"t", wire.encode_seq(0), b"\xc1"])
     assert indexer.malformed == 3
+
+
+def test_load_reports_are_stored_and_bad_ones_counted_not_fatal():
+    indexer, index, feed = make_indexer(with_replay=False)
+    indexer.on_load_frames(feed, [load_wire.encoder.encode(LoadReport(3, 1, 42))])
+    assert index.reported_load(feed.state.slot) == (3, 1, 42)
+    for bad in (b"\xc1", load_wire.encoder.encode([2**64 - 1, 0, 0]), load_wire.encoder.encode([-1, 0, 0]),
+                load_wire.encoder.encode({"running": 1})):
+        indexer.on_load_frames(feed, [bad])
+    assert indexer.malformed == 4 and index.reported_load(feed.state.slot) == (3, 1, 42)
 
 
 def test_routed_blocks_become_predictions_and_a_leaving_worker_frees_its_slot():
