@@ -257,21 +257,25 @@ def test_sigterm_drains_then_unregisters(frontend):
     (That it is shown draining and routed nothing meanwhile is tested with the mock worker, whose pace is
     known: here the generation may be over before /health answers on 2 busy cores.)"""
     worker = frontend.workers[1]
-    instance = _worker_instance(frontend, worker)
     outcomes: list[list[str]] = []
+    first_tokens = [threading.Event() for _ in range(DRAINED_STREAMS)]
 
-    def stream() -> None:
+    def stream(first_token: threading.Event) -> None:
         with httpx.Client(base_url=frontend.base_url, timeout=90) as http:
             with http.stream("POST", "/v1/completions", json={
                     "model": MODEL, "prompt": "Finish this", "max_tokens": DRAINED_TOKENS, "ignore_eos": True,
                     "stream": True, "stream_options": {"include_usage": True}}) as response:
-                outcomes.append(list(response.iter_lines()))
+                lines = []
+                for line in response.iter_lines():
+                    lines.append(line)
+                    first_token.set()
+                outcomes.append(lines)
 
-    readers = [threading.Thread(target=stream) for _ in range(DRAINED_STREAMS)]
+    readers = [threading.Thread(target=stream, args=(event,)) for event in first_tokens]
     for reader in readers:
         reader.start()
-    wait_until(lambda: _load(frontend, instance)["engine_running_requests"] == DRAINED_STREAMS, 10.0,
-               "the streams to start")
+    for first_token in first_tokens:  # every stream is generating (whatever the engine's last load report said)
+        assert first_token.wait(60), "a stream did not start"
     os.kill(worker.pid, signal.SIGTERM)
     for reader in readers:
         reader.join(90)
