@@ -10,7 +10,7 @@ the cached-token ratio (sum of ``usage.prompt_tokens_details.cached_tokens`` ove
 the workers' real prefix caches report them) and TTFT (time to the first content chunk).
 
 With ``--engine vllm --model-dir DIR`` the workers are ``python -m frontend.vllm`` (vLLM's CPU build; make a
-tiny model with ``python -m frontend.vllm.tiny_model DIR``), started afresh for each mode so that no prefix
+tiny model with ``python -m frontend.engines.vllm.tiny_model DIR``), started afresh for each mode so that no prefix
 cache carries over; the cached tokens are then vLLM's own ``num_cached_tokens``.
 
     python bench/kv_routing.py                 # round_robin vs kv with the issue's settings
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import httpx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CORPUS = os.path.join(ROOT, "frontend", "mocker", "corpus.txt")
+CORPUS = os.path.join(ROOT, "frontend", "engines", "mocker", "corpus.txt")
 
 
 @dataclass

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUNDLED_TOKENIZER = REPO / "config" / "models" / "tiny"
 QWEN_CACHE_DIR = REPO / ".cache" / "models" / "qwen2.5-tokenizer"
 QWEN_ALIASES = {"qwen", "qwen2", "qwen2.5"}
-DEFAULT_CORPUS = REPO / "frontend" / "mocker" / "corpus.txt"
+DEFAULT_CORPUS = REPO / "frontend" / "engines" / "mocker" / "corpus.txt"
 MAX_ADJUSTMENTS = 8
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from .errors import ConfigError, FrontendError
+from .protocol.errors import ConfigError, FrontendError
 
 EXIT_CONFIG_ERROR = 2
 EXIT_STARTUP_ERROR = 3

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import msgspec
 
-from ..errors import ConfigError
+from ..protocol.errors import ConfigError
 from .options import OPTIONS, OPTIONS_BY_NAME, Option
 
 FrontendConfig = msgspec.defstruct(

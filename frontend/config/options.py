@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import ConfigError
-from ..parsers.registry import check_reasoning_parsers, check_tool_parsers
+from ..protocol.errors import ConfigError
+from .parser_names import check_reasoning_parsers, check_tool_parsers
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_format", str, "text", "Log lines as logfmt-style text or JSON.", "general",
            choices=("text", "json")),
     Option("run_dir", str, "", "Directory for IPC sockets (default: a new private temporary directory).", "general"),
-    # ---- generated images and videos served by URL (frontend/media_store.py) ----
+    # ---- generated images and videos served by URL (frontend/stores/media.py) ----
     Option("media_store_path", str, "", "Directory of generated images and videos answered by URL, shared by "
            "all HTTP processes (default: media/ in the run directory).", "media"),
     Option("media_store_ttl_s", float, 3600.0, "A generated file's URL works this long.", "media",

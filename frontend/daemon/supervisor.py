@@ -35,17 +35,15 @@ from typing import Any, Callable
 import msgspec
 
 from ..config.options import MOCK_EXTRA_MODELS, mock_extra_types
-from ..errors import FrontendError
-from ..gateway import GatewaySettings
-from ..http.api_settings import ApiSettings
-from ..http.app import SETTINGS_ENV
-from ..logs import setup_logging
-from ..media_store import MediaSettings
-from ..procutil import die_with_parent, set_process_title
+from ..config.topology import Endpoints
+from ..gateway.settings import SETTINGS_ENV, ApiSettings, GatewaySettings
+from ..observability.logs import setup_logging
+from ..protocol.errors import FrontendError
 from ..router.select import RouterSettings
+from ..stores.media import MediaSettings
+from ..transport.process import die_with_parent, set_process_title
 from .sdnotify import Notifier
 from .tls import check_tls
-from .topology import Endpoints
 
 log = logging.getLogger(__name__)
 

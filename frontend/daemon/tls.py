@@ -11,7 +11,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..errors import ConfigError
+from ..protocol.errors import ConfigError
 
 
 def _read(path: str, flag: str) -> bytes:

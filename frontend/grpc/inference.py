@@ -2,7 +2,7 @@
 
 The tensors become a :class:`CompletionRequest`; from there everything is shared with ``/v1/completions``:
 tokenization in the pool, the generation budget, the engine request, routing, the request plane and the
-output pipeline (:class:`~frontend.generation.Generation`). The worker request is aborted when the RPC is
+output pipeline (:class:`~frontend.pipeline.generation.Generation`). The worker request is aborted when the RPC is
 cancelled: the handler's task is cancelled while it waits for output, and ``Generation.deltas`` releases
 the stream with an abort.
 """
@@ -14,9 +14,9 @@ from typing import AsyncIterator, Mapping
 
 import msgspec
 
-from ..errors import InvalidRequest, ServiceUnavailable
-from ..gateway import Gateway
-from ..generation import Generation, engine_request, pinned_instance, reject_unsupported
+from ..gateway.state import Gateway
+from ..pipeline.generation import Generation, engine_request, pinned_instance, reject_unsupported
+from ..protocol.errors import InvalidRequest, ServiceUnavailable
 from .metadata import exposed_model
 from .proto import kserve_pb2 as pb
 from .tensors import ResponseEncoder, completion_request

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from ..gateway import GatewaySettings
+from ..gateway.settings import GatewaySettings
 
 
 class GrpcSettings(msgspec.Struct, frozen=True):

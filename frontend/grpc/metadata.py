@@ -8,9 +8,9 @@ one version, "1"; asking for another version is NOT_FOUND too.
 from __future__ import annotations
 
 from .. import __version__
-from ..discovery import ServedModel
-from ..errors import ModelNotFound
-from ..gateway import Gateway
+from ..gateway.discovery import ServedModel
+from ..gateway.state import Gateway
+from ..protocol.errors import ModelNotFound
 from .proto import kserve_pb2 as pb
 from .schema import CONFIG_TYPES, INPUTS, OUTPUTS
 

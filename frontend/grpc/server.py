@@ -1,7 +1,7 @@
 """A gRPC server process (``dyn-grpc``): its own Gateway, like a Granian HTTP worker, behind grpc.aio.
 
 The daemon starts ``--kserve-grpc-workers`` of them with ``--kserve-grpc-server`` (``Supervisor.start``,
-through ``launch.run``). Each builds a :class:`~frontend.gateway.Gateway` from the daemon's
+through ``launch.run``). Each builds a :class:`~frontend.gateway.state.Gateway` from the daemon's
 ``GatewaySettings`` exactly as ``frontend/http/app.py`` does in ``__rsgi_init__`` (its own sockets, model
 table and router state), binds the port, and reports READY. Several processes share the port with
 ``SO_REUSEPORT``: the kernel spreads connections over them, and a connection stays on one. SIGTERM
@@ -17,7 +17,8 @@ from multiprocessing.connection import Connection
 import grpc
 import uvloop
 
-from ..gateway import Gateway, GatewaySettings
+from ..gateway.settings import GatewaySettings
+from ..gateway.state import Gateway
 from .launch import GrpcSettings
 from .proto.kserve_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from .service import KServeService

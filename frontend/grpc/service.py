@@ -1,4 +1,4 @@
-"""The ``inference.GRPCInferenceService`` RPCs over one process's :class:`~frontend.gateway.Gateway`.
+"""The ``inference.GRPCInferenceService`` RPCs over one process's :class:`~frontend.gateway.state.Gateway`.
 
 Errors become gRPC status codes from their HTTP status: 400 INVALID_ARGUMENT, 404 NOT_FOUND, 413
 RESOURCE_EXHAUSTED, 502 and 503 UNAVAILABLE (gRPC's own HTTP mapping), anything else INTERNAL. Inside
@@ -14,8 +14,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from ..errors import RequestError
-from ..gateway import Gateway
+from ..gateway.state import Gateway
+from ..protocol.errors import RequestError
 from . import metadata
 from .inference import folded, start
 from .proto import kserve_pb2 as pb

@@ -12,8 +12,8 @@ import asyncio
 import logging
 from typing import AsyncIterator, Mapping
 
-from ..errors import RequestError
-from ..gateway import Gateway
+from ..gateway.state import Gateway
+from ..protocol.errors import RequestError
 from .inference import folded, start, streamed
 from .proto import kserve_pb2 as pb
 

@@ -14,11 +14,11 @@ from typing import Any, Sequence
 
 import msgspec
 
-from ..errors import InvalidRequest
+from ..protocol.errors import InvalidRequest
 from ..protocol.openai import CompletionRequest
 from .proto import kserve_pb2 as pb
-from .schema import FINISH_REASON, INPUT_ALIASES, INPUTS, INPUTS_BY_NAME, OUTPUT_NAMES, TEXT_OUTPUT, TensorSpec, \
-    expected_inputs
+from .schema import (FINISH_REASON, INPUT_ALIASES, INPUTS, INPUTS_BY_NAME, OUTPUT_NAMES, TEXT_OUTPUT, TensorSpec,
+                     expected_inputs)
 
 # datatype -> (field of InferTensorContents, struct code of one raw element)
 _NUMERIC = {"BOOL": ("bool_contents", "?"), "INT32": ("int_contents", "i"), "INT64": ("int64_contents", "q"),

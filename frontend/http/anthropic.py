@@ -18,13 +18,13 @@ import uuid
 
 import msgspec
 
-from ..errors import NotFoundRoute, RequestError
-from ..gateway import Gateway
+from ..gateway.state import Gateway
 from ..parsers.base import CONTENT, REASONING, TOOL_CALL, Segment
+from ..pipeline.chat_session import ChatOutcome, ChatSession, collect, open_session, segments_of, tool_choice_of
 from ..protocol import anthropic as an
+from ..protocol.errors import NotFoundRoute, RequestError
 from .anthropic_input import to_chat_request
-from .chat_session import ChatOutcome, ChatSession, collect, open_session, segments_of, tool_choice_of
-from .responses import JSON_HEADERS, SSE_HEADERS, json_encode, send_json
+from .reply import JSON_HEADERS, SSE_HEADERS, json_encode, send_json
 from .streaming import StreamWriter, decode_request
 
 _decoder = msgspec.json.Decoder(an.MessagesRequest)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import InvalidRequest
 from ..protocol import anthropic as an
+from ..protocol.errors import InvalidRequest
 from ..protocol.openai import (ChatCompletionRequest, ChatMessage, ContentPart, FunctionCall, FunctionDefinition,
                                ImagePart, ImageUrl, TextPart, Tool, ToolCall)
 

@@ -1,7 +1,7 @@
 """The Granian RSGI application: routing, body limits, concurrency limit and error rendering.
 
 Granian imports ``frontend.http.app:app`` in each worker process and calls ``__rsgi_init__(loop)`` once,
-where the per-process :class:`~frontend.gateway.Gateway` is built from the settings the daemon put in the
+where the per-process :class:`~frontend.gateway.state.Gateway` is built from the settings the daemon put in the
 ``FRONTEND_GATEWAY_SETTINGS`` environment variable (JSON of ``GatewaySettings``; set by the daemon only).
 """
 
@@ -14,19 +14,19 @@ from typing import Awaitable, Callable
 
 import msgspec
 
-from ..errors import MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError
-from ..gateway import Gateway, GatewaySettings
-from ..logs import REQUEST_ID, setup_logging
-from ..procutil import die_with_parent, set_process_title
+from ..gateway.settings import SETTINGS_ENV, GatewaySettings
+from ..gateway.state import Gateway
+from ..observability.logs import REQUEST_ID, setup_logging
+from ..protocol.errors import MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError
+from ..transport.process import die_with_parent, set_process_title
 from . import anthropic, chat, completions, embeddings, images, info, media, openapi, responses_api, tokenize, videos
-from .responses import internal_error, send_error
+from .reply import internal_error, send_error
 
 log = logging.getLogger(__name__)
 
-SETTINGS_ENV = "FRONTEND_GATEWAY_SETTINGS"
 
 Handler = Callable[[Gateway, object, object, bytes], Awaitable[None]]
-InfoHandler = Callable[[Gateway, object], None]
+InfoHandler = Callable[[Gateway, object], Awaitable[None] | None]  # /metrics is async: it asks the other processes
 
 POST_ROUTES: dict[str, Handler] = {
     "/v1/chat/completions": chat.handle,
@@ -122,7 +122,9 @@ class GatewayApp:
                 info_handler = GET_ROUTES.get(scope.path)
                 if info_handler is None:
                     raise self._no_route(scope)
-                info_handler(gateway, proto)
+                reply = info_handler(gateway, proto)
+                if reply is not None:
+                    await reply
             else:
                 raise self._no_route(scope)
         except RequestError as error:

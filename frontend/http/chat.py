@@ -8,7 +8,7 @@ rather than empty then, so that a client's accumulated stream equals the unary m
 With ``n > 1`` every choice is its own generation (``generation.Choices``); a streamed chunk carries one
 choice with its ``index`` (a role chunk per choice first, then deltas as they come, a finish chunk per
 choice), and usage counts the prompt once and the output of every choice. ``nvext.annotations`` add named
-SSE events, ``nvext.extra_fields`` a response ``nvext`` (``frontend/nvext.py``).
+SSE events, ``nvext.extra_fields`` a response ``nvext`` (``frontend/pipeline/nvext.py``).
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from typing import Callable
 
 import msgspec
 
-from ..gateway import Gateway
-from ..generation import merged
-from ..nvext import MetricsEvents, prompt_annotations, response_nvext
+from ..gateway.state import Gateway
 from ..parsers.base import REASONING, TOOL_CALL, Segment
+from ..pipeline.chat_session import ChatOutcome, ChatSession, SessionChoice, collect, collect_all, open_session
+from ..pipeline.generation import merged
+from ..pipeline.nvext import MetricsEvents, prompt_annotations, response_nvext
 from ..postprocess.pipeline import Delta
 from ..protocol.openai import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
                                ChatCompletionRequest, ChatDelta, ChoiceLogprobs, FunctionCall, FunctionCallDelta,
                                ToolCall, ToolCallDelta)
-from .chat_session import ChatOutcome, ChatSession, SessionChoice, collect, collect_all, open_session
 from .logprobs import chat_logprobs
-from .responses import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
+from .reply import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
 from .streaming import StreamWriter, decode_request
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)

@@ -16,15 +16,16 @@ from contextlib import aclosing
 
 import msgspec
 
-from ..errors import InvalidRequest, ServiceUnavailable
-from ..gateway import Gateway
-from ..generation import MAX_CHOICES, Choices, Generation, engine_request, gather_choices, merged, reject_unsupported
-from ..guided import guided_decoding
+from ..gateway.state import Gateway
 from ..kv import block_hashes
-from ..nvext import Extensions, MetricsEvents, check_token_ids, extensions, prompt_annotations, response_nvext
+from ..pipeline.generation import (MAX_CHOICES, Choices, Generation, engine_request, gather_choices, merged,
+                                   reject_unsupported)
+from ..pipeline.guided import guided_decoding
+from ..pipeline.nvext import Extensions, MetricsEvents, check_token_ids, extensions, prompt_annotations, response_nvext
+from ..protocol.errors import InvalidRequest, ServiceUnavailable
 from ..protocol.openai import Completion, CompletionChoice, CompletionRequest
 from .logprobs import completion_logprobs
-from .responses import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
+from .reply import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
 from .streaming import StreamWriter, decode_request
 
 _decoder = msgspec.json.Decoder(CompletionRequest)

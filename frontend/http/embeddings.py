@@ -19,14 +19,14 @@ from array import array
 
 import msgspec
 
-from ..discovery import ServedModel
-from ..errors import ContextLengthExceeded, EngineError, InvalidRequest
-from ..gateway import Gateway
-from ..generation import pinned_instance
+from ..gateway.discovery import ServedModel
+from ..gateway.state import Gateway
+from ..pipeline.generation import pinned_instance
+from ..pipeline.unary import UnaryCall, typed_model
 from ..protocol.embeddings import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from ..protocol.engine import EmbedRequest, EmbedResult
-from ..unary import UnaryCall, typed_model
-from .responses import send_json
+from ..protocol.errors import ContextLengthExceeded, EngineError, InvalidRequest
+from .reply import send_json
 from .streaming import decode_request
 
 _decoder = msgspec.json.Decoder(EmbeddingRequest)

@@ -7,13 +7,13 @@ import time
 
 import msgspec
 
-from ..errors import InvalidRequest
-from ..gateway import Gateway
+from ..gateway.state import Gateway
+from ..pipeline.unary import default_model, typed_model
 from ..protocol.engine import ImageRequest
+from ..protocol.errors import InvalidRequest
 from ..protocol.media import ImageData, ImageGenerationRequest, ImageNvExt, ImagesResponse
-from ..unary import default_model, typed_model
 from .media_delivery import check_delivery, parse_size, produce
-from .responses import send_json
+from .reply import send_json
 from .streaming import decode_request
 
 _decoder = msgspec.json.Decoder(ImageGenerationRequest)

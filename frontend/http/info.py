@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..gateway import Gateway
-from ..metrics import merge, read_snapshots, render
+from ..gateway.state import Gateway
+from ..observability.metrics import merge, render
 from ..protocol.openai import ModelEntry, ModelList
-from .responses import send_json
+from .reply import send_json
 
 
 def models(gateway: Gateway, proto) -> None:
@@ -53,10 +53,11 @@ def _load(gateway: Gateway, instance_id: str) -> dict[str, int] | None:
             "engine_kv_blocks_used": kv_blocks}
 
 
-def metrics(gateway: Gateway, proto) -> None:
-    """Prometheus text: every serving process's metrics plus live per-worker router gauges."""
+async def metrics(gateway: Gateway, proto) -> None:
+    """Prometheus text: every serving process's metrics (exact: live processes are asked for their values)
+    plus live per-worker router gauges."""
     settings = gateway.settings
-    total = merge(read_snapshots(settings.metrics_dir, gateway.metrics))
+    total = merge(await gateway.metrics_snapshots())
     body = render(total, settings.metrics_prefix, _router_gauges(gateway))
     proto.response_bytes(200, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], body)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import MethodNotAllowed, NotFoundRoute
-from ..gateway import Gateway
+from ..gateway.state import Gateway
+from ..protocol.errors import MethodNotAllowed, NotFoundRoute
 
 PREFIX = "/v1/media/"
 

@@ -1,5 +1,5 @@
 """What the image and video endpoints share: sizes, worker pinning, and handing files to the client as
-base64 or as a URL of the media store (``frontend/media_store.py``)."""
+base64 or as a URL of the media store (``frontend/stores/media.py``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import base64
 import re
 from typing import Mapping
 
-from ..errors import EngineError, InvalidRequest
-from ..gateway import Gateway
-from ..generation import PIN_HEADERS
-from ..media_store import CONTENT_TYPES
+from ..gateway.state import Gateway
+from ..pipeline.generation import PIN_HEADERS
+from ..pipeline.unary import UnaryCall
 from ..protocol.engine import MediaItem
-from ..unary import UnaryCall
+from ..protocol.errors import EngineError, InvalidRequest
+from ..stores.media import CONTENT_TYPES
 
 MAX_SIDE = 4096
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")

@@ -45,8 +45,8 @@ import msgspec
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
-from ..protocol.anthropic import CountTokensRequest, ErrorBody as AnthropicErrorBody, Message as AnthropicMessage
-from ..protocol.anthropic import MessagesRequest, StreamEvent as AnthropicStreamEvent, TokenCount
+from ..protocol.anthropic import (CountTokensRequest, ErrorBody as AnthropicErrorBody, Message as AnthropicMessage,
+                                  MessagesRequest, StreamEvent as AnthropicStreamEvent, TokenCount)
 from ..protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from ..protocol.indexer import WorkerIndexStatus
 from ..protocol.media import ImageGenerationRequest, ImagesResponse, VideoGenerationRequest, VideoResponse

@@ -3,7 +3,7 @@
 Served on top of chat: the request is translated (``responses_input.py``), run as a chat session with the
 model's parsers, and the parsed output becomes output items (``responses_output.py``). With ``store: true``
 (the default, as OpenAI's) and the store enabled, the response and the conversation after it are kept in the
-SQLite store (``frontend/responses_store.py``) before the client sees the end of the response, so a
+SQLite store (``frontend/stores/responses.py``) before the client sees the end of the response, so a
 ``previous_response_id`` sent right after can be served by any HTTP process.
 """
 
@@ -16,14 +16,14 @@ import time
 
 import msgspec
 
-from ..errors import InvalidRequest, MethodNotAllowed, NotFoundRoute, RequestError
-from ..gateway import Gateway
+from ..gateway.state import Gateway
 from ..parsers.base import REASONING, TOOL_CALL, Segment
+from ..pipeline.chat_session import ChatOutcome, ChatSession, collect, open_session, segments_of
 from ..protocol import responses as rs
+from ..protocol.errors import InvalidRequest, MethodNotAllowed, NotFoundRoute, RequestError
 from ..protocol.openai import ChatMessage, FunctionCall, ToolCall
-from ..responses_store import ResponseStore
-from .chat_session import ChatOutcome, ChatSession, collect, open_session, segments_of
-from .responses import JSON_HEADERS, SSE_HEADERS, send_json
+from ..stores.responses import ResponseStore
+from .reply import JSON_HEADERS, SSE_HEADERS, send_json
 from .responses_input import to_chat_request
 from .responses_output import OutputBuilder, new_id
 from .streaming import StreamWriter, decode_request

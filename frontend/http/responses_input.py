@@ -13,11 +13,11 @@ from typing import Any
 
 import msgspec
 
-from ..errors import InvalidRequest
 from ..protocol import responses as rs
+from ..protocol.errors import InvalidRequest
 from ..protocol.openai import (ChatCompletionRequest, ChatMessage, ContentPart, FunctionCall, FunctionDefinition,
                                ImagePart, ImageUrl, TextPart, Tool, ToolCall)
-from .responses import validation_error
+from .reply import validation_error
 
 
 def to_chat_request(request: rs.ResponsesRequest, history: list[ChatMessage]) -> tuple[ChatCompletionRequest,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from ..errors import InvalidRequest
-from .responses import validation_error
+from ..protocol.errors import InvalidRequest
+from .reply import validation_error
 
 
 def decode_request(decoder: msgspec.json.Decoder, body: bytes):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import msgspec
 
-from ..discovery import ServedModel
-from ..errors import InvalidRequest
-from ..gateway import Gateway
+from ..gateway.discovery import ServedModel
+from ..gateway.state import Gateway
+from ..protocol.errors import InvalidRequest
 from ..protocol.tokenize_api import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
-from .responses import send_json
+from .reply import send_json
 from .streaming import decode_request
 
 _tokenize_decoder = msgspec.json.Decoder(TokenizeRequest)

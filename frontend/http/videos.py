@@ -12,13 +12,13 @@ from contextlib import aclosing
 
 import msgspec
 
-from ..errors import EngineError, InvalidRequest, RequestError
-from ..gateway import Gateway
+from ..gateway.state import Gateway
+from ..pipeline.unary import UnaryCall, default_model, typed_model
 from ..protocol.engine import MediaProgress, VideoRequest
+from ..protocol.errors import EngineError, InvalidRequest, RequestError
 from ..protocol.media import VideoData, VideoGenerationRequest, VideoNvExt, VideoResponse
-from ..unary import UnaryCall, default_model, typed_model
 from .media_delivery import check_delivery, parse_size, pinned_header, produce
-from .responses import send_json
+from .reply import send_json
 from .streaming import StreamWriter, decode_request
 
 _decoder = msgspec.json.Decoder(VideoGenerationRequest)

@@ -25,12 +25,9 @@ from multiprocessing.connection import Connection
 import msgspec
 import zmq
 
-from ..daemon.topology import Endpoints
+from ..config.topology import Endpoints
 from ..kv import KvIndexWriter, chain_hashes, local_block_hashes
-from ..protocol import indexer as indexer_wire
-from ..protocol import kv_events as events_wire
-from ..protocol import load as load_wire
-from ..protocol import registry as registry_wire
+from ..protocol import indexer as indexer_wire, kv_events as events_wire, load as load_wire, registry as registry_wire
 from ..protocol.registry import Instance
 from .worker_state import WorkerKvState
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..config.parser_names import HARMONY_REASONING, HARMONY_TOOLS
 from . import deepseek, harmony, hermes, kimi_k2, llama3_json, mistral, pythonic, qwen3_coder, think
 from .base import OutputParser
 from .chain import ParseChain
@@ -11,9 +12,6 @@ from .context import ParserContext
 from .forced import ForcedToolParser
 
 Factory = Callable[[ParserContext], OutputParser]
-
-HARMONY_TOOLS = "harmony"
-HARMONY_REASONING = "gpt_oss"
 
 TOOL_PARSERS: dict[str, Factory] = {
     "hermes": hermes.make,
@@ -59,27 +57,3 @@ def build_chain(tool_parser: str, reasoning_parser: str, context: ParserContext,
     if not parsers:
         return None
     return ParseChain(parsers, parallel_tool_calls)
-
-
-def parser_map(value: str) -> dict[str, str]:
-    """``NAME`` (every model) or ``MODEL=NAME,MODEL=NAME`` as {model or "*": parser name}."""
-    mapping: dict[str, str] = {}
-    for entry in value.split(","):
-        model, sep, name = entry.strip().rpartition("=")
-        if name.strip():
-            mapping[model.strip() if sep else "*"] = name.strip()
-    return mapping
-
-
-def _checker(known: dict[str, Factory]) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        unknown = sorted(set(parser_map(value).values()) - set(known))
-        if unknown:
-            return f"unknown parser {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        return None
-
-    return check
-
-
-check_tool_parsers = _checker(TOOL_PARSERS)
-check_reasoning_parsers = _checker(REASONING_PARSERS)

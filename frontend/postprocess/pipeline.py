@@ -13,9 +13,9 @@ from typing import Protocol
 
 from tokenizers import Tokenizer
 
-from ..errors import RequestError, worker_failure
 from ..parsers.base import CONTENT, OutputParser, Segment
 from ..protocol.engine import RequestOutput, TokenLogprob
+from ..protocol.errors import RequestError, worker_failure
 from .detokenizer import IncrementalDetokenizer
 from .stop_strings import StopStringMatcher
 

@@ -120,7 +120,7 @@ ResponseFormat = ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJ
 
 
 class NvExt(msgspec.Struct, kw_only=True):
-    """NVIDIA Dynamo's request extensions (``frontend/nvext.py``). ``greed_sampling``: greedy decoding.
+    """NVIDIA Dynamo's request extensions (``frontend/pipeline/nvext.py``). ``greed_sampling``: greedy decoding.
     ``use_raw_prompt``: no chat template, the messages' text is the prompt. ``annotations``: named SSE events
     on streams (request_id, formatted_prompt, token_ids, llm_metrics). ``backend_instance_id``: pin a worker
     instance. ``token_data``: the prompt as token ids. ``max_thinking_tokens``: the reasoning budget.

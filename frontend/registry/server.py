@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 import msgspec
 import zmq
 
-from ..daemon.topology import Endpoints
+from ..config.topology import Endpoints
 from ..protocol import registry as wire
 
 log = logging.getLogger(__name__)

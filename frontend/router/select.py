@@ -18,9 +18,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from ..errors import ServiceUnavailable
+from ..protocol.errors import ServiceUnavailable
 from .cost import WorkerLoad, select_worker
-
 
 Hashes = bytes | list[int]  # u64 sequence hashes: array('Q') bytes on the hot path, lists in tests
 

@@ -13,10 +13,10 @@ import time
 import msgspec
 import zmq
 
-from ..errors import ServiceUnavailable, TemplateError
-from ..metrics import Metrics
+from ..observability.metrics import Metrics
 from ..protocol import tokenizer as wire
-from ..zmqloop import SocketDrainer
+from ..protocol.errors import ServiceUnavailable, TemplateError
+from ..transport.zmqloop import SocketDrainer
 
 TOKENIZE_TIMEOUT_S = 30.0
 

@@ -17,11 +17,11 @@ import msgspec
 import zmq
 from tokenizers import Tokenizer
 
-from ..errors import FrontendError, TemplateError
 from ..kv import block_hashes
-from ..model_files import load_tokenizer
 from ..protocol import tokenizer as wire
+from ..protocol.errors import FrontendError, TemplateError
 from .chat_template import ChatTemplate
+from .model_files import load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import os
 
 import xxhash
 
-from ..tokenizer.chat_template import template_sources
+from ..tokenizer.template_files import template_sources
 
 TOKENIZER_FILE = "tokenizer.json"
 

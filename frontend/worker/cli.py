@@ -7,8 +7,8 @@ import argparse
 import os
 from typing import Any, Mapping, Sequence
 
-from ..logs import setup_logging
-from ..procutil import die_with_parent, set_process_title
+from ..observability.logs import setup_logging
+from ..transport.process import die_with_parent, set_process_title
 
 Flag = tuple[str, type, Any, str]  # name, type, default, help
 

@@ -29,11 +29,10 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from ..errors import FrontendError
-from ..protocol import engine as engine_wire
-from ..protocol import registry as registry_wire
+from ..protocol import engine as engine_wire, registry as registry_wire
 from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, ImageRequest, MediaItem, RequestOutput,
                                TokenLogprob, VideoRequest)
+from ..protocol.errors import FrontendError
 from ..protocol.registry import ModelCard
 from .checksum import model_checksum
 from .unary import TYPE_METHODS, InvalidInput, NotServed, ProgressSink, UnaryServer, Vector

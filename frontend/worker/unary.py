@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import msgspec
 
-from ..errors import FrontendError
 from ..protocol.engine import (EmbedRequest, EmbedResult, ImageRequest, MediaProgress, MediaResult, UnaryError,
                                UnaryRequest)
+from ..protocol.errors import FrontendError
 
 if TYPE_CHECKING:
     from .runtime import Engine

@@ -14,7 +14,7 @@ from frontend.tokenizer.chat_template import ChatTemplate
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = [
-    (REPO / "frontend" / "mocker" / "corpus.txt").read_text(),
+    (REPO / "frontend" / "engines" / "mocker" / "corpus.txt").read_text(),
     (REPO / "bench" / "client.py").read_text(),
     "Ünïcödé  日本語のテキストです。  😀👍🏽 emoji\r\n\n\n  tabs\t\tand    spaces 1234567 3.14159 don't I'LL",
     "e\u0301 (a decomposed é is NFC-normalized) and ﬁ ligatures, Ω ≈ ∑",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 
-from frontend.mocker.corpus import CORPUS_PATH
+from frontend.engines.mocker.corpus import CORPUS_PATH
 
 WORDY_TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|> {{ m.content }} {% endfor %}"
                   "{% if add_generation_prompt %}<|assistant|>{% endif %}")

@@ -1,7 +1,7 @@
 """Scripted mock workers for the tool-call, reasoning, Responses and Anthropic end-to-end tests.
 
 Each model is an external ``python -m frontend.mocker`` on the shared daemon, started once per session, with
-the parsers its card names and a script (``frontend/mocker/script.py``) whose answers carry the markup of
+the parsers its card names and a script (``frontend/engines/mocker/script.py``) whose answers carry the markup of
 that parser family. Prompts no rule matches get the mock's corpus text.
 """
 

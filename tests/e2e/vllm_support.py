@@ -41,7 +41,7 @@ def require_vllm() -> None:
 
 def make_tiny_model(out_dir: str) -> str:
     """The tiny random-weight Qwen2 directory, made by the project's own script."""
-    subprocess.run([sys.executable, "-m", "frontend.vllm.tiny_model", out_dir], cwd=REPO, check=True,
+    subprocess.run([sys.executable, "-m", "frontend.engines.vllm.tiny_model", out_dir], cwd=REPO, check=True,
                    capture_output=True, timeout=300)
     return out_dir
 

@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from frontend.errors import InvalidRequest
 from frontend.grpc.proto import kserve_pb2 as pb
 from frontend.grpc.tensors import ResponseEncoder, completion_request, requested_outputs
+from frontend.protocol.errors import InvalidRequest
 
 CONTENTS = {"BOOL": "bool_contents", "INT32": "int_contents", "INT64": "int64_contents", "FP32": "fp32_contents",
             "FP64": "fp64_contents", "BYTES": "bytes_contents"}

@@ -13,7 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # no packaging config yet: make `frontend` importable from the checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-from frontend.errors import ConfigError, TemplateError  # noqa: E402
+from frontend.protocol.errors import ConfigError, TemplateError  # noqa: E402
 from frontend.tokenizer.chat_template import ChatTemplate  # noqa: E402
 
 TINY_MODEL_DIR = REPO_ROOT / "config" / "models" / "tiny"

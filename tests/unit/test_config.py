@@ -9,7 +9,7 @@ import pytest
 
 from frontend.config.loader import FrontendConfig, build_parser, dump_toml, load_config, option_for
 from frontend.config.options import OPTIONS, OPTIONS_BY_NAME, Option
-from frontend.errors import ConfigError
+from frontend.protocol.errors import ConfigError
 
 
 def write_toml(tmp_path: Path, text: str, name: str = "frontend.toml") -> str:

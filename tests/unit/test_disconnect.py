@@ -1,10 +1,10 @@
-"""DisconnectWatch (frontend/disconnect.py): fires once on disconnect, and stop() leaves nothing behind."""
+"""DisconnectWatch (frontend/pipeline/disconnect.py): fires once on disconnect, and stop() leaves nothing behind."""
 
 import asyncio
 import gc
 import weakref
 
-from frontend.disconnect import DisconnectWatch
+from frontend.pipeline.disconnect import DisconnectWatch
 
 
 class Owner:

@@ -7,8 +7,8 @@ from array import array
 
 import pytest
 
-from frontend.errors import InvalidRequest
 from frontend.http.embeddings import MIN_CHUNK_INPUTS, _vector, split_batch
+from frontend.protocol.errors import InvalidRequest
 
 
 def _covers(chunks: list[tuple[int, int]], count: int) -> bool:

@@ -1,4 +1,4 @@
-"""Unit tests for the request helpers of frontend.generation and frontend.http.completions.prompts_of."""
+"""Unit tests for the request helpers of frontend.pipeline.generation and frontend.http.completions.prompts_of."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import msgspec
 import pytest
 
-from frontend.errors import ContextLengthExceeded, InvalidRequest, RequestError
 from frontend.http.completions import prompts_of
-from frontend.generation import engine_request, max_new_tokens, reject_unsupported, stop_strings
+from frontend.pipeline.generation import engine_request, max_new_tokens, reject_unsupported, stop_strings
 from frontend.protocol.engine import GenerateRequest, GuidedDecoding
+from frontend.protocol.errors import ContextLengthExceeded, InvalidRequest, RequestError
 from frontend.protocol.openai import ChatCompletionRequest, CompletionRequest
 
 

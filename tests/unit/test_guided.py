@@ -1,4 +1,4 @@
-"""Structured-output validation (frontend.guided): at most one constraint, valid schemas and regexes, 400s
+"""Structured-output validation (frontend.pipeline.guided): at most one constraint, valid schemas and regexes, 400s
 that name the field."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 import msgspec
 import pytest
 
-from frontend.errors import InvalidRequest
-from frontend.guided import check_schema, guided_decoding
-from frontend.nvext import as_nvext
+from frontend.pipeline.guided import check_schema, guided_decoding
+from frontend.pipeline.nvext import as_nvext
 from frontend.protocol.engine import GuidedDecoding
+from frontend.protocol.errors import InvalidRequest
 from frontend.protocol.openai import ChatCompletionRequest, CompletionRequest
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},

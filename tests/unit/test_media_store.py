@@ -1,4 +1,4 @@
-"""The media store (frontend/media_store.py): names, URLs, expiry and the size bound."""
+"""The media store (frontend/stores/media.py): names, URLs, expiry and the size bound."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from frontend.media_store import MediaSettings, MediaStore
+from frontend.stores.media import MediaSettings, MediaStore
 
 
 def store(tmp_path, **settings) -> MediaStore:

@@ -1,4 +1,4 @@
-"""Unit tests for frontend.mocker.engine (the step-based mock engine) and frontend.mocker.corpus."""
+"""Unit tests for frontend.engines.mocker.engine (the step-based mock engine) and frontend.engines.mocker.corpus."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from frontend.mocker import engine as engine_module
-from frontend.mocker.corpus import Corpus
-from frontend.mocker.engine import EngineSettings, MockEngine, decode_ms, prefill_ms
+from frontend.engines.mocker import engine as engine_module
+from frontend.engines.mocker.corpus import Corpus
+from frontend.engines.mocker.engine import EngineSettings, MockEngine, decode_ms, prefill_ms
 from frontend.protocol.engine import GenerateRequest, SamplingOptions, StopConditions, TokenLogprob
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The mock engine's structured output (frontend.mocker.guided): every document validates against its schema."""
+"""The mock engine's structured output (frontend.engines.mocker.guided): every document validates against its schema."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 from tokenizers import Tokenizer
 
-from frontend.mocker.corpus import Corpus
-from frontend.mocker.engine import EngineSettings, MockEngine
-from frontend.mocker.guided import JsonFaker, guided_text
+from frontend.engines.mocker.corpus import Corpus
+from frontend.engines.mocker.engine import EngineSettings, MockEngine
+from frontend.engines.mocker.guided import JsonFaker, guided_text
 from frontend.protocol.engine import GenerateRequest, GuidedDecoding, SamplingOptions, StopConditions
 
 TINY_TOKENIZER = Path(__file__).resolve().parents[2] / "config" / "models" / "tiny" / "tokenizer.json"

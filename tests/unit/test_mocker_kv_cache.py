@@ -1,8 +1,8 @@
-"""The mock engine's paged KV cache (frontend/mocker/kv_cache.py)."""
+"""The mock engine's paged KV cache (frontend/engines/mocker/kv_cache.py)."""
 
 import pytest
 
-from frontend.mocker.kv_cache import CacheFull, KvCache, SequenceBlocks
+from frontend.engines.mocker.kv_cache import CacheFull, KvCache, SequenceBlocks
 
 
 class RecordingPublisher:

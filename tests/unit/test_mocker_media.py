@@ -1,4 +1,4 @@
-"""The mock's embeddings, images and videos (frontend/mocker/embeddings.py, media.py, modalities.py)."""
+"""The mock's embeddings, images and videos (frontend/engines/mocker/embeddings.py, media.py, modalities.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from array import array
 import pytest
 from PIL import Image
 
-from frontend.mocker.embeddings import embed_tokens
-from frontend.mocker.media import Scene, encode_image, encode_video, video_format
-from frontend.mocker.modalities import MockWorker, parse_model_types
+from frontend.engines.mocker.embeddings import embed_tokens
+from frontend.engines.mocker.media import Scene, encode_image, encode_video, video_format
+from frontend.engines.mocker.modalities import MockWorker, parse_model_types
 from frontend.protocol.engine import EmbedRequest, ImageRequest, MediaProgress, VideoRequest
 from frontend.worker import InvalidInput, ProgressSink
 

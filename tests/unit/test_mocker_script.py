@@ -1,4 +1,4 @@
-"""The mock engine's scripted answers (frontend/mocker/script.py) and the reasoning budget it honours."""
+"""The mock engine's scripted answers (frontend/engines/mocker/script.py) and the reasoning budget it honours."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from frontend.mocker.corpus import Corpus
-from frontend.mocker.engine import EngineSettings, MockEngine
-from frontend.mocker.script import Rule, Script
+from frontend.engines.mocker.corpus import Corpus
+from frontend.engines.mocker.engine import EngineSettings, MockEngine
+from frontend.engines.mocker.script import Rule, Script
 from frontend.protocol.engine import GenerateRequest, StopConditions
 
 TINY = Path(__file__).resolve().parents[2] / "config" / "models" / "tiny"

@@ -1,4 +1,4 @@
-"""nvext resolution (frontend.nvext), engine requests built from it, several-choice helpers and logprob shapes."""
+"""nvext resolution (frontend.pipeline.nvext), engine requests built from it, several-choice helpers and logprob shapes."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import msgspec
 import pytest
 from tokenizers import Tokenizer
 
-from frontend.errors import InvalidRequest
-from frontend.generation import SharedObserver, combined_usage, engine_request
 from frontend.http.logprobs import chat_logprobs, completion_logprobs, token_texts
-from frontend.nvext import (NO_EXTENSIONS, annotation, check_token_ids, extensions, prompt_annotations,
-                            raw_chat_prompt, response_nvext)
+from frontend.pipeline.generation import SharedObserver, combined_usage, engine_request
+from frontend.pipeline.nvext import (NO_EXTENSIONS, annotation, check_token_ids, extensions, prompt_annotations,
+                                     raw_chat_prompt, response_nvext)
 from frontend.protocol.engine import TokenLogprob
+from frontend.protocol.errors import InvalidRequest
 from frontend.protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
 
 TINY_TOKENIZER = Path(__file__).resolve().parents[2] / "config" / "models" / "tiny" / "tokenizer.json"

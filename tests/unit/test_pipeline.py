@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from frontend.errors import EngineError, InvalidRequest
 from frontend.postprocess.pipeline import Delta, OutputPipeline
 from frontend.protocol.engine import RequestOutput, TokenLogprob
+from frontend.protocol.errors import EngineError, InvalidRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_TOKENIZER = REPO_ROOT / "config" / "models" / "tiny" / "tokenizer.json"

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 import zmq
 
-from frontend.daemon.topology import Endpoints
+from frontend.config.topology import Endpoints
 from frontend.protocol import registry as wire
 from frontend.registry.server import Leases, handle, run
 

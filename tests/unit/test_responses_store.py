@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from frontend import responses_store
-from frontend.responses_store import ResponseStore
+from frontend.stores import responses as responses_store
+from frontend.stores.responses import ResponseStore
 
 
 def test_put_get_delete_across_handles(tmp_path):

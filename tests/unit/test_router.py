@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from frontend.config.options import OPTIONS_BY_NAME
-from frontend.errors import ServiceUnavailable
 from frontend.kv.index_reference import ReferenceKvIndex
+from frontend.protocol.errors import ServiceUnavailable
 from frontend.router.select import Router, RouterSettings
 
 BS = 16

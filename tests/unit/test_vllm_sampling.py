@@ -1,4 +1,4 @@
-"""The SDK's engine request in vLLM's terms (frontend/vllm/sampling.py), and vLLM's logprobs back."""
+"""The SDK's engine request in vLLM's terms (frontend/engines/vllm/sampling.py), and vLLM's logprobs back."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from vllm.exceptions import VLLMClientError  # noqa: E402
 from vllm.logprobs import Logprob  # noqa: E402
 from vllm.sampling_params import RequestOutputKind  # noqa: E402
 
-from frontend.protocol.engine import (GenerateRequest, GuidedDecoding, SamplingOptions,  # noqa: E402
-                                      StopConditions, TokenLogprob)
-from frontend.vllm.sampling import sampling_params, token_logprobs  # noqa: E402
+from frontend.engines.vllm.sampling import sampling_params, token_logprobs  # noqa: E402
+from frontend.protocol.engine import (GenerateRequest, GuidedDecoding, SamplingOptions, StopConditions,  # noqa: E402
+                                      TokenLogprob)
 
 
 def request(**sampling) -> GenerateRequest:

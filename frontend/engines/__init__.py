@@ -1,0 +1,1 @@
+"""Engines built on the worker SDK (frontend/worker/): the mock engine, the embedding worker, vLLM."""

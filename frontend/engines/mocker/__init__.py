@@ -1,0 +1,1 @@
+"""The mock engine: a worker that simulates an LLM (timing, KV cache, events) without a model."""

@@ -1,0 +1,103 @@
+"""The gateway's view of the served models, kept current from the registry's snapshots.
+
+Sockets:
+    recv_from_registry  SUB  connect  the registry's PUB (ipc)  Snapshot
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+import msgspec
+import zmq
+from tokenizers import Tokenizer
+
+from ..protocol import registry as wire
+from ..protocol.registry import Instance, ModelCard
+from ..tokenizer.model_files import eos_token_ids, load_tokenizer
+from ..transport.zmqloop import SocketDrainer
+
+log = logging.getLogger(__name__)
+
+
+class ServedModel:
+    """One model name with its card, tokenizer (for detokenization) and live instances.
+
+    A model that serves only media types (images, videos) has no tokenizer here (``tokenizer`` is None):
+    its prompts go to the worker as text. Handlers check the model's types before using the tokenizer.
+    """
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+        self.name = card.name
+        self.created = int(time.time())
+        self.tokenizer: Tokenizer | None = load_tokenizer(card.model_path) if card.tokenized() else None
+        self.eos_token_ids = eos_token_ids(card.model_path, self.tokenizer) if self.tokenizer is not None else []
+        self.block_size = card.kv_block_size
+        self.instance_ids: list[str] = []
+        self.total_kv_blocks: dict[str, int] = {}
+
+
+class ModelTable:
+    """Models by name, replaced as a whole on every registry snapshot with a new version."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoint: str,
+                 on_instances: Callable[[list[Instance]], None]) -> None:
+        sock = context.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(endpoint)
+        self._drainer = SocketDrainer(loop, sock, self._on_snapshot)
+        self._on_instances = on_instances
+        self.version = -1
+        self.models: dict[str, ServedModel] = {}
+        self.instances: list[Instance] = []
+
+    def _on_snapshot(self, frames: list[bytes]) -> None:
+        try:
+            snapshot = wire.snapshot_decoder.decode(frames[-1])
+        except msgspec.DecodeError:
+            log.warning("malformed registry snapshot")
+            return
+        if snapshot.version == self.version:
+            return
+        self.version = snapshot.version
+        self.apply(snapshot.instances)
+
+    def apply(self, instances: list[Instance]) -> None:
+        """Rebuild the table from the live instances (models keep their loaded tokenizer)."""
+        models: dict[str, ServedModel] = {}
+        for instance in sorted(instances, key=lambda i: i.instance_id):
+            model = models.get(instance.card.name)
+            if model is None:
+                model = self.models.get(instance.card.name)
+                if model is None or model.card != instance.card:
+                    model = self._load(instance.card)
+                    if model is None:
+                        continue
+                model.instance_ids = []
+                model.total_kv_blocks = {}
+                models[instance.card.name] = model
+            if instance.draining:
+                continue  # finishing its requests (still connected), but routed nothing new
+            model.instance_ids.append(instance.instance_id)
+            total = instance.card.runtime_config.get("total_kv_blocks")
+            if isinstance(total, int):
+                model.total_kv_blocks[instance.instance_id] = total
+        self.models = models
+        self.instances = list(instances)
+        self._on_instances(self.instances)
+
+    @staticmethod
+    def _load(card: ModelCard) -> ServedModel | None:
+        try:
+            return ServedModel(card)
+        except Exception as exc:  # unreadable model files: the model is not served, the rest is
+            log.error("cannot load model files", extra={"model": card.name, "path": card.model_path,
+                                                        "error": str(exc)})
+            return None
+
+    def close(self) -> None:
+        self._drainer.close()

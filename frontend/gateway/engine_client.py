@@ -1,0 +1,136 @@
+"""The gateway side of the request plane: one DEALER per worker instance, streams keyed by request id.
+
+Replies arrive as ``OutputBatch`` messages (one per engine step); the socket callback splits them into the
+per-request :class:`RequestStream` buffers and wakes each waiting handler once, however many tokens came.
+Replies of unary requests (``MediaProgress``, ``EmbedResult``, ``MediaResult``, ``UnaryError``; see
+``frontend/pipeline/unary.py``) go to their request's stream as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+import zmq
+
+from ..protocol import engine as wire
+from ..protocol.engine import AbortRequest, GenerateRequest, OutputBatch, RequestOutput, UnaryRequest
+from ..protocol.registry import Instance
+from ..transport.zmqloop import SocketDrainer
+
+log = logging.getLogger(__name__)
+
+
+class RequestStream:
+    """Outputs of one request as they arrive; ``next()`` returns everything received since the last call.
+
+    Items are ``RequestOutput`` for a generation; the replies of a unary request otherwise (a
+    ``RequestOutput`` with finish reason ``error`` there too when the worker went away).
+    """
+
+    __slots__ = ("request_id", "instance_id", "_items", "_waiter", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, request_id: str, instance_id: str) -> None:
+        self.request_id = request_id
+        self.instance_id = instance_id
+        self._items: list[RequestOutput] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = loop
+
+    def push(self, output: RequestOutput) -> None:
+        self._items.append(output)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def next(self) -> list[RequestOutput]:
+        if not self._items:
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        items, self._items = self._items, []
+        return items
+
+
+class WorkerConnection:
+    """The DEALER socket to one worker instance."""
+
+    def __init__(self, client: "EngineClient", instance: Instance) -> None:
+        sock = client.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(instance.endpoint)
+        self.instance = instance
+        self.drainer = SocketDrainer(client.loop, sock, client._on_batch)
+        self.sock = sock
+
+    def send(self, message: msgspec.Struct) -> None:
+        self.sock.send(wire.encoder.encode(message))
+        self.drainer.after_send()
+
+
+class EngineClient:
+    """Submits requests to worker instances and routes their outputs back to the waiting streams."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context) -> None:
+        self.loop = loop
+        self.context = context
+        self.connections: dict[str, WorkerConnection] = {}
+        self.streams: dict[str, RequestStream] = {}
+        self.malformed_batches = 0
+
+    def sync_instances(self, instances: list[Instance]) -> None:
+        """Connect to new instances; drop gone ones and fail their in-flight requests."""
+        live = {instance.instance_id: instance for instance in instances}
+        for instance_id in list(self.connections):
+            if instance_id not in live:
+                self._drop(instance_id)
+        for instance_id, instance in live.items():
+            known = self.connections.get(instance_id)
+            if known is None or known.instance.endpoint != instance.endpoint:
+                if known is not None:
+                    self._drop(instance_id)
+                self.connections[instance_id] = WorkerConnection(self, instance)
+
+    def _drop(self, instance_id: str) -> None:
+        connection = self.connections.pop(instance_id)
+        connection.drainer.close()
+        for stream in [s for s in self.streams.values() if s.instance_id == instance_id]:
+            stream.push(RequestOutput(stream.request_id, [], "error", error="the worker serving this request "
+                                      "went away"))
+
+    def submit(self, instance_id: str, request: GenerateRequest | UnaryRequest) -> RequestStream:
+        self.connections[instance_id].send(request)
+        stream = RequestStream(self.loop, request.request_id, instance_id)
+        self.streams[request.request_id] = stream
+        return stream
+
+    def release(self, stream: RequestStream, *, abort: bool) -> None:
+        """Forget a stream; with ``abort`` tell the worker to stop generating for it."""
+        self.streams.pop(stream.request_id, None)
+        if abort:
+            connection = self.connections.get(stream.instance_id)
+            if connection is not None:
+                connection.send(AbortRequest(stream.request_id))
+
+    def _on_batch(self, frames: list[bytes]) -> None:
+        try:
+            message = wire.from_worker_decoder.decode(frames[-1])
+        except msgspec.DecodeError:
+            self.malformed_batches += 1
+            return
+        streams = self.streams
+        if type(message) is not OutputBatch:  # a unary reply
+            stream = streams.get(message.request_id)
+            if stream is not None:
+                stream.push(message)
+            return
+        for output in message.outputs:
+            stream = streams.get(output.request_id)
+            if stream is not None:
+                stream.push(output)
+
+    def close(self) -> None:
+        for instance_id in list(self.connections):
+            self._drop(instance_id)

@@ -1,0 +1,138 @@
+"""Everything one HTTP worker process shares between requests: models, tokenizer pool, workers, router.
+
+Built once per Granian worker process in ``__rsgi_init__`` from the daemon's config; Granian worker processes
+share no Python state, so each has its own sockets and its own copy of the model table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+import msgspec
+import zmq
+
+from ..kv import KvIndexReader
+from ..observability.metrics import (CURRENT_REQUEST, Metrics, RequestRecord, Snapshot, SnapshotServer, SnapshotWriter,
+                                     error_type_for, gather_snapshots)
+from ..protocol import indexer as indexer_wire
+from ..protocol.engine import GenerateRequest
+from ..protocol.errors import ModelNotFound, RequestError, ServiceUnavailable
+from ..router.select import Route, Router
+from ..stores.media import MediaStore
+from ..tokenizer.client import TokenizerClient
+from ..transport.zmqloop import SocketDrainer
+from .discovery import ModelTable, ServedModel
+from .engine_client import EngineClient, RequestStream
+from .settings import GatewaySettings
+
+
+class Gateway:
+    """Per-process state and the operations handlers need."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: GatewaySettings) -> None:
+        self.loop = loop
+        self.settings = settings
+        self.context = zmq.Context()
+        self.metrics = Metrics()
+        self._metrics_writer = SnapshotWriter(loop, self.metrics, settings.metrics_dir)
+        self._metrics_server = SnapshotServer(loop, self.context, self.metrics, settings.metrics_dir, SocketDrainer)
+        self.engines = EngineClient(loop, self.context)
+        self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances)
+        self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics)
+        self.kv_index = KvIndexReader(settings.endpoints.kv_index_name)
+        self.media = MediaStore(settings.media)
+        self._send_routed = self.context.socket(zmq.PUSH)
+        self._send_routed.setsockopt(zmq.LINGER, 0)
+        self._send_routed.setsockopt(zmq.SNDHWM, 10_000)
+        self._send_routed.connect(settings.endpoints.indexer_routed)
+        self.router = Router(settings.router, self.kv_index, self._routed)
+        self.indexer_status = indexer_wire.IndexerStatus({}, [])
+        status = self.context.socket(zmq.SUB)
+        status.setsockopt(zmq.SUBSCRIBE, b"")
+        status.connect(settings.endpoints.indexer_status)
+        self._status = SocketDrainer(loop, status, self._on_indexer_status)
+        self._prefix = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
+        self._counter = itertools.count()
+        self.inflight = 0
+
+    @contextmanager
+    def admitted(self, endpoint: str) -> Iterator[RequestRecord]:
+        """Admission and accounting of one request, for every front door (HTTP, gRPC).
+
+        Refused with 503 while the daemon drains or over ``--max-concurrent-requests`` (per process); counted
+        in ``inflight`` (also while its body uploads) and recorded in ``requests_total`` with its endpoint
+        label and error type.
+        """
+        settings = self.settings
+        if os.path.exists(settings.draining_flag):
+            raise ServiceUnavailable("the server is shutting down; retry on another instance")
+        if settings.max_concurrent_requests and self.inflight >= settings.max_concurrent_requests:
+            raise ServiceUnavailable("too many concurrent requests; retry later")
+        self.inflight += 1
+        record = RequestRecord(endpoint)
+        CURRENT_REQUEST.set(record)
+        try:
+            yield record
+        except RequestError as error:
+            record.error_type = error_type_for(error.status)
+            raise
+        except Exception:
+            record.error_type = "internal"
+            raise
+        finally:
+            self.inflight -= 1
+            record.record(self.metrics)
+
+    async def metrics_snapshots(self) -> list[Snapshot]:
+        """The metrics of every serving process: live values of the running ones (asked over ipc), the last
+        snapshot file of the others."""
+        return await gather_snapshots(self.loop, self.context, self.settings.metrics_dir, self.metrics,
+                                      SocketDrainer)
+
+    def new_request_id(self) -> str:
+        """Unique across gateway processes and daemon launches."""
+        return f"{self._prefix}{next(self._counter):x}"
+
+    def model(self, name: str) -> ServedModel:
+        model = self.models.models.get(name)
+        if model is None:
+            raise ModelNotFound(name)
+        return model
+
+    def submit(self, model: ServedModel, request: GenerateRequest, block_hashes: bytes,
+               pinned: str | None) -> tuple[RequestStream, Route]:
+        """Route and send a preprocessed request; 503 when the model has no live instance."""
+        route = self.router.pick(model, block_hashes, len(request.token_ids), pinned)
+        if route.instance_id not in self.engines.connections:
+            self.router.finish(route)
+            raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+        return self.engines.submit(route.instance_id, request), route
+
+    def _routed(self, instance_id: str, block_hashes: bytes) -> None:
+        try:
+            self._send_routed.send(indexer_wire.encoder.encode(indexer_wire.RoutedBlocks(instance_id, block_hashes)),
+                                   zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the indexer is behind: this decision is only a hint
+
+    def _on_indexer_status(self, frames: list[bytes]) -> None:
+        try:
+            self.indexer_status = indexer_wire.status_decoder.decode(frames[-1])
+        except msgspec.DecodeError:
+            pass
+
+    def close(self) -> None:
+        self._metrics_writer.close()  # the final file first: a scrape uses it once the socket is gone
+        self._metrics_server.close()
+        self.models.close()
+        self.tokenizer.close()
+        self.engines.close()
+        self._status.close()
+        self._send_routed.close(0)
+        self.kv_index.close()
+        self.context.term()

@@ -1,0 +1,57 @@
+"""Response helpers: JSON bodies, OpenAI-shaped errors and server-sent-event framing."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from ..protocol.errors import InternalError, RequestError
+from ..protocol.openai import ErrorDetail, ErrorResponse
+
+log = logging.getLogger(__name__)
+
+JSON_HEADERS = [("content-type", "application/json")]
+SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+SSE_DONE = b"data: [DONE]\n\n"
+
+json_encode = msgspec.json.encode
+
+
+def send_json(proto, status: int, body: msgspec.Struct | dict, headers: list[tuple[str, str]] | None = None) -> None:
+    proto.response_bytes(status, headers or JSON_HEADERS, json_encode(body))
+
+
+def error_body(error: RequestError) -> ErrorResponse:
+    return ErrorResponse(ErrorDetail(error.message, error.error_type, error.param, error.code))
+
+
+def send_error(proto, error: RequestError) -> None:
+    headers = JSON_HEADERS
+    if error.status == 503:
+        headers = JSON_HEADERS + [("retry-after", "1")]
+    proto.response_bytes(error.status, headers, json_encode(error_body(error)))
+
+
+def internal_error(exc: BaseException) -> InternalError:
+    """Log a bug with its traceback; the client gets a 500 without internals."""
+    log.error("unhandled error", exc_info=exc)
+    return InternalError("internal server error")
+
+
+def sse_event(body: msgspec.Struct) -> bytes:
+    return b"data: " + json_encode(body) + b"\n\n"
+
+
+def sse_error(error: RequestError) -> bytes:
+    return sse_event(error_body(error))
+
+
+def validation_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> tuple[str, str | None]:
+    """msgspec's message and the field it names (``$.messages[0].role`` -> ``messages[0].role``)."""
+    message = str(exc)
+    param = None
+    marker = " - at `$."
+    if marker in message:
+        param = message.rsplit(marker, 1)[1].rstrip("`")
+    return message, param

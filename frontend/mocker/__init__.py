@@ -1,0 +1,1 @@
+"""`python -m frontend.mocker`: the mock engine worker (frontend/engines/mocker/)."""

@@ -1,0 +1,377 @@
+"""What every generating API shares (HTTP chat/completions, gRPC): request to engine request, and running it.
+
+A :class:`Generation` owns one engine request's life on a worker: route and submit, read output batches
+through the output pipeline, abort the worker when the client leaves or a stop string matches, release the
+stream and the routing load. It knows nothing of HTTP: the caller passes the pinned instance, if any, and
+an awaitable that completes when the client goes away.
+
+Several choices (``n > 1``, or a batch of completion prompts) are one engine request each, all started
+before the first is read (:class:`Choices`): choice ``i`` of a request with a ``seed`` gets the seed
+``seed + i``, so choice 0 is what the same request with ``n = 1`` answers; without a seed the choices are
+independent samples (identical under greedy decoding). They share one disconnect watch and one metrics
+observer (the request counts once); :func:`merged` interleaves their deltas as they come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator, Awaitable, Callable, Mapping
+
+from ..gateway.discovery import ServedModel
+from ..gateway.state import Gateway
+from ..observability.metrics import GenerationObserver
+from ..parsers.base import OutputParser
+from ..postprocess.pipeline import Delta, OutputPipeline
+from ..protocol.engine import GenerateRequest, GuidedDecoding, RequestOutput, SamplingOptions, StopConditions
+from ..protocol.errors import ContextLengthExceeded, InvalidRequest
+from ..protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
+from .disconnect import DisconnectWatch
+from .nvext import NO_EXTENSIONS, PIN_HEADERS, Extensions
+
+CLIENT_GONE = "client_disconnected"
+MAX_CHOICES = 1024  # prompts x n of one request
+
+AnyRequest = ChatCompletionRequest | CompletionRequest
+
+
+def reject_unsupported(request: AnyRequest) -> None:
+    """Known fields whose feature is not available are a clear 400, never silently dropped."""
+    if request.logit_bias:
+        raise InvalidRequest("logit_bias is not supported by this server yet", param="logit_bias")
+    if isinstance(request, ChatCompletionRequest):
+        if request.top_logprobs and not request.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+    else:
+        if request.best_of not in (None, 1):
+            raise InvalidRequest("best_of > 1 is not supported by this server yet", param="best_of")
+        if request.suffix:
+            raise InvalidRequest("suffix (fill-in-the-middle) is not supported: the served engines cannot insert "
+                                 "text between a prompt and a suffix", param="suffix")
+
+
+def stop_strings(request: AnyRequest) -> list[str]:
+    stop = request.stop
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else [s for s in stop if s]
+
+
+def max_new_tokens(requested: int | None, prompt_len: int, model: ServedModel, min_tokens: int,
+                   prompt_param: str = "messages") -> int:
+    """The generation budget; 400 when prompt plus budget exceed the context window."""
+    context = model.card.context_length
+    if prompt_len >= context:
+        raise ContextLengthExceeded(f"This model's maximum context length is {context} tokens, but the prompt "
+                                    f"has {prompt_len} tokens.", prompt_param)
+    if requested is None:
+        requested = context - prompt_len
+    elif prompt_len + requested > context:
+        raise ContextLengthExceeded(f"This model's maximum context length is {context} tokens. However, you "
+                                    f"requested {prompt_len + requested} tokens ({prompt_len} in the prompt, "
+                                    f"{requested} for the completion). Please reduce the length of the prompt "
+                                    f"or the maximum number of tokens.", prompt_param)
+    if min_tokens > requested:
+        raise InvalidRequest(f"min_tokens ({min_tokens}) is greater than max_tokens ({requested})",
+                             param="min_tokens")
+    return requested
+
+
+def engine_request(gateway: Gateway, request: AnyRequest, model: ServedModel, prompt_ids: list[int],
+                   max_tokens: int | None, logprobs: int | None, *, ext: Extensions = NO_EXTENSIONS,
+                   guided: GuidedDecoding | None = None, choice: int = 0) -> GenerateRequest:
+    """The engine request of one choice (``choice`` > 0 derives its seed); budget checked (400)."""
+    nvext = ext.nvext
+    min_tokens = request.min_tokens
+    top_k, repetition_penalty, ignore_eos = request.top_k, request.repetition_penalty, request.ignore_eos
+    if nvext is not None:  # Dynamo's deprecated nvext copies of root-level fields: the root wins
+        min_tokens = nvext.min_tokens if min_tokens is None else min_tokens
+        top_k = nvext.top_k if top_k is None else top_k
+        repetition_penalty = nvext.repetition_penalty if repetition_penalty is None else repetition_penalty
+        ignore_eos = ignore_eos or bool(nvext.ignore_eos)
+    min_tokens = min_tokens or 0
+    prompt_param = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
+    budget = max_new_tokens(max_tokens, len(prompt_ids), model, min_tokens, prompt_param)
+    seed = request.seed
+    if seed is not None and choice:
+        seed = (seed + choice + 2**63) % 2**64 - 2**63  # stays a signed 64-bit integer
+    if ext.greedy:
+        sampling = SamplingOptions(temperature=0.0, seed=seed, guided=guided)
+    else:
+        sampling = SamplingOptions(
+            temperature=request.temperature, top_p=request.top_p, top_k=top_k, min_p=request.min_p, seed=seed,
+            presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
+            repetition_penalty=repetition_penalty, guided=guided,
+        )
+    stop = StopConditions(max_tokens=budget, min_tokens=min_tokens, stop_token_ids=request.stop_token_ids or [],
+                          ignore_eos=ignore_eos, max_thinking_tokens=ext.max_thinking_tokens)
+    return GenerateRequest(gateway.new_request_id(), prompt_ids, stop, sampling,
+                           [] if ignore_eos else model.eos_token_ids, logprobs, model.name)
+
+
+def pinned_instance(request, headers: Mapping[str, str]) -> str | None:
+    """A worker instance the client asked for: a header first, else ``nvext.backend_instance_id``.
+
+    For requests whose ``nvext`` is a dict or a Struct; chat and completions use ``nvext.extensions``.
+    """
+    for name in PIN_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    nvext = request.nvext
+    if nvext:
+        value = nvext.get("backend_instance_id") if isinstance(nvext, dict) else nvext.backend_instance_id
+        if value is not None:
+            return str(value)
+    return None
+
+
+class Generation:
+    """One request running on a worker, read as a sequence of :class:`Delta`."""
+
+    __slots__ = ("gateway", "tokenizer", "prompt_tokens", "pipeline", "stream", "route", "observer", "started",
+                 "first_token_at", "finished_at", "_prefilled", "client_gone", "_watcher", "_errored", "_released")
+
+    def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
+                 block_hashes: bytes, *, pinned: str | None = None,
+                 disconnected: Awaitable[None] | None = None, parser: OutputParser | None = None,
+                 ext: Extensions = NO_EXTENSIONS, observer: GenerationObserver | None = None) -> None:
+        self.gateway = gateway
+        self.tokenizer = model.tokenizer
+        self.prompt_tokens = len(engine_req.token_ids)
+        include_stop = request.include_stop_str_in_output
+        if ext.nvext is not None and not include_stop:  # Dynamo's deprecated nvext copy
+            include_stop = bool(ext.nvext.include_stop_str_in_output)
+        self.pipeline = OutputPipeline(
+            model.tokenizer, stop=stop_strings(request), include_stop_str_in_output=include_stop,
+            skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:], parser=parser,
+        )
+        self.stream, self.route = gateway.submit(model, engine_req, block_hashes, pinned)
+        self.observer = observer or GenerationObserver(gateway.metrics, model.name, request.stream)
+        self.started = self.observer.started  # perf_counter() when the HTTP request arrived
+        self.first_token_at = 0.0
+        self.finished_at = 0.0
+        self._prefilled = False
+        self.client_gone = False
+        self._errored = self._released = False
+        self._watcher = DisconnectWatch(disconnected, self.cancel) if disconnected is not None else None
+
+    def cancel(self) -> None:
+        """The client went away: stop reading and abort the request on the worker."""
+        if not self.client_gone:
+            self.client_gone = True
+            self.stream.push(RequestOutput(self.stream.request_id, [], CLIENT_GONE))
+
+    def usage(self) -> Usage:
+        """Token counts so far (final once the request finished)."""
+        pipeline = self.pipeline
+        details = PromptTokensDetails(pipeline.cached_tokens) if pipeline.cached_tokens else None
+        return Usage(self.prompt_tokens, pipeline.completion_tokens,
+                     self.prompt_tokens + pipeline.completion_tokens, details)
+
+    async def deltas(self) -> AsyncIterator[Delta]:
+        """Deltas until the request finishes; always releases the worker side (:meth:`release`)."""
+        finished = False
+        try:
+            while not finished:
+                outputs = await self.stream.next()
+                if self.client_gone:
+                    return
+                if not self._prefilled:
+                    self._prefilled = True
+                    self.first_token_at = time.perf_counter()
+                    self.gateway.router.first_token(self.route)
+                before = self.pipeline.completion_tokens
+                delta = self.pipeline.feed(outputs)
+                if self.pipeline.completion_tokens > before:
+                    self.observer.tokens(self.pipeline.completion_tokens - before)
+                finished = delta.finish_reason is not None
+                if finished:
+                    self.finished_at = time.perf_counter()
+                self._errored = delta.error is not None
+                yield delta
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Release the worker side, once: stop watching the client, forget the stream (aborting the worker
+        unless it finished), undo the routing load, record the metrics. ``deltas()`` calls it when it ends; the
+        owner of a generation that may never be read (its client left before the first byte) calls it too."""
+        if self._released:
+            return
+        self._released = True
+        self._stop_watching()
+        finished = self.finished_at != 0.0
+        worker_done = finished and not self.pipeline.stopped_by_string
+        self.gateway.engines.release(self.stream, abort=not worker_done)
+        self.gateway.router.finish(self.route)
+        pipeline = self.pipeline
+        self.observer.finished(self.prompt_tokens, pipeline.completion_tokens, pipeline.cached_tokens,
+                               cancelled=self.client_gone or not finished, error=self._errored)
+
+    def _stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+
+    def abandon(self) -> None:
+        """Release a generation that will never be read (a later choice of its request failed to start)."""
+        if self._released:
+            return
+        self._released = True
+        self._stop_watching()
+        self.gateway.engines.release(self.stream, abort=True)
+        self.gateway.router.finish(self.route)
+        self.observer.finished(self.prompt_tokens, 0, 0, cancelled=False, error=False)
+
+
+# ---- several choices -----------------------------------------------------------------------------------
+
+
+class SharedObserver:
+    """One request's metrics observer shared by its choices: tokens of every choice count, and the request
+    is finished once, when its last choice is (input tokens: each prompt once)."""
+
+    __slots__ = ("observer", "started", "pending", "prompt_tokens", "output_tokens", "cached_tokens",
+                 "cancelled", "error")
+
+    def __init__(self, observer: GenerationObserver, choices: int, prompt_tokens: int) -> None:
+        self.observer = observer
+        self.started = observer.started
+        self.pending = choices
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = self.cached_tokens = 0
+        self.cancelled = self.error = False
+
+    def tokens(self, count: int) -> None:
+        self.observer.tokens(count)
+
+    def finished(self, prompt_tokens: int, output_tokens: int, cached_tokens: int, *, cancelled: bool,
+                 error: bool) -> None:
+        self.output_tokens += output_tokens
+        self.cached_tokens = max(self.cached_tokens, cached_tokens)
+        self.cancelled |= cancelled
+        self.error |= error
+        self.drop(1)
+
+    def drop(self, count: int) -> None:
+        """``count`` choices are over (or will never start)."""
+        self.pending -= count
+        if self.pending == 0:
+            self.observer.finished(self.prompt_tokens, self.output_tokens, self.cached_tokens,
+                                   cancelled=self.cancelled, error=self.error)
+
+
+class Choices:
+    """The generations of one request's choices, started together; ``groups[p]`` are prompt ``p``'s ``n``
+    choices and choice ``p * n + i`` is ``groups[p][i]``, as OpenAI numbers them."""
+
+    def __init__(self, disconnected: Awaitable[None] | None) -> None:
+        self._disconnected = disconnected
+        self._shared: DisconnectWatch | None = None
+        self.groups: list[list[Generation]] = []
+
+    @property
+    def all(self) -> list[Generation]:
+        return [generation for group in self.groups for generation in group]
+
+    def start(self, gateway: Gateway, model: ServedModel, request: AnyRequest, prompts: list[list[int]],
+              hashes: list[bytes], make_request: Callable[[list[int], int], GenerateRequest], *,
+              pinned: str | None, ext: Extensions = NO_EXTENSIONS,
+              parser: Callable[[], OutputParser | None] | None = None) -> "Choices":
+        """Submit ``request.n`` engine requests per prompt; on any failure release those already started."""
+        n = request.n
+        if n == 1 and len(prompts) == 1:  # the common case, kept short
+            self.groups.append([Generation(gateway, model, request, make_request(prompts[0], 0), hashes[0],
+                                           pinned=pinned, disconnected=self._disconnected,
+                                           parser=parser() if parser else None, ext=ext)])
+            return self
+        observer = SharedObserver(
+            GenerationObserver(gateway.metrics, model.name, request.stream), len(prompts) * n,
+            sum(len(ids) for ids in prompts))
+        started = 0
+        try:
+            for ids, block_hashes in zip(prompts, hashes):
+                group: list[Generation] = []
+                self.groups.append(group)
+                for i in range(n):
+                    engine_req = make_request(ids, i)
+                    group.append(Generation(
+                        gateway, model, request, engine_req, block_hashes, pinned=pinned, ext=ext,
+                        parser=parser() if parser else None, observer=observer))  # type: ignore[arg-type]
+                    started += 1
+        except BaseException:
+            for generation in self.all:
+                generation.abandon()
+            observer.drop(len(prompts) * n - started)
+            raise
+        if self._disconnected is not None:  # one watch for all the choices
+            self._shared = DisconnectWatch(self._disconnected, self._cancel_all)
+        return self
+
+    def _cancel_all(self) -> None:
+        for generation in self.all:
+            generation.cancel()
+
+    def usage(self) -> Usage:
+        """Every prompt once, every choice's output."""
+        return combined_usage(self.groups)
+
+    def close(self) -> None:
+        """The request is over: stop watching for the client's disconnect and release every generation not
+        released yet (one whose stream was never read: the client left before the first byte)."""
+        if self._shared is not None:
+            self._shared.stop()
+        for generation in self.all:
+            generation.release()
+
+
+def combined_usage(groups: list[list[Generation]]) -> Usage:
+    """Usage of several choices: each prompt counted once, the completion tokens of every choice summed."""
+    if len(groups) == 1 and len(groups[0]) == 1:
+        return groups[0][0].usage()
+    prompt = sum(group[0].prompt_tokens for group in groups)
+    completion = sum(generation.pipeline.completion_tokens for group in groups for generation in group)
+    cached = sum(max(generation.pipeline.cached_tokens for generation in group) for group in groups)
+    return Usage(prompt, completion, prompt + completion, PromptTokensDetails(cached) if cached else None)
+
+
+async def merged(generations: list[Generation]) -> AsyncIterator[tuple[int, Delta]]:
+    """``(choice index, delta)`` of several generations as they arrive; closing it (``aclosing``) stops
+    the generations still running, which aborts them on their workers."""
+    queue: asyncio.Queue[tuple[int, Delta | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, generation: Generation) -> None:
+        try:
+            async for delta in generation.deltas():
+                queue.put_nowait((index, delta))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug: re-raised by the reader
+            queue.put_nowait((index, exc))
+        finally:
+            queue.put_nowait((index, None))
+
+    tasks = [asyncio.ensure_future(pump(index, generation)) for index, generation in enumerate(generations)]
+    running = len(tasks)
+    try:
+        while running:
+            index, item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def gather_choices(coroutines: list[Awaitable]) -> list:
+    """Run one coroutine per choice concurrently; the first failure cancels the others."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,0 +1,1 @@
+"""Stored state behind the APIs: the Responses store and the media store."""

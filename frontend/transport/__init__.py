@@ -1,0 +1,1 @@
+"""ZeroMQ plumbing every process shares (socket drain loops) and process helpers."""
