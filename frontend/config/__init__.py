@@ -1,5 +1,7 @@
-"""Daemon configuration: option declarations (options.py) and layered loading (loader.py)."""
+"""Daemon configuration: option declarations (options.py), typed sections (sections.py) and layered loading
+(loader.py)."""
 
-from .loader import FrontendConfig, build_parser, dump_toml, load_config
+from .loader import build_parser, dump_toml, load_config
+from .sections import FrontendConfig
 
 __all__ = ["FrontendConfig", "build_parser", "dump_toml", "load_config"]

@@ -1,4 +1,5 @@
-"""Build the frozen daemon configuration from defaults, a TOML file, ``DYN_*`` env vars and the command line."""
+"""Build the frozen, typed daemon configuration (``sections.FrontendConfig``) from defaults, a TOML file,
+``DYN_*`` env vars and the command line."""
 
 from __future__ import annotations
 
@@ -11,14 +12,7 @@ import msgspec
 
 from ..protocol.errors import ConfigError
 from .options import OPTIONS, OPTIONS_BY_NAME, Option
-
-FrontendConfig = msgspec.defstruct(
-    "FrontendConfig",
-    [(option.name, option.kind) for option in OPTIONS],
-    frozen=True,
-    module=__name__,
-)
-FrontendConfig.__doc__ = "The daemon's resolved configuration: one attribute per option in options.OPTIONS."
+from .sections import FrontendConfig
 
 _GROUP_TITLES = {
     "general": "general", "http": "HTTP server", "preprocess": "pre-processing", "router": "routing",
@@ -42,18 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
         group = groups.get(option.group)
         if group is None:
             group = groups[option.group] = parser.add_argument_group(_GROUP_TITLES[option.group])
-        choices = f" One of: {', '.join(option.choices)}." if option.choices else ""
-        help_text = f"{option.help}{choices} [env {' or '.join(option.env_vars)}; default {option.default!r}]"
         if option.kind is bool:
-            group.add_argument(option.flag, action=argparse.BooleanOptionalAction, help=help_text)
+            group.add_argument(option.flag, *option.flag_aliases, action=argparse.BooleanOptionalAction,
+                               help=option.help_text)
         else:
-            group.add_argument(option.flag, metavar=option.name.split("_")[-1].upper(), help=help_text)
+            group.add_argument(option.flag, *option.flag_aliases, metavar=option.name.split("_")[-1].upper(),
+                               help=option.help_text)
     parser.add_argument("--dump-config", action="store_true", help="Print the resolved configuration as TOML "
                         "and exit.")
     return parser
 
 
-def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> tuple[Any, bool]:
+def load_config(argv: Sequence[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> tuple[FrontendConfig, bool]:
     """Resolve the configuration. Returns ``(config, dump_requested)``; raises ConfigError naming the flag."""
     environ = os.environ if environ is None else environ
     cli = vars(build_parser().parse_args(argv))
@@ -64,13 +59,12 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         values.update(_read_file(config_path))
         values["config"] = config_path
     for option in OPTIONS:
-        for env_var in option.env_vars:
-            if env_var in environ:
-                values[option.name] = option.parse(environ[env_var], f"env {env_var}")
-                break
+        found, value = option.from_environ(environ)
+        if found:
+            values[option.name] = value
     for name, raw in cli.items():
         values[name] = OPTIONS_BY_NAME[name].parse(raw, "command line")
-    return FrontendConfig(**values), dump
+    return FrontendConfig.from_values(values), dump
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -90,13 +84,13 @@ def _read_file(path: str) -> dict[str, Any]:
     return values
 
 
-def dump_toml(config: Any) -> str:
+def dump_toml(config: FrontendConfig) -> str:
     """The configuration as a TOML document that ``--config`` accepts."""
     lines = []
     for option in OPTIONS:
         if option.name == "config":
             continue
-        value = getattr(config, option.name)
+        value = config.value(option.name)
         lines.append(f"{option.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 

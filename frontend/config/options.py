@@ -3,13 +3,16 @@
 The flag is ``--name-with-dashes``, the env var ``DYN_NAME_IN_CAPS`` (plus any ``env_aliases``, e.g. Dynamo's own
 name for the setting) and the TOML key ``name_with_underscores``.
 Precedence: command line > environment > config file > default (see ``loader.py``).
+Each option's ``group`` names the typed section of ``FrontendConfig`` it lands in (``sections.py``).
+The worker commands declare their flags with the same ``Option`` (``frontend/worker/cli.py``), with an
+``env_prefix`` of their own (``DYN_MOCKER_``, ...).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..protocol.errors import ConfigError
 from .parser_names import check_reasoning_parsers, check_tool_parsers
@@ -17,17 +20,19 @@ from .parser_names import check_reasoning_parsers, check_tool_parsers
 
 @dataclass(frozen=True)
 class Option:
-    """One configurable setting of the daemon."""
+    """One configurable setting of the daemon (or, with an ``env_prefix`` of its own, of a worker command)."""
 
     name: str
     kind: type
     default: Any
     help: str
-    group: str
+    group: str = ""  # the daemon's: the FrontendConfig section (and --help group); workers leave it empty
     choices: tuple[str, ...] | None = None
-    aliases: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # value aliases, e.g. round-robin -> round_robin
     validate: Callable[[Any], str | None] | None = None
-    env_aliases: tuple[str, ...] = ()  # more env vars read when DYN_<NAME> is not set, in order
+    env_aliases: tuple[str, ...] = ()  # more env vars read when <env_prefix><NAME> is not set, in order
+    env_prefix: str = "DYN_"
+    flag_aliases: tuple[str, ...] = ()  # more flags for the same option, e.g. --kv-block-size
 
     @property
     def flag(self) -> str:
@@ -35,12 +40,25 @@ class Option:
 
     @property
     def env_var(self) -> str:
-        return "DYN_" + self.name.upper()
+        return self.env_prefix + self.name.upper()
 
     @property
     def env_vars(self) -> tuple[str, ...]:
         """Every env var of the option, the one that wins first."""
         return (self.env_var, *self.env_aliases)
+
+    @property
+    def help_text(self) -> str:
+        """The ``--help`` entry: the help, the choices, the env var(s) and the default."""
+        choices = f" One of: {', '.join(self.choices)}." if self.choices else ""
+        return f"{self.help}{choices} [env {' or '.join(self.env_vars)}; default {self.default!r}]"
+
+    def from_environ(self, environ: Mapping[str, str]) -> tuple[bool, Any]:
+        """``(True, value)`` from the first of ``env_vars`` that is set, else ``(False, None)``."""
+        for env_var in self.env_vars:
+            if env_var in environ:
+                return True, self.parse(environ[env_var], f"env {env_var}")
+        return False, None
 
     def parse(self, raw: Any, source: str) -> Any:
         """Convert a raw value (a string from the CLI or env, or a TOML value) and validate it."""
@@ -85,7 +103,7 @@ def _check_toml_type(kind: type, raw: Any) -> Any:
     return raw
 
 
-def _positive(value: float) -> str | None:
+def positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
@@ -95,6 +113,12 @@ def _non_negative(value: float) -> str | None:
 
 def _port(value: int) -> str | None:
     return None if 0 < value < 65536 else "must be a TCP port (1-65535)"
+
+
+def one_of(*values: str) -> Callable[[Any], str | None]:
+    """A validator for a value from a fixed list whose help text lists the values already (no "One of:")."""
+    expected = f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]
+    return lambda value: None if value in values else f"must be {expected}"
 
 
 def _zmq_endpoint(value: str) -> str | None:
@@ -120,9 +144,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("config", str, "", "TOML config file; its keys are the option names with underscores.", "general"),
     Option("http_host", str, "0.0.0.0", "Address the HTTP server binds to.", "http"),
     Option("http_port", int, 8000, "HTTP port.", "http", validate=_port),
-    Option("workers", int, os.cpu_count() or 1, "Granian HTTP worker processes.", "http", validate=_positive),
+    Option("workers", int, os.cpu_count() or 1, "Granian HTTP worker processes.", "http", validate=positive),
     Option("http_body_limit_mb", float, 192.0, "Largest accepted request body, in MiB (413 above).", "http",
-           validate=_positive),
+           validate=positive),
     Option("tls_cert_path", str, "", "PEM certificate (chain) for HTTPS; needs --tls-key-path.", "http"),
     Option("tls_key_path", str, "", "PEM private key of --tls-cert-path.", "http"),
     Option("tls_client_ca_path", str, "", "PEM CA bundle: clients must present a certificate it signed (mutual "
@@ -135,7 +159,7 @@ OPTIONS: tuple[Option, ...] = (
            "Requests one HTTP worker process serves at once; more get 503 (0 = no limit).", "http",
            validate=_non_negative),
     Option("tokenizer_workers", int, 1, "Tokenizer processes (chat template + tokenization).", "preprocess",
-           validate=_positive),
+           validate=positive),
     Option("disable_nvext", bool, False, "Ignore the nvext object of chat and completion requests and the "
            "worker-pinning headers (x-worker-instance-id), as Dynamo's DYN_DISABLE_FRONTEND_NVEXT does.",
            "preprocess", env_aliases=("DYN_DISABLE_FRONTEND_NVEXT",)),
@@ -151,15 +175,15 @@ OPTIONS: tuple[Option, ...] = (
            "KV routing: follow the workers' KV events (--no-kv-events: only the router's own decisions, "
            "each remembered for --router-ttl-s).", "router"),
     Option("router_ttl_s", float, 120.0, "Approximate mode (--no-kv-events): how long a routed prefix "
-           "counts as cached.", "router", validate=_positive),
+           "counts as cached.", "router", validate=positive),
     Option("router_pending_ttl_s", float, 10.0, "KV routing with events: how long a routed prefix counts as "
-           "cached before the worker's events confirm it.", "router", validate=_positive),
+           "cached before the worker's events confirm it.", "router", validate=positive),
     Option("active_decode_blocks_threshold", float, 0.0, "A worker whose active blocks exceed this fraction of "
            "its KV blocks gets no new requests (0 = off); all busy is a 503.", "router", validate=_non_negative),
     Option("active_prefill_tokens_threshold", int, 0, "A worker with more active prefill tokens than this gets "
            "no new requests (0 = off); all busy is a 503.", "router", validate=_non_negative),
     Option("kv_index_capacity_blocks", int, 262144, "Blocks the shared KV index can hold (memory is fixed: "
-           "about 100 bytes per block).", "router", validate=_positive),
+           "about 100 bytes per block).", "router", validate=positive),
     Option("kv_index_max_workers", int, 64, "Worker instances the shared KV index can track (up to 256).",
            "router", validate=lambda v: None if 0 < v <= 256 else "must be 1-256"),
     Option("namespace", str, "dynamo", "Only workers registering in this namespace are served.", "discovery"),
@@ -167,12 +191,12 @@ OPTIONS: tuple[Option, ...] = (
            "ZeroMQ endpoint of the registry where workers register and heartbeat.", "discovery",
            validate=_zmq_endpoint),
     Option("lease_ttl_s", float, 10.0, "A worker whose last heartbeat is older than this is removed.", "discovery",
-           validate=_positive),
+           validate=positive),
     Option("mock_workers", int, 0, "Mock-engine workers to start as child processes (0 = external workers only).",
            "mocker", validate=_non_negative),
     Option("mock_speedup_ratio", float, 1.0,
            "Divides the mock engine's simulated prefill/decode time (1 = realistic, 1e6 = no delay).", "mocker",
-           validate=_positive),
+           validate=positive),
     Option("mock_model_path", str, os.path.normpath(BUNDLED_MODEL_PATH), "Model directory the mock workers serve.",
            "mocker"),
     Option("mock_model_name", str, "", "Model name the mock workers register (default: the directory name).",
@@ -191,9 +215,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("media_store_path", str, "", "Directory of generated images and videos answered by URL, shared by "
            "all HTTP processes (default: media/ in the run directory).", "media"),
     Option("media_store_ttl_s", float, 3600.0, "A generated file's URL works this long.", "media",
-           validate=_positive),
+           validate=positive),
     Option("media_store_max_mb", float, 1024.0, "Size limit of the media store; the oldest files go first.",
-           "media", validate=_positive),
+           "media", validate=positive),
     Option("media_public_url", str, "", "Base of media URLs, e.g. https://api.example.com behind a proxy "
            "(default: the request's scheme and Host header).", "media"),
     # ---- KServe v2 / Triton gRPC front door (frontend/grpc/) ----
@@ -202,7 +226,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("kserve_grpc_host", str, "", "Address the gRPC server binds to (default: --http-host).", "kserve"),
     Option("kserve_grpc_port", int, 8787, "KServe gRPC port.", "kserve", validate=_port),
     Option("kserve_grpc_workers", int, 1, "gRPC server processes; several share the port (SO_REUSEPORT) and "
-           "each client connection stays on one.", "kserve", validate=_positive),
+           "each client connection stays on one.", "kserve", validate=positive),
     Option("grpc_initial_stream_window_size", int, 0, "gRPC HTTP/2 initial stream window in bytes, fixed "
            "(0 = gRPC's automatic sizing by bandwidth-delay probing); raise it for long prompts. The connection "
            "window follows from it.", "kserve", validate=_non_negative),
@@ -220,9 +244,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("responses_store_path", str, "", "SQLite file of stored responses, shared by all HTTP processes "
            "(default: responses.sqlite3 in the run directory).", "parsers"),
     Option("responses_store_ttl_s", float, 30 * 86400.0, "Stored responses older than this are deleted.",
-           "parsers", validate=_positive),
+           "parsers", validate=positive),
     Option("responses_store_max_mb", float, 256.0, "Size limit of the responses store; the oldest responses "
-           "go first.", "parsers", validate=_positive),
+           "go first.", "parsers", validate=positive),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -34,13 +34,12 @@ from typing import Any, Callable
 
 import msgspec
 
-from ..config.options import MOCK_EXTRA_MODELS, mock_extra_types
+from ..config.options import MOCK_EXTRA_MODELS
+from ..config.sections import FrontendConfig, GeneralConfig, HttpConfig
 from ..config.topology import Endpoints
-from ..gateway.settings import SETTINGS_ENV, ApiSettings, GatewaySettings
+from ..gateway.settings import SETTINGS_ENV, GatewaySettings
 from ..observability.logs import setup_logging
 from ..protocol.errors import FrontendError
-from ..router.select import RouterSettings
-from ..stores.media import MediaSettings
 from ..transport.process import die_with_parent, set_process_title
 from .sdnotify import Notifier
 from .tls import check_tls
@@ -132,14 +131,17 @@ class _PopenSentinel:
 class Supervisor:
     """Owns every non-Granian child of the daemon."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: FrontendConfig) -> None:
         self.config = config
-        self.own_run_dir = not config.run_dir
-        self.run_dir = config.run_dir or tempfile.mkdtemp(prefix="dyn-frontend-")
+        self.own_run_dir = not config.general.run_dir
+        self.run_dir = config.general.run_dir or tempfile.mkdtemp(prefix="dyn-frontend-")
         os.makedirs(self.run_dir, exist_ok=True)
-        self.endpoints = Endpoints.derive(config.registry_endpoint, self.run_dir, config.tokenizer_workers)
-        self.http_ready_dir = os.path.join(self.run_dir, "http-ready")
-        self.draining_flag = os.path.join(self.run_dir, "draining")
+        self.endpoints = Endpoints.derive(config.discovery.registry_endpoint, self.run_dir,
+                                          config.preprocess.tokenizer_workers)
+        # what every HTTP and gRPC server process is configured with
+        self.gateway = GatewaySettings.from_config(config, self.endpoints, self.run_dir)
+        self.http_ready_dir = self.gateway.http_ready_dir
+        self.draining_flag = self.gateway.draining_flag
         os.makedirs(self.http_ready_dir, exist_ok=True)
         self.children: list[Child] = []
         self.stopping = threading.Event()
@@ -154,24 +156,21 @@ class Supervisor:
 
         config = self.config
         self._start_ready("registry", "dyn-registry", registry_server.run,
-                          (config.namespace, config.lease_ttl_s, self.endpoints))
-        self._start_ready("indexer", "dyn-indexer", indexer_server.run,
-                          (self.endpoints, config.kv_index_capacity_blocks, config.kv_index_max_workers,
-                           config.kv_events, config.router_ttl_s, config.router_pending_ttl_s))
+                          (config.discovery.namespace, config.discovery.lease_ttl_s, self.endpoints))
+        self._start_ready("indexer", "dyn-indexer", indexer_server.run, (self.endpoints, config.router))
         for index, endpoint in enumerate(self.endpoints.tokenizers):
             self._start_ready(f"tokenizer-{index}", "dyn-tokenizer", tokenizer_server.run, (index, endpoint))
-        if config.kserve_grpc_server:  # KServe gRPC server processes (frontend/grpc/)
+        if config.kserve.kserve_grpc_server:  # KServe gRPC server processes (frontend/grpc/)
             from ..grpc import launch as grpc_launch
 
-            grpc_args = (self.gateway_settings(), grpc_launch.GrpcSettings.from_config(config))
-            for index in range(config.kserve_grpc_workers):
+            grpc_args = (self.gateway, grpc_launch.GrpcSettings.from_config(config))
+            for index in range(config.kserve.kserve_grpc_workers):
                 self._start_ready(f"grpc-{index}", "dyn-grpc", grpc_launch.run, grpc_args)
-        for index in range(config.mock_workers):
+        for index in range(config.mocker.mock_workers):
             child = Child(f"mocker-{index}", self._mocker_command)
             child.start()
             self.children.append(child)
-        extra_types = mock_extra_types(config.mock_extra_models) if config.mock_workers else []
-        for kind in extra_types:  # one embedding / images / videos model each, from the same model files
+        for kind in config.mocker.extra_types:  # one embedding / images / videos model each, same model files
             child = Child(f"mocker-{kind}", lambda kind=kind: self._mocker_command(kind))
             child.start()
             self.children.append(child)
@@ -180,9 +179,9 @@ class Supervisor:
     def _start_ready(self, name: str, title: str, target: Callable[..., None], args: tuple) -> None:
         def start() -> Any:
             receiver, sender = _spawn.Pipe(duplex=False)
+            general = self.config.general
             process = _spawn.Process(target=_child_main, name=name, daemon=False,
-                                     args=(title, self.config.log_level, self.config.log_format, target,
-                                           (*args, sender)))
+                                     args=(title, general.log_level, general.log_format, target, (*args, sender)))
             process.start()
             sender.close()
             _await_ready(name, receiver, process)
@@ -194,15 +193,15 @@ class Supervisor:
 
     def _mocker_command(self, extra_type: str | None = None) -> subprocess.Popen:
         """A mock worker of the chat model, or (``extra_type``) of that --mock-extra-models model."""
-        config = self.config
+        discovery, mocker, general = self.config.discovery, self.config.mocker, self.config.general
         argv = [sys.executable, "-m", "frontend.mocker", "--exit-with-parent",
-                "--registry-endpoint", config.registry_endpoint, "--namespace", config.namespace,
-                "--speedup-ratio", repr(config.mock_speedup_ratio), "--model-path", config.mock_model_path,
-                "--log-level", config.log_level, "--log-format", config.log_format]
+                "--registry-endpoint", discovery.registry_endpoint, "--namespace", discovery.namespace,
+                "--speedup-ratio", repr(mocker.mock_speedup_ratio), "--model-path", mocker.mock_model_path,
+                "--log-level", general.log_level, "--log-format", general.log_format]
         if extra_type is not None:
             argv += ["--model-name", MOCK_EXTRA_MODELS[extra_type], "--model-types", extra_type, "--kv-events", "off"]
-        elif config.mock_model_name:
-            argv += ["--model-name", config.mock_model_name]
+        elif mocker.mock_model_name:
+            argv += ["--model-name", mocker.mock_model_name]
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 
     # ---- watch and restart -------------------------------------------------------------------------------
@@ -260,25 +259,6 @@ class Supervisor:
         if self.own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def gateway_settings(self) -> GatewaySettings:
-        config = self.config
-        router = RouterSettings(
-            mode=config.router_mode, overlap_weight=config.kv_overlap_score_weight,
-            temperature=config.router_temperature,
-            predicted_ttl_s=config.router_pending_ttl_s if config.kv_events else config.router_ttl_s,
-            active_decode_blocks_threshold=config.active_decode_blocks_threshold,
-            active_prefill_tokens_threshold=config.active_prefill_tokens_threshold,
-        )
-        return GatewaySettings(
-            endpoints=self.endpoints, router=router, namespace=config.namespace,
-            body_limit_bytes=int(config.http_body_limit_mb * 1024 * 1024),
-            max_concurrent_requests=config.max_concurrent_requests, log_level=config.log_level,
-            log_format=config.log_format, http_ready_dir=self.http_ready_dir, draining_flag=self.draining_flag,
-            metrics_dir=os.path.join(self.run_dir, "metrics"), metrics_prefix=config.metrics_prefix,
-            apis=ApiSettings.from_config(config, self.run_dir),
-            media=MediaSettings.from_config(config, self.run_dir),
-        )
-
 
 def _unlink_shared_memory(name: str) -> None:
     try:
@@ -301,33 +281,33 @@ def _await_ready(name: str, receiver: Connection, process: multiprocessing.Proce
                        f"(exit code {process.exitcode})")
 
 
-def _granian(config: Any, tls: bool):
+def _granian(http: HttpConfig, general: GeneralConfig, tls: bool):
     from granian import Granian
     from granian.constants import Interfaces, Loops, SSLProtocols
 
     options: dict[str, Any] = {}
     if tls:
-        options = {"ssl_cert": Path(config.tls_cert_path), "ssl_key": Path(config.tls_key_path),
-                   "ssl_protocol_min": SSLProtocols.tls12 if config.tls_min_version == "1.2" else SSLProtocols.tls13}
-        if config.tls_client_ca_path:
-            options.update(ssl_ca=Path(config.tls_client_ca_path), ssl_client_verify=True)
+        options = {"ssl_cert": Path(http.tls_cert_path), "ssl_key": Path(http.tls_key_path),
+                   "ssl_protocol_min": SSLProtocols.tls12 if http.tls_min_version == "1.2" else SSLProtocols.tls13}
+        if http.tls_client_ca_path:
+            options.update(ssl_ca=Path(http.tls_client_ca_path), ssl_client_verify=True)
     return Granian(
-        "frontend.http.app:app", address=config.http_host, port=config.http_port,
-        interface=Interfaces.RSGI, workers=config.workers, loop=Loops.uvloop,
-        log_enabled=True, log_level=config.log_level, log_access=config.access_log,
-        respawn_failed_workers=True, workers_kill_timeout=max(1, math.ceil(config.graceful_shutdown_timeout)),
+        "frontend.http.app:app", address=http.http_host, port=http.http_port,
+        interface=Interfaces.RSGI, workers=http.workers, loop=Loops.uvloop,
+        log_enabled=True, log_level=general.log_level, log_access=http.access_log,
+        respawn_failed_workers=True, workers_kill_timeout=max(1, math.ceil(http.graceful_shutdown_timeout)),
         **options,
     )
 
 
 def _announce(supervisor: Supervisor, notifier: Notifier) -> None:
     """Tell systemd READY=1 once every HTTP worker is up, then ping its watchdog until shutdown."""
-    ready_dir = supervisor.http_ready_dir
+    ready_dir, http = supervisor.http_ready_dir, supervisor.config.http
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not supervisor.stopping.is_set() and time.monotonic() < deadline:
-        if len(os.listdir(ready_dir)) >= supervisor.config.workers:
-            notifier.ready(f"serving on {supervisor.config.http_host}:{supervisor.config.http_port}")
-            log.info("ready", extra={"port": supervisor.config.http_port})
+        if len(os.listdir(ready_dir)) >= http.workers:
+            notifier.ready(f"serving on {http.http_host}:{http.http_port}")
+            log.info("ready", extra={"port": http.http_port})
             break
         time.sleep(0.05)
     while notifier.watchdog_interval_s and not supervisor.stopping.wait(notifier.watchdog_interval_s):
@@ -335,16 +315,16 @@ def _announce(supervisor: Supervisor, notifier: Notifier) -> None:
             notifier.watchdog()
 
 
-def serve(config: Any) -> int:
+def serve(config: FrontendConfig) -> int:
     """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
-    setup_logging(config.log_level, "daemon", config.log_format)
-    tls = check_tls(config)
+    setup_logging(config.general.log_level, "daemon", config.general.log_format)
+    tls = check_tls(config.http)
     notifier = Notifier()
     supervisor = Supervisor(config)
     try:
         supervisor.start()
-        os.environ[SETTINGS_ENV] = msgspec.json.encode(supervisor.gateway_settings()).decode()
-        server = _granian(config, tls)
+        os.environ[SETTINGS_ENV] = msgspec.json.encode(supervisor.gateway).decode()
+        server = _granian(config.http, config.general, tls)
         interrupt = server.signal_handler_interrupt
 
         def on_interrupt(*args: Any) -> None:  # children may get the same signal: don't restart them now

@@ -6,11 +6,10 @@ of a traceback from deep inside the HTTP server.
 
 from __future__ import annotations
 
-from typing import Any
-
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..config.sections import HttpConfig
 from ..protocol.errors import ConfigError
 
 
@@ -29,9 +28,9 @@ def _certificate(path: str, flag: str) -> x509.Certificate:
         raise ConfigError(f"{flag}: {path} is not a PEM certificate") from None
 
 
-def check_tls(config: Any) -> bool:
+def check_tls(http: HttpConfig) -> bool:
     """Validate the TLS flags; returns whether TLS is on."""
-    cert_path, key_path, ca_path = config.tls_cert_path, config.tls_key_path, config.tls_client_ca_path
+    cert_path, key_path, ca_path = http.tls_cert_path, http.tls_key_path, http.tls_client_ca_path
     if bool(cert_path) != bool(key_path):
         raise ConfigError("--tls-cert-path and --tls-key-path must be given together (or neither)")
     if not cert_path:

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from ..protocol import registry as wire
 from ..protocol.registry import Instance, ModelCard
 from ..tokenizer.model_files import eos_token_ids, load_tokenizer
+from ..transport.sockets import open_socket
 from ..transport.zmqloop import SocketDrainer
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,7 @@ class ModelTable:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoint: str,
                  on_instances: Callable[[list[Instance]], None]) -> None:
-        sock = context.socket(zmq.SUB)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.connect(endpoint)
+        sock = open_socket(context, zmq.SUB, subscribe=b"", connect=endpoint)
         self._drainer = SocketDrainer(loop, sock, self._on_snapshot)
         self._on_instances = on_instances
         self.version = -1

@@ -15,8 +15,10 @@ import msgspec
 import zmq
 
 from ..protocol import engine as wire
-from ..protocol.engine import AbortRequest, GenerateRequest, OutputBatch, RequestOutput, UnaryRequest
+from ..protocol.engine import AbortRequest, GenerateRequest, OutputBatch, UnaryRequest
+from ..protocol.errors import WorkerGone
 from ..protocol.registry import Instance
+from ..transport.sockets import open_socket
 from ..transport.zmqloop import SocketDrainer
 
 log = logging.getLogger(__name__)
@@ -25,31 +27,46 @@ log = logging.getLogger(__name__)
 class RequestStream:
     """Outputs of one request as they arrive; ``next()`` returns everything received since the last call.
 
-    Items are ``RequestOutput`` for a generation; the replies of a unary request otherwise (a
-    ``RequestOutput`` with finish reason ``error`` there too when the worker went away).
+    Items are ``RequestOutput`` for a generation; the replies of a unary request otherwise. When the worker
+    goes away, ``next()`` raises :class:`~frontend.protocol.errors.WorkerGone` once the items received before
+    are read; :meth:`wake` ends a wait with nothing (its reader is told to stop by other means).
     """
 
-    __slots__ = ("request_id", "instance_id", "_items", "_waiter", "_loop")
+    __slots__ = ("request_id", "instance_id", "_items", "_waiter", "_loop", "_failure")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, request_id: str, instance_id: str) -> None:
         self.request_id = request_id
         self.instance_id = instance_id
-        self._items: list[RequestOutput] = []
+        self._items: list = []
         self._waiter: asyncio.Future[None] | None = None
         self._loop = loop
+        self._failure: str | None = None
 
-    def push(self, output: RequestOutput) -> None:
+    def push(self, output) -> None:
         self._items.append(output)
+        self.wake()
+
+    def fail(self, message: str) -> None:
+        """The worker went away: ``next()`` raises ``WorkerGone(message)`` after the items already received (a
+        new exception per raise, so that no stream keeps a traceback and the frames in it alive)."""
+        self._failure = message
+        self.wake()
+
+    def wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def next(self) -> list[RequestOutput]:
+    async def next(self) -> list:
         if not self._items:
+            if self._failure is not None:
+                raise WorkerGone(self._failure)
             self._waiter = self._loop.create_future()
             await self._waiter
+            if not self._items and self._failure is not None:
+                raise WorkerGone(self._failure)
         items, self._items = self._items, []
         return items
 
@@ -58,9 +75,7 @@ class WorkerConnection:
     """The DEALER socket to one worker instance."""
 
     def __init__(self, client: "EngineClient", instance: Instance) -> None:
-        sock = client.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(instance.endpoint)
+        sock = open_socket(client.context, zmq.DEALER, connect=instance.endpoint)
         self.instance = instance
         self.drainer = SocketDrainer(client.loop, sock, client._on_batch)
         self.sock = sock
@@ -97,8 +112,7 @@ class EngineClient:
         connection = self.connections.pop(instance_id)
         connection.drainer.close()
         for stream in [s for s in self.streams.values() if s.instance_id == instance_id]:
-            stream.push(RequestOutput(stream.request_id, [], "error", error="the worker serving this request "
-                                      "went away"))
+            stream.fail("the worker serving this request went away")
 
     def submit(self, instance_id: str, request: GenerateRequest | UnaryRequest) -> RequestStream:
         self.connections[instance_id].send(request)

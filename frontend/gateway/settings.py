@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import msgspec
 
 from ..config.parser_names import parser_map
+from ..config.sections import FrontendConfig, ParsersConfig, PreprocessConfig
 from ..config.topology import Endpoints
 from ..protocol.registry import ModelCard
 from ..router.select import RouterSettings
 from ..stores.media import MediaSettings
 
 STORE_FILE = "responses.sqlite3"
+# in the daemon's run directory:
+HTTP_READY_DIR = "http-ready"  # one file per HTTP process that is serving
+DRAINING_FLAG = "draining"  # exists once the daemon is shutting down
+METRICS_DIR = "metrics"  # metrics snapshots of the serving processes
 
 
 class ApiSettings(msgspec.Struct, frozen=True):
@@ -24,19 +28,21 @@ class ApiSettings(msgspec.Struct, frozen=True):
     reasoning_parsers: dict[str, str] = {}
     anthropic_api: bool = True
     responses_store_path: str = ""  # "": responses are not stored
-    responses_store_ttl_s: float = 30 * 86400.0
-    responses_store_max_bytes: int = 256 * 1024 * 1024
+    responses_store_ttl_s: float = ParsersConfig().responses_store_ttl_s
+    responses_store_max_bytes: int = ParsersConfig().responses_store_max_bytes
     nvext: bool = True  # --disable-nvext: requests' nvext and the worker-pinning headers are ignored
 
     @classmethod
-    def from_config(cls, config: Any, run_dir: str) -> "ApiSettings":
-        """From the daemon's resolved configuration; the store defaults to a file in the run directory."""
+    def from_config(cls, parsers: ParsersConfig, preprocess: PreprocessConfig, run_dir: str) -> "ApiSettings":
+        """From the daemon's ``parsers`` and ``preprocess`` sections; the store defaults to a file in the run
+        directory."""
         path = ""
-        if config.responses_store:
-            path = config.responses_store_path or os.path.join(run_dir, STORE_FILE)
-        return cls(parser_map(config.tool_call_parser), parser_map(config.reasoning_parser),
-                   config.enable_anthropic_api, path, config.responses_store_ttl_s,
-                   int(config.responses_store_max_mb * 1024 * 1024), not config.disable_nvext)
+        if parsers.responses_store:
+            path = parsers.responses_store_path or os.path.join(run_dir, STORE_FILE)
+        return cls(tool_call_parsers=parser_map(parsers.tool_call_parser),
+                   reasoning_parsers=parser_map(parsers.reasoning_parser), anthropic_api=parsers.enable_anthropic_api,
+                   responses_store_path=path, responses_store_ttl_s=parsers.responses_store_ttl_s,
+                   responses_store_max_bytes=parsers.responses_store_max_bytes, nvext=not preprocess.disable_nvext)
 
     def parsers_for(self, card: ModelCard) -> tuple[str, str]:
         """(tool-call parser, reasoning parser) of a model: a flag for it, a flag for all, else its card's."""
@@ -68,3 +74,19 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     metrics_prefix: str = "dynamo_frontend"
     apis: ApiSettings = ApiSettings()  # parsers, Responses store, Anthropic (above)
     media: MediaSettings = MediaSettings()  # generated images and videos served by URL (frontend/stores/media.py)
+
+    @classmethod
+    def from_config(cls, config: FrontendConfig, endpoints: Endpoints, run_dir: str) -> "GatewaySettings":
+        """From the daemon's typed sections, the endpoints and the run directory (where the HTTP processes
+        mark themselves ready, find the draining flag and write their metrics)."""
+        general = config.general
+        return cls(
+            endpoints=endpoints, router=RouterSettings.from_config(config.router),
+            namespace=config.discovery.namespace, body_limit_bytes=config.http.http_body_limit_bytes,
+            max_concurrent_requests=config.http.max_concurrent_requests, log_level=general.log_level,
+            log_format=general.log_format, http_ready_dir=os.path.join(run_dir, HTTP_READY_DIR),
+            draining_flag=os.path.join(run_dir, DRAINING_FLAG), metrics_dir=os.path.join(run_dir, METRICS_DIR),
+            metrics_prefix=general.metrics_prefix,
+            apis=ApiSettings.from_config(config.parsers, config.preprocess, run_dir),
+            media=MediaSettings.from_config(config.media, run_dir),
+        )

@@ -20,15 +20,17 @@ from ..kv import KvIndexReader
 from ..observability.metrics import (CURRENT_REQUEST, Metrics, RequestRecord, Snapshot, SnapshotServer, SnapshotWriter,
                                      error_type_for, gather_snapshots)
 from ..protocol import indexer as indexer_wire
-from ..protocol.engine import GenerateRequest
+from ..protocol.engine import GenerateRequest, UnaryRequest
 from ..protocol.errors import ModelNotFound, RequestError, ServiceUnavailable
-from ..router.select import Route, Router
+from ..router.select import Router
 from ..stores.media import MediaStore
 from ..tokenizer.client import TokenizerClient
+from ..transport.sockets import ROUTED_BLOCKS_HWM, open_socket
 from ..transport.zmqloop import SocketDrainer
 from .discovery import ModelTable, ServedModel
-from .engine_client import EngineClient, RequestStream
+from .engine_client import EngineClient
 from .settings import GatewaySettings
+from .submission import Submission
 
 
 class Gateway:
@@ -40,21 +42,17 @@ class Gateway:
         self.context = zmq.Context()
         self.metrics = Metrics()
         self._metrics_writer = SnapshotWriter(loop, self.metrics, settings.metrics_dir)
-        self._metrics_server = SnapshotServer(loop, self.context, self.metrics, settings.metrics_dir, SocketDrainer)
+        self._metrics_server = SnapshotServer(loop, self.context, self.metrics, settings.metrics_dir)
         self.engines = EngineClient(loop, self.context)
         self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances)
         self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics)
         self.kv_index = KvIndexReader(settings.endpoints.kv_index_name)
         self.media = MediaStore(settings.media)
-        self._send_routed = self.context.socket(zmq.PUSH)
-        self._send_routed.setsockopt(zmq.LINGER, 0)
-        self._send_routed.setsockopt(zmq.SNDHWM, 10_000)
-        self._send_routed.connect(settings.endpoints.indexer_routed)
+        self._send_routed = open_socket(self.context, zmq.PUSH, sndhwm=ROUTED_BLOCKS_HWM,
+                                        connect=settings.endpoints.indexer_routed)
         self.router = Router(settings.router, self.kv_index, self._routed)
         self.indexer_status = indexer_wire.IndexerStatus({}, [])
-        status = self.context.socket(zmq.SUB)
-        status.setsockopt(zmq.SUBSCRIBE, b"")
-        status.connect(settings.endpoints.indexer_status)
+        status = open_socket(self.context, zmq.SUB, subscribe=b"", connect=settings.endpoints.indexer_status)
         self._status = SocketDrainer(loop, status, self._on_indexer_status)
         self._prefix = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
         self._counter = itertools.count()
@@ -91,8 +89,7 @@ class Gateway:
     async def metrics_snapshots(self) -> list[Snapshot]:
         """The metrics of every serving process: live values of the running ones (asked over ipc), the last
         snapshot file of the others."""
-        return await gather_snapshots(self.loop, self.context, self.settings.metrics_dir, self.metrics,
-                                      SocketDrainer)
+        return await gather_snapshots(self.loop, self.context, self.settings.metrics_dir, self.metrics)
 
     def new_request_id(self) -> str:
         """Unique across gateway processes and daemon launches."""
@@ -104,14 +101,16 @@ class Gateway:
             raise ModelNotFound(name)
         return model
 
-    def submit(self, model: ServedModel, request: GenerateRequest, block_hashes: bytes,
-               pinned: str | None) -> tuple[RequestStream, Route]:
-        """Route and send a preprocessed request; 503 when the model has no live instance."""
-        route = self.router.pick(model, block_hashes, len(request.token_ids), pinned)
+    def submit(self, model: ServedModel, request: GenerateRequest | UnaryRequest, *, prompt_tokens: int,
+               block_hashes: bytes = b"", pinned: str | None = None) -> Submission:
+        """Route and send a request (a generation's prompt, or a unary request's input tokens, counted as
+        prefill); the caller owns the :class:`Submission` and must release it (``async with``). 503 when
+        the model has no live instance."""
+        route = self.router.pick(model, block_hashes, prompt_tokens, pinned)
         if route.instance_id not in self.engines.connections:
             self.router.finish(route)
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
-        return self.engines.submit(route.instance_id, request), route
+        return Submission(self.engines, self.router, route, self.engines.submit(route.instance_id, request))
 
     def _routed(self, instance_id: str, block_hashes: bytes) -> None:
         try:

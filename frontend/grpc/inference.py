@@ -2,9 +2,9 @@
 
 The tensors become a :class:`CompletionRequest`; from there everything is shared with ``/v1/completions``:
 tokenization in the pool, the generation budget, the engine request, routing, the request plane and the
-output pipeline (:class:`~frontend.pipeline.generation.Generation`). The worker request is aborted when the RPC is
-cancelled: the handler's task is cancelled while it waits for output, and ``Generation.deltas`` releases
-the stream with an abort.
+output pipeline (:class:`~frontend.pipeline.generation.Generation`). The handler owns the generation with
+``async with inference.generation``: the worker request is aborted when the RPC is cancelled (the handler's
+task is cancelled while it waits for output) or the handler leaves for any other reason.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import AsyncIterator, Mapping
 import msgspec
 
 from ..gateway.state import Gateway
-from ..pipeline.generation import Generation, engine_request, pinned_instance, reject_unsupported
-from ..protocol.errors import InvalidRequest, ServiceUnavailable
+from ..pipeline.generation import Generation, collect, engine_request, reject_unsupported
+from ..pipeline.nvext import extensions
+from ..pipeline.prepare import require_live
+from ..protocol.errors import InvalidRequest
 from .metadata import exposed_model
 from .proto import kserve_pb2 as pb
 from .tensors import ResponseEncoder, completion_request
@@ -46,29 +48,22 @@ async def start(gateway: Gateway, request: pb.ModelInferRequest, headers: Mappin
     reject_unsupported(completion)
     if completion.stream and not in_stream:
         raise InvalidRequest("input `streaming`: streamed responses need the ModelStreamInfer RPC", param="streaming")
-    if not model.instance_ids:  # before tokenizing
-        raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+    require_live(model)  # before tokenizing
     body = msgspec.json.encode({"prompt": completion.prompt})
     prompt_ids, hashes = await gateway.tokenizer.tokenize(model.card.model_path, "completion", body, model.block_size)
     if not prompt_ids:
         raise InvalidRequest("input `text_input` must not be empty", param="text_input")
     engine_req = engine_request(gateway, completion, model, prompt_ids, completion.max_tokens, None)
-    generation = Generation(gateway, model, completion, engine_req, hashes,
-                            pinned=pinned_instance(completion, headers))
+    pinned = extensions(completion, headers, gateway.settings.apis.nvext).pinned
+    generation = Generation(gateway, model, completion, engine_req, hashes, pinned=pinned)
     return Inference(generation, encoder, completion.stream)
 
 
 async def folded(inference: Inference) -> pb.ModelInferResponse:
     """The whole completion as one response; the worker's error is raised."""
-    parts: list[str] = []
-    finish_reason = None
-    async with aclosing(inference.generation.deltas()) as deltas:
-        async for delta in deltas:
-            if delta.error:
-                raise delta.error
-            parts.append(delta.text)
-            finish_reason = delta.finish_reason
-    return inference.encoder.response("".join(parts), finish_reason)
+    collected = await collect(inference.generation)
+    assert collected is not None  # no disconnect watch: a cancelled RPC cancels this task instead
+    return inference.encoder.response(collected.text, collected.finish_reason)
 
 
 async def streamed(inference: Inference) -> AsyncIterator[pb.ModelInferResponse]:
@@ -76,7 +71,5 @@ async def streamed(inference: Inference) -> AsyncIterator[pb.ModelInferResponse]
     encoder = inference.encoder
     async with aclosing(inference.generation.deltas()) as deltas:
         async for delta in deltas:
-            if delta.error:
-                raise delta.error
             if delta.text or delta.finish_reason:
                 yield encoder.response(delta.text, delta.finish_reason)

@@ -6,10 +6,10 @@ The supervisor imports this module only; grpc itself is imported in the ``dyn-gr
 from __future__ import annotations
 
 from multiprocessing.connection import Connection
-from typing import Any
 
 import msgspec
 
+from ..config.sections import FrontendConfig
 from ..gateway.settings import GatewaySettings
 
 
@@ -26,12 +26,13 @@ class GrpcSettings(msgspec.Struct, frozen=True):
     max_message_bytes: int  # largest request message (the HTTP body limit)
 
     @classmethod
-    def from_config(cls, config: Any) -> "GrpcSettings":
-        return cls(host=config.kserve_grpc_host or config.http_host, port=config.kserve_grpc_port,
-                   reuse_port=config.kserve_grpc_workers > 1, tls_cert_path=config.tls_cert_path,
-                   tls_key_path=config.tls_key_path, tls_client_ca_path=config.tls_client_ca_path,
-                   stream_window_bytes=config.grpc_initial_stream_window_size,
-                   max_message_bytes=int(config.http_body_limit_mb * 1024 * 1024))
+    def from_config(cls, config: FrontendConfig) -> "GrpcSettings":
+        http, kserve = config.http, config.kserve
+        return cls(host=kserve.kserve_grpc_host or http.http_host, port=kserve.kserve_grpc_port,
+                   reuse_port=kserve.kserve_grpc_workers > 1, tls_cert_path=http.tls_cert_path,
+                   tls_key_path=http.tls_key_path, tls_client_ca_path=http.tls_client_ca_path,
+                   stream_window_bytes=kserve.grpc_initial_stream_window_size,
+                   max_message_bytes=http.http_body_limit_bytes)
 
     @property
     def address(self) -> str:

@@ -86,7 +86,8 @@ class KServeService(GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         with self.gateway.admitted(ENDPOINT):
             inference = await start(self.gateway, request, _headers(context), in_stream=False)
-            return await folded(inference)
+            async with inference.generation:
+                return await folded(inference)
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import aclosing
 from typing import AsyncIterator, Mapping
 
 from ..gateway.state import Gateway
@@ -59,11 +60,13 @@ class StreamSession:
         try:
             with self.gateway.admitted(ENDPOINT):
                 inference = await start(self.gateway, request, self.headers, in_stream=True)
-                if inference.stream:
-                    async for response in streamed(inference):
-                        put(pb.ModelStreamInferResponse(infer_response=response))
-                else:
-                    put(pb.ModelStreamInferResponse(infer_response=await folded(inference)))
+                async with inference.generation:
+                    if inference.stream:
+                        async with aclosing(streamed(inference)) as responses:
+                            async for response in responses:
+                                put(pb.ModelStreamInferResponse(infer_response=response))
+                    else:
+                        put(pb.ModelStreamInferResponse(infer_response=await folded(inference)))
         except RequestError as error:
             put(_error(request, error.message))
         except Exception:

@@ -20,12 +20,13 @@ import msgspec
 
 from ..gateway.state import Gateway
 from ..parsers.base import CONTENT, REASONING, TOOL_CALL, Segment
-from ..pipeline.chat_session import ChatOutcome, ChatSession, collect, open_session, segments_of, tool_choice_of
+from ..pipeline.chat_session import ChatOutcome, ChatSession, collect_chat, open_session, segments_of, tool_choice_of
+from ..postprocess.pipeline import Delta
 from ..protocol import anthropic as an
 from ..protocol.errors import NotFoundRoute, RequestError
 from .anthropic_input import to_chat_request
 from .reply import JSON_HEADERS, SSE_HEADERS, json_encode, send_json
-from .streaming import StreamWriter, decode_request
+from .streaming import StreamWriter, decode_request, stream_deltas
 
 _decoder = msgspec.json.Decoder(an.MessagesRequest)
 _count_decoder = msgspec.json.Decoder(an.CountTokensRequest)
@@ -49,19 +50,18 @@ async def messages(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: an.MessagesRequest = decode_request(_decoder, body)
     chat = to_chat_request(request)
     session = await open_session(gateway, chat, msgspec.json.encode(chat), scope.headers, proto.client_disconnect())
-    try:
+    async with session:
         message_id = "msg_" + uuid.uuid4().hex
         if request.stream:
             await _stream(session, proto, message_id)
             return
-        outcome = await collect(session)
-        if outcome is not None:
+        outcomes = await collect_chat(session)
+        if outcomes is not None:
+            outcome = outcomes[0]
             blocks = [_block(segment) for segment in outcome.segments]
             stop_reason, stop_sequence = _stop(session, outcome.finish_reason)
             send_json(proto, 200, an.Message(message_id, session.model.name, blocks, stop_reason, stop_sequence,
                                              _usage(outcome)))
-    finally:
-        session.close()
 
 
 async def count_tokens(gateway: Gateway, scope, proto, body: bytes) -> None:
@@ -114,13 +114,10 @@ async def _stream(session: ChatSession, proto, message_id: str) -> None:
         return
     blocks = _BlockStream()
     segments: list[Segment] = []
-    async for delta in session.generation.deltas():
-        if delta.error:
-            await writer.send(_sse([an.ErrorBody(an.ErrorInfo(_ERRORS.get(delta.error.status, (0, "api_error"))[1],
-                                                              delta.error.message))]))
-            return
+
+    def encode(_index: int, delta: Delta) -> bytes:
         parsed = segments_of(delta.segments, delta.text)
-        segments += parsed
+        segments.extend(parsed)
         events = blocks.add(parsed)
         if delta.finish_reason is not None:
             outcome = ChatOutcome(segments, session.finish_reason(delta.finish_reason), [], session.stop_sequence,
@@ -128,8 +125,12 @@ async def _stream(session: ChatSession, proto, message_id: str) -> None:
             events += blocks.close()
             events += [an.MessageDelta(an.StopDelta(*_stop(session, outcome.finish_reason)), _usage(outcome)),
                        an.MessageStop()]
-        if events and not await writer.send(_sse(events)):
-            return
+        return _sse(events) if events else b""
+
+    def encode_error(error: RequestError) -> bytes:
+        return _sse([an.ErrorBody(an.ErrorInfo(_ERRORS.get(error.status, (0, "api_error"))[1], error.message))])
+
+    await stream_deltas(writer, [session.generation], encode, encode_error)
 
 
 class _BlockStream:

@@ -14,15 +14,13 @@ SSE events, ``nvext.extra_fields`` a response ``nvext`` (``frontend/pipeline/nve
 from __future__ import annotations
 
 import time
-from contextlib import aclosing
 from typing import Callable
 
 import msgspec
 
 from ..gateway.state import Gateway
 from ..parsers.base import REASONING, TOOL_CALL, Segment
-from ..pipeline.chat_session import ChatOutcome, ChatSession, SessionChoice, collect, collect_all, open_session
-from ..pipeline.generation import merged
+from ..pipeline.chat_session import ChatOutcome, ChatSession, SessionChoice, collect_chat, open_session
 from ..pipeline.nvext import MetricsEvents, prompt_annotations, response_nvext
 from ..postprocess.pipeline import Delta
 from ..protocol.openai import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
@@ -30,7 +28,7 @@ from ..protocol.openai import (AssistantMessage, ChatChoice, ChatChunkChoice, Ch
                                ToolCall, ToolCallDelta)
 from .logprobs import chat_logprobs
 from .reply import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
-from .streaming import StreamWriter, decode_request
+from .streaming import StreamEnd, StreamWriter, decode_request, stream_deltas
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
 
@@ -38,21 +36,15 @@ _decoder = msgspec.json.Decoder(ChatCompletionRequest)
 async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: ChatCompletionRequest = decode_request(_decoder, body)
     session = await open_session(gateway, request, body, scope.headers, proto.client_disconnect())
-    try:
+    async with session:
         response_id = "chatcmpl-" + session.request_id
         if request.stream:
             include_usage = request.stream_options is not None and request.stream_options.include_usage
             await _stream(session, proto, response_id, include_usage)
-        elif len(session.choices) == 1:
-            outcome = await collect(session)
-            if outcome is not None:
-                send_json(proto, 200, _completion(session, [outcome], response_id))
-        else:
-            outcomes = await collect_all(session)
-            if outcomes is not None:
-                send_json(proto, 200, _completion(session, outcomes, response_id))
-    finally:
-        session.close()
+            return
+        outcomes = await collect_chat(session)
+        if outcomes is not None:
+            send_json(proto, 200, _completion(session, outcomes, response_id))
 
 
 def _completion(session: ChatSession, outcomes: list[ChatOutcome], response_id: str) -> ChatCompletion:
@@ -70,9 +62,9 @@ def _completion(session: ChatSession, outcomes: list[ChatOutcome], response_id: 
 
 
 def _choice_feeder(session: ChatSession, choice: SessionChoice, response_id: str,
-                   created: int) -> tuple[bytes, Callable[[Delta], bytes]]:
-    """(the role chunk, feed) of one choice: ``feed`` turns a delta into its SSE bytes, with the annotations
-    asked for. Closures, not methods: this is the streamed chat's per-delta hot path."""
+                   created: int) -> tuple[bytes, Callable[[int, Delta], bytes]]:
+    """(the role chunk, feed) of one choice: ``feed(index, delta)`` turns the choice's delta into its SSE bytes,
+    with the annotations asked for. Closures, not methods: this is the streamed chat's per-delta hot path."""
     ext, model, index = session.ext, session.model.name, choice.index
     generation = choice.generation
     tokenizer = generation.tokenizer
@@ -84,7 +76,7 @@ def _choice_feeder(session: ChatSession, choice: SessionChoice, response_id: str
         return sse_event(ChatCompletionChunk(response_id, created, model,
                                              [ChatChunkChoice(index, delta, finish_reason, logprobs)]))
 
-    def feed(delta: Delta) -> bytes:
+    def feed(_index: int, delta: Delta) -> bytes:
         nonlocal tool_index
         logprobs = chat_logprobs(tokenizer, delta.logprobs) if delta.logprobs else None
         if delta.segments is None:
@@ -113,24 +105,10 @@ async def _stream(session: ChatSession, proto, response_id: str, include_usage: 
         head = prompt_annotations(session.ext, session.request_id, [session.prompt_ids],
                                   session.generation.tokenizer) + head
     await writer.send(head)
-    if len(feeders) == 1:
-        feed = feeders[0][1]
-        async for delta in session.generation.deltas():
-            if delta.error:
-                await writer.send(sse_error(delta.error))
-                break
-            out = feed(delta)
-            if out and not await writer.send(out):
-                return  # client went away; Generation aborted the worker
-    else:
-        async with aclosing(merged([choice.generation for choice in session.choices])) as deltas:
-            async for index, delta in deltas:
-                if delta.error:
-                    await writer.send(sse_error(delta.error))
-                    break
-                out = feeders[index][1](delta)
-                if out and not await writer.send(out):
-                    return  # client went away: closing `deltas` aborts the other choices
+    encode = feeders[0][1] if len(feeders) == 1 else lambda index, delta: feeders[index][1](index, delta)
+    ended = await stream_deltas(writer, [choice.generation for choice in session.choices], encode, sse_error)
+    if ended is StreamEnd.CLIENT_GONE:
+        return
     tail = b""
     if include_usage:
         tail = sse_event(ChatCompletionChunk(response_id, created, session.model.name, [], usage=session.usage()))

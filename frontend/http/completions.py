@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import aclosing
 
 import msgspec
 
 from ..gateway.state import Gateway
 from ..kv import block_hashes
-from ..pipeline.generation import (MAX_CHOICES, Choices, Generation, engine_request, gather_choices, merged,
-                                   reject_unsupported)
+from ..pipeline.generation import MAX_CHOICES, Choices, collect_all, engine_request, reject_unsupported
 from ..pipeline.guided import guided_decoding
 from ..pipeline.nvext import Extensions, MetricsEvents, check_token_ids, extensions, prompt_annotations, response_nvext
-from ..protocol.errors import InvalidRequest, ServiceUnavailable
+from ..pipeline.prepare import served_model
+from ..protocol.errors import InvalidRequest
 from ..protocol.openai import Completion, CompletionChoice, CompletionRequest
 from .logprobs import completion_logprobs
 from .reply import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
-from .streaming import StreamWriter, decode_request
+from .streaming import StreamEnd, StreamWriter, decode_request, stream_deltas
 
 _decoder = msgspec.json.Decoder(CompletionRequest)
 _BATCH_HINT = "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists"
@@ -55,11 +54,7 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     if len(prompts) * request.n > MAX_CHOICES:
         raise InvalidRequest(f"prompts x n is {len(prompts) * request.n}; at most {MAX_CHOICES} choices per request",
                              param="n")
-    model = gateway.model(request.model)
-    if "completions" not in model.card.model_types:
-        raise InvalidRequest(f"model `{model.name}` does not serve completions", param="model")
-    if not model.instance_ids:  # 503 before tokenizing
-        raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+    model = served_model(gateway, request.model, "completions")
     tokenized = await asyncio.gather(*(_tokenize(gateway, model, request, body, prompt, ext, len(prompts) > 1)
                                        for prompt in prompts))
     prompt_ids = [ids for ids, _ in tokenized]
@@ -68,7 +63,7 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
         lambda ids, i: engine_request(gateway, request, model, ids, request.max_tokens, request.logprobs, ext=ext,
                                       guided=guided, choice=i),
         pinned=ext.pinned, ext=ext)
-    try:
+    async with choices:
         echoes = [model.tokenizer.decode(ids, skip_special_tokens=False) if request.echo else "" for ids in prompt_ids]
         run = _Run(choices, request.n, echoes, ext, "cmpl-" + choices.all[0].stream.request_id, model.name)
         if request.stream:
@@ -76,8 +71,6 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
             await run.stream(proto, include_usage, prompt_ids)
         else:
             await run.unary(proto)
-    finally:
-        choices.close()
 
 
 async def _tokenize(gateway: Gateway, model, request: CompletionRequest, body: bytes, prompt: str | list[int],
@@ -114,29 +107,16 @@ class _Run:
         return self.echoes[index // self.n]
 
     async def unary(self, proto) -> None:
-        results = await gather_choices([self._collect(index, generation)
-                                        for index, generation in enumerate(self.generations)])
-        if any(result is None for result in results):
+        collected = await collect_all(self.generations)
+        if collected is None:
             return  # the client went away
-        send_json(proto, 200, Completion(self.response_id, int(time.time()), self.model, results,
+        choices = []
+        for index, (generation, whole) in enumerate(zip(self.generations, collected)):
+            echo = self.echo(index)
+            logprobs = completion_logprobs(generation.tokenizer, whole.logprobs, len(echo)) if whole.logprobs else None
+            choices.append(CompletionChoice(index, echo + whole.text, whole.finish_reason, logprobs))
+        send_json(proto, 200, Completion(self.response_id, int(time.time()), self.model, choices,
                                          self.choices.usage(), nvext=response_nvext(self.ext, self.generations[0])))
-
-    async def _collect(self, index: int, generation: Generation) -> CompletionChoice | None:
-        echo = self.echo(index)
-        parts: list[str] = [echo]
-        entries = []
-        finish_reason = None
-        async for delta in generation.deltas():
-            if delta.error:
-                raise delta.error
-            parts.append(delta.text)
-            if delta.logprobs:
-                entries.extend(delta.logprobs)
-            finish_reason = delta.finish_reason
-        if generation.client_gone:
-            return None
-        logprobs = completion_logprobs(generation.tokenizer, entries, len(echo)) if entries else None
-        return CompletionChoice(index, "".join(parts), finish_reason, logprobs)
 
     async def stream(self, proto, include_usage: bool, prompts: list[list[int]]) -> None:
         created = int(time.time())
@@ -167,23 +147,8 @@ class _Run:
             head = prompt_annotations(self.ext, generations[0].stream.request_id, prompts, tokenizer) + head
         if head:
             await writer.send(head)
-        if len(generations) == 1:
-            async for delta in generations[0].deltas():
-                if delta.error:
-                    await writer.send(sse_error(delta.error))
-                    break
-                out = feed(0, delta)
-                if out and not await writer.send(out):
-                    return  # client went away; Generation aborted the worker
-        else:
-            async with aclosing(merged(generations)) as deltas:
-                async for index, delta in deltas:
-                    if delta.error:
-                        await writer.send(sse_error(delta.error))
-                        break
-                    out = feed(index, delta)
-                    if out and not await writer.send(out):
-                        return  # client went away: closing `deltas` aborts the other choices
+        if await stream_deltas(writer, generations, feed, sse_error) is StreamEnd.CLIENT_GONE:
+            return
         tail = b""
         if include_usage:
             tail = sse_event(Completion(self.response_id, created, self.model, [], self.choices.usage()))

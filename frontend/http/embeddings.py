@@ -21,8 +21,8 @@ import msgspec
 
 from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
-from ..pipeline.generation import pinned_instance
-from ..pipeline.unary import UnaryCall, typed_model
+from ..pipeline.prepare import pinned_instance, served_model
+from ..pipeline.unary import UnaryCall
 from ..protocol.embeddings import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from ..protocol.engine import EmbedRequest, EmbedResult
 from ..protocol.errors import ContextLengthExceeded, EngineError, InvalidRequest
@@ -38,9 +38,9 @@ _INPUT_KINDS = ("input must be a non-empty string, a list of strings, a list of 
 
 async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: EmbeddingRequest = decode_request(_decoder, body)
-    model = typed_model(gateway, request.model, "embedding", "embeddings")
+    model = served_model(gateway, request.model, "embedding")
     inputs = await _token_inputs(gateway, model, request.input)
-    pinned = pinned_instance(request, scope.headers)  # type: ignore[arg-type]  # reads .nvext only
+    pinned = pinned_instance(gateway, scope.headers, _backend_instance_id(request.nvext))
     chunks = split_batch([len(ids) for ids in inputs], len(model.instance_ids))
     results = await _run_chunks(gateway, model, [inputs[start:end] for start, end in chunks], pinned)
     data = []
@@ -119,12 +119,18 @@ async def _run_chunks(gateway: Gateway, model: ServedModel, chunks: list[list[li
 
 async def _embed(gateway: Gateway, model: ServedModel, inputs: list[list[int]], pinned: str | None) -> EmbedResult:
     request = EmbedRequest(gateway.new_request_id(), inputs, model.name)
-    call = UnaryCall(gateway, model, request, input_tokens=sum(len(ids) for ids in inputs), pinned=pinned)
-    result = await call.result()
+    async with UnaryCall(gateway, model, request, input_tokens=sum(len(ids) for ids in inputs),
+                         pinned=pinned) as call:
+        result = await call.result()
     assert isinstance(result, EmbedResult)  # no disconnect watch here, so there is always a result
     if len(result.vectors) != len(inputs):
         raise EngineError(f"the worker returned {len(result.vectors)} vectors for {len(inputs)} inputs")
     return result
+
+
+def _backend_instance_id(nvext: dict | None) -> object:
+    """``nvext.backend_instance_id`` of an embeddings request (its nvext is a free-form object)."""
+    return nvext.get("backend_instance_id") if isinstance(nvext, dict) else None
 
 
 def _vector(raw: bytes, dimensions: int | None) -> array:

@@ -8,7 +8,7 @@ import time
 import msgspec
 
 from ..gateway.state import Gateway
-from ..pipeline.unary import default_model, typed_model
+from ..pipeline.prepare import default_model, served_model
 from ..protocol.engine import ImageRequest
 from ..protocol.errors import InvalidRequest
 from ..protocol.media import ImageData, ImageGenerationRequest, ImageNvExt, ImagesResponse
@@ -23,7 +23,7 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: ImageGenerationRequest = decode_request(_decoder, body)
     width, height = parse_size(request.size)
     _check(gateway, request)
-    model = typed_model(gateway, default_model(gateway, request.model, "images"), "images", "image generation")
+    model = served_model(gateway, default_model(gateway, request.model, "images"), "images")
     nvext = request.nvext or ImageNvExt()
     engine_request = ImageRequest(
         gateway.new_request_id(), request.prompt, model.name, request.n, width, height, request.output_format,

@@ -1,14 +1,13 @@
-"""What the image and video endpoints share: sizes, worker pinning, and handing files to the client as
+"""What the image and video endpoints share: sizes, running the request, and handing files to the client as
 base64 or as a URL of the media store (``frontend/stores/media.py``)."""
 
 from __future__ import annotations
 
 import base64
 import re
-from typing import Mapping
 
 from ..gateway.state import Gateway
-from ..pipeline.generation import PIN_HEADERS
+from ..pipeline.prepare import pinned_instance
 from ..pipeline.unary import UnaryCall
 from ..protocol.engine import MediaItem
 from ..protocol.errors import EngineError, InvalidRequest
@@ -27,14 +26,6 @@ def parse_size(size: str | None) -> tuple[int, int]:
         raise InvalidRequest(f"size must be WIDTHxHEIGHT with sides from 1 to {MAX_SIDE} (e.g. 1024x1024) or "
                              f"auto, not {size!r}", param="size")
     return int(match.group(1)), int(match.group(2))
-
-
-def pinned_header(headers: Mapping[str, str]) -> str | None:
-    """A worker instance the client asked for with ``x-worker-instance-id``."""
-    for name in PIN_HEADERS:
-        if headers.get(name):
-            return headers[name]
-    return None
 
 
 def check_delivery(gateway: Gateway, response_format: str) -> None:
@@ -58,9 +49,9 @@ def deliver(gateway: Gateway, scope, item: MediaItem, response_format: str) -> t
 async def produce(gateway: Gateway, scope, proto, model, engine_request,
                   response_format: str) -> list[tuple[MediaItem, str | None, str | None]] | None:
     """Run a media request on a worker; each item with its ``(b64_json, url)``, or None if the client left."""
-    call = UnaryCall(gateway, model, engine_request, pinned=pinned_header(scope.headers),
-                     disconnected=proto.client_disconnect())
-    result = await call.result()
+    async with UnaryCall(gateway, model, engine_request, pinned=pinned_instance(gateway, scope.headers),
+                         disconnected=proto.client_disconnect()) as call:
+        result = await call.result()
     if result is None:
         return None
     return [(item, *deliver(gateway, scope, item, response_format)) for item in result.items]

@@ -1,59 +1,31 @@
 """``GET /openapi.json`` (OpenAPI 3.1, generated from the msgspec wire types) and ``GET /docs`` (Swagger UI).
 
-The spec comes from one declarative table, :data:`OPERATIONS`: one :class:`Operation` per served
-(method, path). JSON Schemas of the request and response bodies are generated from the msgspec types with
-``msgspec.json.schema_components``, so the spec follows the types the handlers really decode and encode.
-The spec is built on first use and kept as bytes (one copy per HTTP worker process).
-
-Adding an endpoint (do this in the same change that adds the route to ``app.py``'s ``POST_ROUTES`` or
-``GET_ROUTES``; ``tests/unit/test_openapi.py`` fails when a route has no entry here)::
-
-    Operation("POST", "/v1/responses", "Create a model response", tag="responses",
-              operation_id="createResponse",
-              request=ResponsesRequest,                 # msgspec type of the JSON body
-              request_examples={"basic": {"model": "tiny", "input": "Hello!"}},  # Try it out's body
-              response=ResponseObject,                  # msgspec type of the 200 JSON body
-              stream=ResponseStreamEvent,               # SSE event `data:` type when the body has stream: true
-              errors=GENERATION_ERRORS),                # statuses answered with OpenAI's ErrorResponse
-
-* ``errors`` are statuses from :data:`ERROR_STATUSES`; they share one ``#/components/responses/...`` entry
-  each, with ``error_schema`` (default :class:`~frontend.protocol.openai.ErrorResponse`) as the body.
-  An endpoint with another error shape (e.g. Anthropic's) passes its own ``error_schema``.
-* ``responses`` adds other statuses with their own body type, e.g. /health's 503.
-* A non-JSON 200 body (Prometheus text, HTML) gives ``response_content_type`` and no ``response`` type.
-* ``stream`` documents the ``text/event-stream`` alternative of the 200: a string body described in words,
-  with the event data's schema under the media type's ``x-sse-data-schema`` extension (OpenAPI 3.1 has no
-  keyword for per-event schemas).
-* A type with no home in ``frontend/protocol/`` (a handler building a dict) gets a documentation Struct
-  (see :class:`HealthReport`); the e2e tests decode the live responses with these types, strictly.
+The spec is built from the route table (``routes.py``; one :class:`~frontend.http.route.Route` per served
+(method, path), see ``route.py`` for how to describe one). JSON Schemas of the request and response bodies are
+generated from the msgspec types with ``msgspec.json.schema_components``, so the spec follows the types the
+handlers really decode and encode. The spec is built on first use and kept as bytes (one copy per HTTP worker
+process).
 
 ``/docs`` serves Swagger UI from the ``swagger-ui-bundle-v2`` package's files (no CDN): the page, a small
 initializer script, and a fixed allow-list of the bundle's assets under a versioned path
 (``/docs/swagger-ui-<version>/...``, cached for a year as immutable). Every URL in the page is relative,
 as is the spec's server (``/``), so "Try it out" calls the server that served the page, also behind a
-path-prefix proxy. The asset routes are exact paths in ``GET_ROUTES``: nothing maps a request path to a
+path-prefix proxy. The asset routes are exact paths in the route table: nothing maps a request path to a
 file name, so there is no path to traverse.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal
 
 import msgspec
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
-from ..protocol.anthropic import (CountTokensRequest, ErrorBody as AnthropicErrorBody, Message as AnthropicMessage,
-                                  MessagesRequest, StreamEvent as AnthropicStreamEvent, TokenCount)
-from ..protocol.embeddings import EmbeddingRequest, EmbeddingResponse
+from .route import Route
 from ..protocol.indexer import WorkerIndexStatus
-from ..protocol.media import ImageGenerationRequest, ImagesResponse, VideoGenerationRequest, VideoResponse
-from ..protocol.openai import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion,
-                               CompletionRequest, ErrorResponse, ModelList)
-from ..protocol.responses import ResponseObject, ResponsesRequest, ResponseStreamEvent
-from ..protocol.tokenize_api import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from ..protocol.openai import (ErrorResponse)
 
 # ---- documentation types for bodies that handlers build as dicts (info.py) -------------------------------
 
@@ -128,210 +100,14 @@ GENERATION_ERRORS = (400, 404, 413, 500, 502, 503)
 INFO_ERRORS = (500,)
 
 
-@dataclass(frozen=True)
-class Operation:
-    """One served (method, path) of the spec; see the module docstring for how to add one."""
-
-    method: Literal["GET", "POST"]
-    path: str
-    summary: str
-    tag: str
-    operation_id: str
-    description: str = ""
-    request: Any = None  # msgspec type of the JSON request body
-    request_examples: Mapping[str, Any] = field(default_factory=dict)  # name -> example body
-    response: Any = None  # msgspec type of the 200 body (JSON)
-    response_content_type: str | None = None  # of a non-JSON 200 body (then ``response`` is None)
-    response_description: str = "OK"
-    stream: Any = None  # type of each SSE event's data when the request asks for stream: true
-    errors: tuple[int, ...] = ()  # statuses of ERROR_STATUSES
-    error_schema: Any = ErrorResponse
-    responses: Mapping[int, tuple[str, Any]] = field(default_factory=dict)  # status -> (description, type)
-    parameters: tuple[Mapping[str, Any], ...] = ()  # OpenAPI parameter objects (path parameters)
-
-
-_HELLO = [{"role": "user", "content": "Hello!"}]
-_VIDEO = {"model": "tiny-video", "prompt": "A paper boat on a pond", "seconds": 1, "size": "160x96",
-          "nvext": {"fps": 8, "seed": 7}}
-_MEDIA_NAME = {"name": "name", "in": "path", "required": True, "description": "The file name in the URL the "
-               "image or video endpoint answered.", "schema": {"type": "string"}}
-
-OPERATIONS: tuple[Operation, ...] = (
-    Operation(
-        "POST", "/v1/chat/completions", "Create a chat completion", tag="chat", operation_id="createChatCompletion",
-        description="Renders the model's chat template over `messages`, generates, and answers one "
-                    "`chat.completion` object, or with `stream: true` server-sent events of "
-                    "`chat.completion.chunk` objects ending with `data: [DONE]`. `n` choices are generated "
-                    "independently (with a `seed`, choice i uses seed + i); streamed chunks carry one choice with "
-                    "its `index`. Structured output: one of `response_format` (json_object, json_schema), "
-                    "`guided_json`, `guided_regex`, `guided_choice`, `guided_grammar`. `nvext` holds Dynamo's "
-                    "extensions; `nvext.annotations` add named SSE events (`event: <name>`) before the data they "
-                    "describe. Unknown fields are ignored.",
-        request=ChatCompletionRequest,
-        request_examples={
-            "hello": {"summary": "A short answer", "value": {"model": "tiny", "messages": _HELLO, "max_tokens": 30}},
-            "stream": {"summary": "Streamed, with usage",
-                       "value": {"model": "tiny", "messages": _HELLO, "max_tokens": 30, "stream": True,
-                                 "stream_options": {"include_usage": True}}},
-            "json_schema": {"summary": "Structured output (JSON matching a schema)",
-                            "value": {"model": "tiny", "messages": _HELLO, "max_tokens": 100, "response_format": {
-                                "type": "json_schema", "json_schema": {"name": "greeting", "schema": {
-                                    "type": "object", "properties": {"greeting": {"type": "string"},
-                                                                     "mood": {"enum": ["happy", "calm"]}},
-                                    "required": ["greeting", "mood"]}}}}},
-            "choices": {"summary": "Two choices with logprobs and nvext timing",
-                        "value": {"model": "tiny", "messages": _HELLO, "max_tokens": 10, "n": 2, "seed": 1,
-                                  "logprobs": True, "top_logprobs": 2,
-                                  "nvext": {"extra_fields": ["worker_id", "timing"]}}},
-        },
-        response=ChatCompletion, stream=ChatCompletionChunk, errors=GENERATION_ERRORS),
-    Operation(
-        "POST", "/v1/completions", "Create a text completion", tag="completions", operation_id="createCompletion",
-        description="Continues `prompt` (a string, token ids, or a batch: a list of strings or of token-id "
-                    "lists) and answers one `text_completion` object, or with `stream: true` server-sent events of "
-                    "`text_completion` objects ending with `data: [DONE]`. Each prompt gets `n` choices, numbered "
-                    "prompt_index * n + choice_index. `logprobs: N`, `echo`, `guided_*` and `nvext` as on chat; "
-                    "`suffix` and `best_of` > 1 are a 400. Unknown fields are ignored.",
-        request=CompletionRequest,
-        request_examples={
-            "text": {"summary": "A string prompt",
-                     "value": {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 30}},
-            "tokens": {"summary": "A token-id prompt",
-                       "value": {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 5}},
-            "batch": {"summary": "Two prompts, two choices each, with logprobs",
-                      "value": {"model": "tiny", "prompt": ["Once upon a time", "The harbor"], "n": 2,
-                                "max_tokens": 8, "logprobs": 2, "seed": 7}},
-        },
-        response=Completion, stream=Completion, errors=GENERATION_ERRORS),
-    Operation(
-        "POST", "/v1/responses", "Create a model response", tag="responses", operation_id="createResponse",
-        description="OpenAI's Responses API, served on top of chat: `input` as a string or items (messages, "
-                    "function_call and function_call_output items), function tools, `previous_response_id` "
-                    "(stored responses). With `stream: true`: server-sent events `event: <type>` / "
-                    "`data: <event JSON>` in OpenAI's order, from `response.created` to `response.completed`. "
-                    "`GET` and `DELETE /v1/responses/{id}` read and delete a stored response.",
-        request=ResponsesRequest,
-        request_examples={"hello": {"summary": "A string input",
-                                    "value": {"model": "tiny", "input": "Hello!", "max_output_tokens": 30}}},
-        response=ResponseObject, stream=ResponseStreamEvent, errors=GENERATION_ERRORS),
-    Operation(
-        "POST", "/v1/messages", "Create a message (Anthropic)", tag="anthropic", operation_id="createMessage",
-        description="Anthropic's Messages API, served on top of chat: content blocks (text, image, tool_use, "
-                    "tool_result, thinking), tools, `thinking`. With `stream: true`: Anthropic's events from "
-                    "`message_start` to `message_stop`. Errors are Anthropic's `{\"type\": \"error\", "
-                    "\"error\": {\"type\", \"message\"}}`.",
-        request=MessagesRequest,
-        request_examples={"hello": {"summary": "A short answer",
-                                    "value": {"model": "tiny", "max_tokens": 30, "messages": _HELLO}}},
-        response=AnthropicMessage, stream=AnthropicStreamEvent, errors=(400, 404, 413, 500),
-        error_schema=AnthropicErrorBody,
-        responses={529: ("Overloaded: no live worker or too many requests.", AnthropicErrorBody)}),
-    Operation(
-        "POST", "/v1/messages/count_tokens", "Count the tokens of a message request (Anthropic)", tag="anthropic",
-        operation_id="countMessageTokens",
-        description="The prompt length in tokens as the model's chat template renders the request.",
-        request=CountTokensRequest,
-        request_examples={"hello": {"summary": "A short conversation", "value": {"model": "tiny",
-                                                                                   "messages": _HELLO}}},
-        response=TokenCount, errors=(400, 404, 413, 500), error_schema=AnthropicErrorBody),
-    Operation(
-        "POST", "/v1/embeddings", "Create embeddings", tag="embeddings", operation_id="createEmbedding",
-        description="Vectors of `input` (a string, strings, token ids or token-id lists) from a model of type "
-                    "`embedding`; a batch is split across the model's workers. `encoding_format: base64` gives "
-                    "little-endian float32 bytes; `dimensions` keeps the first N dimensions, normalized again.",
-        request=EmbeddingRequest,
-        request_examples={"text": {"summary": "Two sentences",
-                                   "value": {"model": "tiny-embed", "input": ["A cat sat.", "A dog ran."]}}},
-        response=EmbeddingResponse, errors=GENERATION_ERRORS),
-    Operation(
-        "POST", "/v1/images/generations", "Create images", tag="images", operation_id="createImage",
-        description="OpenAI's image generation request plus `nvext` (negative_prompt, num_inference_steps, "
-                    "guidance_scale, seed) for a model of type `images`. `response_format: url` answers URLs "
-                    "of `GET /v1/media/{name}`, kept for `--media-store-ttl-s`.",
-        request=ImageGenerationRequest,
-        request_examples={"png": {"summary": "A small PNG as base64",
-                                  "value": {"model": "tiny-image", "prompt": "A red kite over a beach",
-                                            "size": "128x128", "response_format": "b64_json",
-                                            "nvext": {"seed": 42}}}},
-        response=ImagesResponse, errors=GENERATION_ERRORS),
-    *(Operation(
-        "POST", path, "Create a video" + alias, tag="videos", operation_id=op_id,
-        description="Dynamo's video request (prompt, seconds, size, response_format, output_format, `nvext` "
-                    "fps / num_frames / seed / negative_prompt / num_inference_steps / guidance_scale) for a "
-                    "model of type `videos`; answers when the video is made. `output_format` is a hint: "
-                    "`data[].output_format` says what was made (the mock makes mp4 when an ffmpeg is "
-                    "installed, else animated WebP or GIF).",
-        request=VideoGenerationRequest, request_examples={"short": {"summary": "One second", "value": _VIDEO}},
-        response=VideoResponse, errors=GENERATION_ERRORS)
-      for path, op_id, alias in (("/v1/videos", "createVideo", ""),
-                                 ("/v1/videos/generations", "createVideoGeneration", " (alias of /v1/videos)"))),
-    *(Operation(
-        "POST", path, "Stream a video as MJPEG" + alias, tag="videos", operation_id=op_id,
-        description="The request of `/v1/videos`; the answer is `multipart/x-mixed-replace; boundary=frame` "
-                    "with one `image/jpeg` part per frame, sent as the worker makes it, ending with "
-                    "`--frame--`. Leaving early aborts the generation.",
-        request=VideoGenerationRequest, request_examples={"short": {"summary": "One second", "value": _VIDEO}},
-        response_content_type="multipart/x-mixed-replace; boundary=frame", errors=GENERATION_ERRORS)
-      for path, op_id, alias in (("/v1/videos/stream", "streamVideo", ""),
-                                 ("/v1/videos/generations/stream", "streamVideoGeneration",
-                                  " (alias of /v1/videos/stream)"))),
-    Operation(
-        "GET", "/v1/media/{name}", "A generated image or video", tag="images", operation_id="getMedia",
-        description="A file an image or video request answered by URL; 404 once it expired or newer files "
-                    "pushed it out of the bounded store.",
-        parameters=(_MEDIA_NAME,), response_content_type="*/*",
-        responses={404: ("No such file (expired, or never stored here).", ErrorResponse)}),
-    Operation(
-        "POST", "/tokenize", "Tokenize a prompt or a conversation", tag="tokenize", operation_id="tokenize",
-        description="vLLM's shape: `{model, prompt}` (special tokens added unless `add_special_tokens: false`) "
-                    "or `{model, messages}` (rendered with the chat template as a chat request is) -> "
-                    "`{count, max_model_len, tokens}`, plus `token_strs` with `return_token_strs`. `model` may "
-                    "be left out when one model has a tokenizer.",
-        request=TokenizeRequest,
-        request_examples={"prompt": {"summary": "Plain text", "value": {"model": "tiny", "prompt": "Hello!"}},
-                          "messages": {"summary": "A conversation", "value": {"model": "tiny",
-                                                                              "messages": _HELLO}}},
-        response=TokenizeResponse, errors=(400, 404, 413, 500, 503)),
-    Operation(
-        "POST", "/detokenize", "Detokenize token ids", tag="tokenize", operation_id="detokenize",
-        description="`{model, tokens}` -> `{prompt}`, special tokens kept.",
-        request=DetokenizeRequest,
-        request_examples={"tokens": {"summary": "A few ids", "value": {"model": "tiny", "tokens": [1, 2, 3]}}},
-        response=DetokenizeResponse, errors=(400, 404, 413, 500)),
-    Operation(
-        "GET", "/v1/models", "List the served models", tag="models", operation_id="listModels",
-        description="Models with at least one live worker instance.",
-        response=ModelList, errors=INFO_ERRORS),
-    Operation(
-        "GET", "/health", "Health and worker instances", tag="service", operation_id="getHealth",
-        description="200 with the live worker instances, their load and the KV index state; 503 while there "
-                    "is no live worker.",
-        response=HealthReport, response_description="At least one worker instance is live.",
-        responses={503: ("No worker instance is live.", HealthUnavailable)}, errors=INFO_ERRORS),
-    Operation(
-        "GET", "/live", "Liveness", tag="service", operation_id="getLive",
-        description="200 while the process runs, whether or not workers are registered.", response=LiveStatus),
-    Operation(
-        "GET", "/metrics", "Prometheus metrics", tag="service", operation_id="getMetrics",
-        description="Prometheus text exposition format: every serving process's request metrics plus live "
-                    "per-worker router and KV-index gauges.",
-        response_content_type="text/plain; version=0.0.4; charset=utf-8", errors=INFO_ERRORS),
-    Operation(
-        "GET", "/openapi.json", "This OpenAPI document", tag="service", operation_id="getOpenAPI",
-        response=dict[str, Any]),
-    Operation(
-        "GET", "/docs", "Swagger UI for this document", tag="service", operation_id="getDocs",
-        response_content_type="text/html; charset=utf-8"),
-)
-
 # ---- spec generation -------------------------------------------------------------------------------------
 
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{name}"
 
 
-def build_spec(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``operations`` as a dict."""
+def build_spec(routes: tuple[Route, ...]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the listed ``routes`` as a dict."""
     types: list[Any] = []  # every type whose schema an operation refers to, in a fixed order
 
     def use(tp: Any) -> int:
@@ -339,7 +115,7 @@ def build_spec(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]
         return len(types) - 1
 
     planned = []
-    for op in operations:
+    for op in (route for route in routes if route.listed):
         planned.append((op, {
             "request": use(op.request) if op.request is not None else None,
             "response": use(op.response) if op.response is not None else None,
@@ -428,9 +204,9 @@ def build_spec(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]
 
 
 @functools.cache
-def spec_bytes() -> bytes:
-    """The spec as JSON bytes, built on first use."""
-    return msgspec.json.encode(build_spec())
+def spec_bytes(routes: tuple[Route, ...]) -> bytes:
+    """The spec of ``routes`` as JSON bytes, built on first use."""
+    return msgspec.json.encode(build_spec(routes))
 
 
 # ---- handlers ----------------------------------------------------------------------------------------------
@@ -442,10 +218,6 @@ _IMMUTABLE = ("cache-control", "public, max-age=31536000, immutable")
 _DOCS_CSP = ("content-security-policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
                                         "script-src 'self'; connect-src 'self'; object-src 'none'; "
                                         "frame-ancestors 'self'; base-uri 'self'")
-
-
-def openapi_json(gateway, proto) -> None:
-    proto.response_bytes(200, [("content-type", "application/json"), _NO_CACHE, _NOSNIFF], spec_bytes())
 
 
 SWAGGER_UI_DIR = swagger_ui_path  # .../swagger_ui_bundle/vendor/swagger-ui-<version>
@@ -527,11 +299,21 @@ def _asset_handler(name: str) -> Callable[[Any, Any], None]:
     return serve
 
 
-def _routes() -> tuple[dict[str, Callable[[Any, Any], None]], frozenset[str]]:
+def document_routes(api_routes: tuple[Route, ...]) -> tuple[Route, ...]:
+    """``/openapi.json`` (the spec of ``api_routes`` and these) and ``/docs`` (both in the spec), and Swagger UI's
+    files (not in it: exact paths, so nothing maps a request path to a file name)."""
+
+    def openapi_json(gateway, proto) -> None:
+        proto.response_bytes(200, [("content-type", "application/json"), _NO_CACHE, _NOSNIFF],
+                             spec_bytes(documented))
+
+    listed = (
+        Route("GET", "/openapi.json", "This OpenAPI document", tag="service", operation_id="getOpenAPI",
+              handler=openapi_json, response=dict[str, Any]),
+        Route("GET", "/docs", "Swagger UI for this document", tag="service", operation_id="getDocs", handler=docs,
+              response_content_type="text/html; charset=utf-8"),
+    )
+    documented = api_routes + listed
     assets = {ASSETS_PATH + name: _asset_handler(name) for name in ASSET_TYPES}
     unlisted = {"/docs/": docs_slash, "/docs/swagger-initializer.js": _initializer, **assets}
-    return {"/openapi.json": openapi_json, "/docs": docs, **unlisted}, frozenset(unlisted)
-
-
-GET_ROUTES, UNLISTED_ROUTES = _routes()
-"""``GET_ROUTES`` goes into ``app.GET_ROUTES``; ``UNLISTED_ROUTES`` (Swagger UI's assets) are not in the spec."""
+    return listed + tuple(Route("GET", path, handler=handler) for path, handler in unlisted.items())

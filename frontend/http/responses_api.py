@@ -18,7 +18,8 @@ import msgspec
 
 from ..gateway.state import Gateway
 from ..parsers.base import REASONING, TOOL_CALL, Segment
-from ..pipeline.chat_session import ChatOutcome, ChatSession, collect, open_session, segments_of
+from ..pipeline.chat_session import ChatOutcome, ChatSession, collect_chat, open_session, segments_of
+from ..postprocess.pipeline import Delta
 from ..protocol import responses as rs
 from ..protocol.errors import InvalidRequest, MethodNotAllowed, NotFoundRoute, RequestError
 from ..protocol.openai import ChatMessage, FunctionCall, ToolCall
@@ -26,7 +27,7 @@ from ..stores.responses import ResponseStore
 from .reply import JSON_HEADERS, SSE_HEADERS, send_json
 from .responses_input import to_chat_request
 from .responses_output import OutputBuilder, new_id
-from .streaming import StreamWriter, decode_request
+from .streaming import StreamEnd, StreamWriter, decode_request, stream_deltas
 
 ITEM_PREFIX = "/v1/responses/"
 
@@ -60,17 +61,15 @@ async def create(gateway: Gateway, scope, proto, body: bytes) -> None:
     session = await open_session(gateway, chat_request, msgspec.json.encode(chat_request), scope.headers,
                                  proto.client_disconnect())
     run = _Run(request, session, conversation, store if request.store else None)
-    try:
+    async with session:
         if request.stream:
             await run.stream(proto)
-        else:
-            outcome = await collect(session)
-            if outcome is not None:
-                run.builder.add(outcome.segments)
-                run.builder.close(_item_status(outcome))
-                send_json(proto, 200, await run.finish(outcome))
-    finally:
-        session.close()
+            return
+        outcomes = await collect_chat(session)
+        if outcomes is not None:
+            run.builder.add(outcomes[0].segments)
+            run.builder.close(_item_status(outcomes[0]))
+            send_json(proto, 200, await run.finish(outcomes[0]))
 
 
 async def item(gateway: Gateway, scope, proto, body: bytes) -> None:
@@ -125,23 +124,28 @@ class _Run:
         if not await writer.send(_sse(events)):
             return
         segments: list[Segment] = []
-        async for delta in self.session.generation.deltas():
-            if delta.error:
-                code = "invalid_request" if delta.error.status == 400 else "server_error"
-                failed = self.response("failed", error=rs.ResponseError(code, delta.error.message))
-                await writer.send(_sse([self._lifecycle("response.failed", failed)]))
-                return
+        outcome: ChatOutcome | None = None
+
+        def encode(_index: int, delta: Delta) -> bytes:
+            nonlocal outcome
             parsed = segments_of(delta.segments, delta.text)
-            segments += parsed
+            segments.extend(parsed)
             events = self.builder.add(parsed)
             if delta.finish_reason is not None:
                 outcome = ChatOutcome(segments, self.session.finish_reason(delta.finish_reason), [],
                                       self.session.stop_sequence, self.session.usage())
                 events += self.builder.close(_item_status(outcome))
-                final = await self.finish(outcome)
-                events.append(self._lifecycle(f"response.{final.status}", final))
-            if events and not await writer.send(_sse(events)):
-                return
+            return _sse(events) if events else b""
+
+        def encode_error(error: RequestError) -> bytes:
+            code = "invalid_request" if error.status == 400 else "server_error"
+            failed = self.response("failed", error=rs.ResponseError(code, error.message))
+            return _sse([self._lifecycle("response.failed", failed)])
+
+        ended = await stream_deltas(writer, [self.session.generation], encode, encode_error)
+        if ended is StreamEnd.FINISHED and outcome is not None:
+            final = await self.finish(outcome)  # stored first: the closing event then names a stored response
+            await writer.send(_sse([self._lifecycle(f"response.{final.status}", final)]))
 
     async def finish(self, outcome: ChatOutcome) -> rs.ResponseObject:
         """The final response, from the closed output; stored when asked to."""

@@ -1,10 +1,21 @@
-"""Request decoding and the SSE stream writer shared by the generation endpoints."""
+"""Request decoding, the stream writer, and the one loop that streams generations to a client.
+
+:func:`stream_deltas` is what every streamed front door (chat, completions, Responses, Messages) runs: each
+choice's deltas, encoded by the door's ``encode``, written as they come; a worker's failure encoded by the
+door's ``encode_error``. The door only says how a delta and an error look on its wire.
+"""
 
 from __future__ import annotations
 
+import enum
+from contextlib import aclosing
+from typing import Callable
+
 import msgspec
 
-from ..protocol.errors import InvalidRequest
+from ..pipeline.generation import Generation, choice_deltas
+from ..postprocess.pipeline import Delta
+from ..protocol.errors import InvalidRequest, RequestError
 from .reply import validation_error
 
 
@@ -40,3 +51,26 @@ class StreamWriter:
             self.closed = True
             return False
         return True
+
+
+class StreamEnd(enum.Enum):
+    """How :func:`stream_deltas` ended."""
+
+    FINISHED = "finished"  # every choice finished; the door sends its closing events
+    FAILED = "failed"  # a worker failed the request; its error event is sent
+    CLIENT_GONE = "client_gone"  # the client left; the generations are aborted
+
+
+async def stream_deltas(writer: StreamWriter, generations: list[Generation], encode: Callable[[int, Delta], bytes],
+                        encode_error: Callable[[RequestError], bytes]) -> StreamEnd:
+    """Write every choice's deltas as ``encode(choice index, delta)`` makes them, as they arrive (nothing is
+    written for empty bytes); a worker's failure as ``encode_error(error)``."""
+    try:
+        async with aclosing(choice_deltas(generations)) as deltas:
+            async for index, delta in deltas:
+                out = encode(index, delta)
+                if out and not await writer.send(out):
+                    return StreamEnd.CLIENT_GONE  # closing `deltas` aborts the generations still running
+    except RequestError as error:
+        return StreamEnd.FAILED if await writer.send(encode_error(error)) else StreamEnd.CLIENT_GONE
+    return StreamEnd.CLIENT_GONE if any(generation.client_gone for generation in generations) else StreamEnd.FINISHED

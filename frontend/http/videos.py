@@ -8,16 +8,16 @@ type; a client that leaves aborts the generation on the worker.
 from __future__ import annotations
 
 import time
-from contextlib import aclosing
 
 import msgspec
 
 from ..gateway.state import Gateway
-from ..pipeline.unary import UnaryCall, default_model, typed_model
+from ..pipeline.prepare import default_model, pinned_instance, served_model
+from ..pipeline.unary import UnaryCall
 from ..protocol.engine import MediaProgress, VideoRequest
 from ..protocol.errors import EngineError, InvalidRequest, RequestError
 from ..protocol.media import VideoData, VideoGenerationRequest, VideoNvExt, VideoResponse
-from .media_delivery import check_delivery, parse_size, pinned_header, produce
+from .media_delivery import check_delivery, parse_size, produce
 from .reply import send_json
 from .streaming import StreamWriter, decode_request
 
@@ -42,18 +42,17 @@ async def generate(gateway: Gateway, scope, proto, body: bytes) -> None:
 async def stream(gateway: Gateway, scope, proto, body: bytes) -> None:
     """POST /v1/videos/stream: MJPEG, one part per frame as the worker makes it."""
     _, model, engine_request = _prepare(gateway, body, stream_frames=True)
-    call = UnaryCall(gateway, model, engine_request, pinned=pinned_header(scope.headers),
-                     disconnected=proto.client_disconnect())
     writer: StreamWriter | None = None
     try:
-        async with aclosing(call.replies()) as replies:
-            async for item in replies:
+        async with UnaryCall(gateway, model, engine_request, pinned=pinned_instance(gateway, scope.headers),
+                             disconnected=proto.client_disconnect()) as call:
+            async for item in call.replies():
                 if not isinstance(item, MediaProgress) or not item.frame:
                     continue
                 if writer is None:
                     writer = StreamWriter(proto.response_stream(200, MJPEG_HEADERS))
                 if not await writer.send(_part(item.frame)):
-                    return  # the client left: closing the replies aborts the worker
+                    return  # the client left: leaving the call aborts the worker
     except RequestError:
         if writer is None:
             raise  # nothing sent yet: an ordinary error response
@@ -77,7 +76,7 @@ def _prepare(gateway: Gateway, body: bytes, *, stream_frames: bool):
                              param="input_reference")
     if not stream_frames:
         check_delivery(gateway, request.response_format)
-    model = typed_model(gateway, default_model(gateway, request.model, "videos"), "videos", "video generation")
+    model = served_model(gateway, default_model(gateway, request.model, "videos"), "videos")
     nvext = request.nvext or VideoNvExt()
     engine_request = VideoRequest(
         gateway.new_request_id(), request.prompt, model.name, width, height, _seconds(request.seconds),

@@ -25,10 +25,12 @@ from multiprocessing.connection import Connection
 import msgspec
 import zmq
 
+from ..config.sections import RouterConfig
 from ..config.topology import Endpoints
 from ..kv import KvIndexWriter, chain_hashes, local_block_hashes
 from ..protocol import indexer as indexer_wire, kv_events as events_wire, load as load_wire, registry as registry_wire
 from ..protocol.registry import Instance
+from ..transport.sockets import KV_EVENTS_HWM, open_socket
 from .worker_state import WorkerKvState
 
 log = logging.getLogger(__name__)
@@ -51,23 +53,16 @@ class WorkerFeed:
         self.held: list[tuple[int, bytes]] = []  # live batches that arrived during a replay
         load_endpoint = config.get("load_endpoint")
         if load_endpoint:
-            self.load = context.socket(zmq.SUB)
-            self.load.setsockopt(zmq.LINGER, 0)
-            self.load.setsockopt(zmq.SUBSCRIBE, b"")
-            self.load.connect(load_endpoint)
+            self.load = open_socket(context, zmq.SUB, subscribe=b"", connect=load_endpoint)
         if not use_kv_events:
             return
         endpoint = config.get("kv_events_endpoint")
         if endpoint:
-            self.events = context.socket(zmq.SUB)
-            self.events.setsockopt(zmq.RCVHWM, 100_000)
-            self.events.setsockopt(zmq.SUBSCRIBE, str(config.get("kv_events_topic", "")).encode())
-            self.events.connect(endpoint)
+            self.events = open_socket(context, zmq.SUB, rcvhwm=KV_EVENTS_HWM,
+                                      subscribe=str(config.get("kv_events_topic", "")), connect=endpoint)
         replay = config.get("kv_events_replay_endpoint")
         if replay:
-            self.replay = context.socket(zmq.DEALER)
-            self.replay.setsockopt(zmq.LINGER, 0)
-            self.replay.connect(replay)
+            self.replay = open_socket(context, zmq.DEALER, connect=replay)
 
     def close(self) -> None:
         for sock in (self.events, self.replay, self.load):
@@ -197,7 +192,8 @@ class Indexer:
             return
         feed = self.feeds.get(routed.instance_id)
         if feed is not None:
-            self.writer.predict(feed.state.slot, routed.seq_hashes, time.time())
+            # the index compares prediction ages across processes: every one passes time.monotonic()
+            self.writer.predict(feed.state.slot, routed.seq_hashes, time.monotonic())
 
     def status(self) -> indexer_wire.IndexerStatus:
         workers, problems = {}, []
@@ -219,27 +215,25 @@ class Indexer:
                                           stats.get("dropped_inserts", 0))
 
 
-def run(endpoints: Endpoints, capacity_blocks: int, max_workers: int, use_kv_events: bool, ttl_s: float,
-        pending_ttl_s: float, ready: Connection) -> None:
-    """Process entry: create the shared index, report READY, follow workers until terminated."""
+def run(endpoints: Endpoints, settings: RouterConfig, ready: Connection) -> None:
+    """Process entry: create the shared index (sized by the daemon's ``router`` section), report READY,
+    follow workers until terminated."""
     context = zmq.Context()
-    writer = KvIndexWriter(name=endpoints.kv_index_name, capacity_blocks=capacity_blocks, max_workers=max_workers)
+    writer = KvIndexWriter(name=endpoints.kv_index_name, capacity_blocks=settings.kv_index_capacity_blocks,
+                           max_workers=settings.kv_index_max_workers)
     try:
-        _serve(context, writer, endpoints, use_kv_events, ttl_s, pending_ttl_s, ready)
+        _serve(context, writer, endpoints, settings, ready)
     finally:
         writer.close()
 
 
-def _serve(context: zmq.Context, writer: KvIndexWriter, endpoints: Endpoints, use_kv_events: bool, ttl_s: float,
-           pending_ttl_s: float, ready: Connection) -> None:
-    recv_from_registry = context.socket(zmq.SUB)
-    recv_from_registry.setsockopt(zmq.SUBSCRIBE, b"")
-    recv_from_registry.connect(endpoints.registry_pub)
-    recv_routed = context.socket(zmq.PULL)
-    recv_routed.bind(endpoints.indexer_routed)
-    send_status = context.socket(zmq.PUB)
-    send_status.bind(endpoints.indexer_status)
-    indexer = Indexer(context, writer, use_kv_events=use_kv_events, ttl_s=ttl_s, pending_ttl_s=pending_ttl_s)
+def _serve(context: zmq.Context, writer: KvIndexWriter, endpoints: Endpoints, settings: RouterConfig,
+           ready: Connection) -> None:
+    recv_from_registry = open_socket(context, zmq.SUB, subscribe=b"", connect=endpoints.registry_pub)
+    recv_routed = open_socket(context, zmq.PULL, bind=endpoints.indexer_routed)
+    send_status = open_socket(context, zmq.PUB, bind=endpoints.indexer_status)
+    indexer = Indexer(context, writer, use_kv_events=settings.kv_events, ttl_s=settings.router_ttl_s,
+                      pending_ttl_s=settings.router_pending_ttl_s)
     ready.send("ready")
     ready.close()
     version, next_housekeeping = -1, 0.0
@@ -268,7 +262,7 @@ def _serve(context: zmq.Context, writer: KvIndexWriter, endpoints: Endpoints, us
                 feed, handler = by_socket[sock]
                 for frames in _drain(sock):
                     handler(feed, frames)
-        now = time.time()
+        now = time.monotonic()
         if now >= next_housekeeping:
             writer.expire_predictions(now - indexer.prediction_ttl_s)
             send_status.send(indexer_wire.encoder.encode(indexer.status()))

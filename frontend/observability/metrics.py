@@ -26,10 +26,13 @@ import os
 import time
 from bisect import bisect_left
 from contextvars import ContextVar
-from typing import Any, Callable, Iterable
+from typing import Iterable
 
 import msgspec
 import zmq
+
+from ..transport.sockets import open_socket
+from ..transport.zmqloop import SocketDrainer
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -238,33 +241,24 @@ def socket_path(directory: str, pid: int) -> str:
     return os.path.join(directory, f"{pid}.sock")
 
 
-# ``drainer(loop, sock, on_message)`` returns an object with ``after_send()`` and ``close()`` (which also
-# closes the socket): frontend.transport.zmqloop.SocketDrainer, passed in by the caller because observability
-# sits beside transport in the layering, not above it.
-Drainer = Callable[[asyncio.AbstractEventLoop, zmq.Socket, Callable[[list[bytes]], None]], Any]
-
-
 class SnapshotServer:
     """Answers every snapshot request on ``ipc://<directory>/<pid>.sock`` with this process's live values."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, metrics: Metrics, directory: str,
-                 drainer: Drainer) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, metrics: Metrics,
+                 directory: str) -> None:
         self.metrics = metrics
         self.path = socket_path(directory, os.getpid())
-        self._drainer = None
+        self._drainer: SocketDrainer | None = None
         os.makedirs(directory, exist_ok=True)
-        sock = context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
         try:
             if os.path.exists(self.path):
                 os.unlink(self.path)  # left by an earlier process with this pid
-            sock.bind(f"ipc://{self.path}")
+            sock = open_socket(context, zmq.ROUTER, bind=f"ipc://{self.path}")
         except (OSError, zmq.ZMQError) as error:  # e.g. a path too long for a unix socket
-            sock.close(0)
             log.warning("metrics: cannot bind %s (%s); scrapes use this process's snapshot file", self.path, error)
             return
         self._sock = sock
-        self._drainer = drainer(loop, sock, self._on_request)
+        self._drainer = SocketDrainer(loop, sock, self._on_request)
 
     def _on_request(self, frames: list[bytes]) -> None:
         # the drain loop reads again after this send, so the descriptor's edge cannot be lost here
@@ -285,7 +279,7 @@ class SnapshotServer:
 
 
 async def gather_snapshots(loop: asyncio.AbstractEventLoop, context: zmq.Context, directory: str, own: Metrics,
-                           drainer: Drainer, timeout: float = SCRAPE_TIMEOUT_S) -> list[Snapshot]:
+                           timeout: float = SCRAPE_TIMEOUT_S) -> list[Snapshot]:
     """This process's live values, every live peer's answer, and the last snapshot file of every other process
     (peers that did not answer within ``timeout``, processes that have exited)."""
     me = os.getpid()
@@ -303,7 +297,7 @@ async def gather_snapshots(loop: asyncio.AbstractEventLoop, context: zmq.Context
             files[int(stem)] = os.path.join(directory, name)
         elif extension == ".sock" and _alive(int(stem)):
             peers.append(int(stem))
-    answers = await _ask(loop, context, directory, peers, drainer, timeout) if peers else {}
+    answers = await _ask(loop, context, directory, peers, timeout) if peers else {}
     snapshots = [own.snapshot(), *answers.values()]
     for pid, path in files.items():
         if pid in answers:
@@ -317,17 +311,16 @@ async def gather_snapshots(loop: asyncio.AbstractEventLoop, context: zmq.Context
 
 
 async def _ask(loop: asyncio.AbstractEventLoop, context: zmq.Context, directory: str, peers: list[int],
-               drainer: Drainer, timeout: float) -> dict[int, Snapshot]:
+               timeout: float) -> dict[int, Snapshot]:
     """Ask every peer at once (a DEALER each, for this scrape only); the answers that came within ``timeout``."""
     replies: dict[int, asyncio.Future[bytes]] = {}
     drainers = []
     try:
         for pid in peers:
             future = replies[pid] = loop.create_future()
-            sock = context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(f"ipc://{socket_path(directory, pid)}")
-            reader = drainer(loop, sock, lambda frames, future=future: future.done() or future.set_result(frames[-1]))
+            sock = open_socket(context, zmq.DEALER, connect=f"ipc://{socket_path(directory, pid)}")
+            reader = SocketDrainer(loop, sock,
+                                   lambda frames, future=future: future.done() or future.set_result(frames[-1]))
             drainers.append(reader)
             try:
                 sock.send(SNAPSHOT_REQUEST, zmq.NOBLOCK)  # queued on the pipe connect made, sent once connected

@@ -6,7 +6,7 @@ tool fields, ``nvext`` and the structured-output fields, renders and tokenizes t
 ``nvext.token_data``, or the raw messages with ``nvext.use_raw_prompt``), picks the model's parsers
 (``ApiSettings.parsers_for``), builds the engine requests (a JSON schema for forced tool calls, the reasoning
 budget) and starts one :class:`Generation` per choice (``n``), each with its own parse chain.
-:func:`collect` reads a whole generation for the unary answers.
+:func:`collect_chat` reads the whole answer for the unary APIs.
 """
 
 from __future__ import annotations
@@ -19,17 +19,18 @@ import msgspec
 from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
 from ..kv import block_hashes as compute_block_hashes
-from ..parsers.base import CONTENT, TOOL_CALL, Segment, content, merge
+from ..parsers.base import CONTENT, TOOL_CALL, Segment, content
 from ..parsers.chain import ParseChain
 from ..parsers.context import ParserContext
 from ..parsers.forced import forced_response_format
 from ..parsers.registry import build_chain
 from ..protocol.engine import GuidedDecoding, TokenLogprob
-from ..protocol.errors import InvalidRequest, ServiceUnavailable
+from ..protocol.errors import InvalidRequest
 from ..protocol.openai import ChatCompletionRequest, Usage
-from .generation import Choices, Generation, engine_request, gather_choices, reject_unsupported
+from .generation import Choices, Generation, collect_all, engine_request, reject_unsupported
 from .guided import guided_decoding
 from .nvext import Extensions, check_token_ids, extensions, raw_chat_prompt
+from .prepare import served_model
 
 PROMPT_TAIL_TOKENS = 16  # decoded for the reasoning parsers: did the template open a thinking block?
 
@@ -124,7 +125,14 @@ class ChatSession:
         return self.runs.usage()
 
     def close(self) -> None:
+        """Release every choice's generation not released yet (see ``Choices.close``)."""
         self.runs.close()
+
+    async def __aenter__(self) -> "ChatSession":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: bytes, headers: Mapping[str, str],
@@ -140,11 +148,7 @@ async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: b
         param = "response_format" if request.response_format is not None else "tool_choice"
         raise InvalidRequest("structured output (response_format or guided_*) cannot be combined with "
                              "tool_choice required or a named function", param=param)
-    model = gateway.model(request.model)
-    if "chat" not in model.card.model_types:
-        raise InvalidRequest(f"model `{model.name}` does not serve chat completions", param="model")
-    if not model.instance_ids:  # 503 before tokenizing
-        raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+    model = served_model(gateway, request.model, "chat")
     if ext.token_data is None and not ext.raw_prompt:
         prompt_ids, block_hashes = await gateway.tokenizer.tokenize(model.card.model_path, "chat", body,
                                                                     model.block_size)
@@ -224,44 +228,16 @@ class ChatOutcome:
         return [segment for segment in self.segments if segment.kind == TOOL_CALL]
 
 
-def collect(session: ChatSession) -> Awaitable[ChatOutcome | None]:
-    """Run choice 0's generation to its end (the worker's error raised); None when the client went away."""
-    return collect_choice(session.choices[0], session.generation.usage)
-
-
-async def collect_all(session: ChatSession) -> list[ChatOutcome] | None:
-    """Run every choice to its end, concurrently; None when the client went away. Each outcome's usage is
-    the whole request's."""
-    if len(session.choices) == 1:
-        outcome = await collect(session)
-        return None if outcome is None else [outcome]
-    outcomes = await gather_choices([collect_choice(choice, session.usage) for choice in session.choices])
-    if any(outcome is None for outcome in outcomes):
+async def collect_chat(session: ChatSession) -> list[ChatOutcome] | None:
+    """Run every choice to its end, concurrently (a worker's failure raised); None when the client went away.
+    Each outcome's usage is the whole request's."""
+    collected = await collect_all([choice.generation for choice in session.choices])
+    if collected is None:
         return None
     usage = session.usage()
-    for outcome in outcomes:
-        outcome.usage = usage
-    return outcomes
-
-
-async def collect_choice(choice: SessionChoice, usage: Callable[[], Usage]) -> ChatOutcome | None:
-    """One choice's whole generation (the worker's error raised); None when the client went away."""
-    generation = choice.generation
-    segments: list[Segment] = []
-    logprobs: list[TokenLogprob] = []
-    finish_reason = "stop"
-    async for delta in generation.deltas():
-        if delta.error:
-            raise delta.error
-        segments.extend(segments_of(delta.segments, delta.text))
-        if delta.logprobs:
-            logprobs.extend(delta.logprobs)
-        if delta.finish_reason is not None:
-            finish_reason = delta.finish_reason
-    if generation.client_gone:
-        return None
-    return ChatOutcome(merge(segments), choice.finish_reason(finish_reason), logprobs, choice.stop_sequence,
-                       usage())
+    return [ChatOutcome(whole.segments if whole.segments is not None else segments_of(None, whole.text),
+                        choice.finish_reason(whole.finish_reason), whole.logprobs, choice.stop_sequence, usage)
+            for choice, whole in zip(session.choices, collected)]
 
 
 def segments_of(segments: list[Segment] | None, text: str) -> list[Segment]:

@@ -1,35 +1,43 @@
 """What every generating API shares (HTTP chat/completions, gRPC): request to engine request, and running it.
 
-A :class:`Generation` owns one engine request's life on a worker: route and submit, read output batches
-through the output pipeline, abort the worker when the client leaves or a stop string matches, release the
-stream and the routing load. It knows nothing of HTTP: the caller passes the pinned instance, if any, and
+A :class:`Generation` owns one engine request's life on a worker: submit (route and stream, one
+:class:`~frontend.gateway.submission.Submission`), read output batches through the output pipeline, abort the
+worker when the client leaves or a stop string matches, release the submission. It knows nothing of HTTP: the caller passes the pinned instance, if any, and
 an awaitable that completes when the client goes away.
 
 Several choices (``n > 1``, or a batch of completion prompts) are one engine request each, all started
 before the first is read (:class:`Choices`): choice ``i`` of a request with a ``seed`` gets the seed
 ``seed + i``, so choice 0 is what the same request with ``n = 1`` answers; without a seed the choices are
 independent samples (identical under greedy decoding). They share one disconnect watch and one metrics
-observer (the request counts once); :func:`merged` interleaves their deltas as they come.
+observer (the request counts once); :func:`choice_deltas` interleaves their deltas as they come, and
+:func:`collect` / :func:`collect_all` read whole generations for unary answers.
+
+Owners release by construction: ``Generation``, ``Choices`` (and ``ChatSession`` over them) are async context
+managers whose exit releases every submission not released yet, so a front door that leaves early (client
+gone before the first byte, an exception) cannot leave load counters raised or a worker generating.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from typing import AsyncIterator, Awaitable, Callable
+
+import msgspec
 
 from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
 from ..observability.metrics import GenerationObserver
-from ..parsers.base import OutputParser
+from ..parsers.base import OutputParser, Segment, merge
 from ..postprocess.pipeline import Delta, OutputPipeline
-from ..protocol.engine import GenerateRequest, GuidedDecoding, RequestOutput, SamplingOptions, StopConditions
-from ..protocol.errors import ContextLengthExceeded, InvalidRequest
+from ..protocol.engine import GenerateRequest, GuidedDecoding, SamplingOptions, StopConditions, TokenLogprob
+from ..protocol.errors import ContextLengthExceeded, InvalidRequest, RequestError
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
+from ..router.select import Route
 from .disconnect import DisconnectWatch
-from .nvext import NO_EXTENSIONS, PIN_HEADERS, Extensions
+from .nvext import NO_EXTENSIONS, Extensions
 
-CLIENT_GONE = "client_disconnected"
 MAX_CHOICES = 1024  # prompts x n of one request
 
 AnyRequest = ChatCompletionRequest | CompletionRequest
@@ -109,27 +117,14 @@ def engine_request(gateway: Gateway, request: AnyRequest, model: ServedModel, pr
                            [] if ignore_eos else model.eos_token_ids, logprobs, model.name)
 
 
-def pinned_instance(request, headers: Mapping[str, str]) -> str | None:
-    """A worker instance the client asked for: a header first, else ``nvext.backend_instance_id``.
-
-    For requests whose ``nvext`` is a dict or a Struct; chat and completions use ``nvext.extensions``.
-    """
-    for name in PIN_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value
-    nvext = request.nvext
-    if nvext:
-        value = nvext.get("backend_instance_id") if isinstance(nvext, dict) else nvext.backend_instance_id
-        if value is not None:
-            return str(value)
-    return None
-
-
 class Generation:
-    """One request running on a worker, read as a sequence of :class:`Delta`."""
+    """One request running on a worker, read as a sequence of :class:`Delta`.
 
-    __slots__ = ("gateway", "tokenizer", "prompt_tokens", "pipeline", "stream", "route", "observer", "started",
+    It owns its :class:`~frontend.gateway.submission.Submission` (route and stream) and releases it once, when
+    ``deltas()`` ends or when its owner leaves (``async with``, ``Choices.close``), whichever comes first.
+    """
+
+    __slots__ = ("gateway", "tokenizer", "prompt_tokens", "pipeline", "submission", "stream", "observer", "started",
                  "first_token_at", "finished_at", "_prefilled", "client_gone", "_watcher", "_errored", "_released")
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
@@ -146,7 +141,9 @@ class Generation:
             model.tokenizer, stop=stop_strings(request), include_stop_str_in_output=include_stop,
             skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:], parser=parser,
         )
-        self.stream, self.route = gateway.submit(model, engine_req, block_hashes, pinned)
+        self.submission = gateway.submit(model, engine_req, prompt_tokens=self.prompt_tokens,
+                                         block_hashes=block_hashes, pinned=pinned)
+        self.stream = self.submission.stream
         self.observer = observer or GenerationObserver(gateway.metrics, model.name, request.stream)
         self.started = self.observer.started  # perf_counter() when the HTTP request arrived
         self.first_token_at = 0.0
@@ -156,11 +153,21 @@ class Generation:
         self._errored = self._released = False
         self._watcher = DisconnectWatch(disconnected, self.cancel) if disconnected is not None else None
 
+    @property
+    def route(self) -> Route:
+        return self.submission.route
+
+    async def __aenter__(self) -> "Generation":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
     def cancel(self) -> None:
         """The client went away: stop reading and abort the request on the worker."""
         if not self.client_gone:
             self.client_gone = True
-            self.stream.push(RequestOutput(self.stream.request_id, [], CLIENT_GONE))
+            self.stream.wake()
 
     def usage(self) -> Usage:
         """Token counts so far (final once the request finished)."""
@@ -170,7 +177,9 @@ class Generation:
                      self.prompt_tokens + pipeline.completion_tokens, details)
 
     async def deltas(self) -> AsyncIterator[Delta]:
-        """Deltas until the request finishes; always releases the worker side (:meth:`release`)."""
+        """Deltas until the request finishes or the client leaves; the worker's failure is raised as a
+        :class:`~frontend.protocol.errors.RequestError` (``WorkerGone``, ``EngineError``, or ``InvalidRequest``
+        when the engine refused the request). Always releases the worker side (:meth:`release`)."""
         finished = False
         try:
             while not finished:
@@ -180,7 +189,7 @@ class Generation:
                 if not self._prefilled:
                     self._prefilled = True
                     self.first_token_at = time.perf_counter()
-                    self.gateway.router.first_token(self.route)
+                    self.submission.first_token()
                 before = self.pipeline.completion_tokens
                 delta = self.pipeline.feed(outputs)
                 if self.pipeline.completion_tokens > before:
@@ -188,23 +197,29 @@ class Generation:
                 finished = delta.finish_reason is not None
                 if finished:
                     self.finished_at = time.perf_counter()
-                self._errored = delta.error is not None
+                if delta.error is not None:
+                    error, delta = delta.error, None
+                    try:
+                        raise error
+                    finally:
+                        error = None  # no cycle through this frame: the error's traceback holds it
                 yield delta
+        except RequestError:
+            self._errored = True
+            raise
         finally:
             self.release()
 
     def release(self) -> None:
-        """Release the worker side, once: stop watching the client, forget the stream (aborting the worker
-        unless it finished), undo the routing load, record the metrics. ``deltas()`` calls it when it ends; the
-        owner of a generation that may never be read (its client left before the first byte) calls it too."""
+        """Release the worker side, once: stop watching the client, release the submission (aborting the
+        worker unless it finished there), record the metrics. ``deltas()`` calls it when it ends; so does the
+        owner of a generation that may never be read (its client left before the first byte)."""
         if self._released:
             return
         self._released = True
         self._stop_watching()
         finished = self.finished_at != 0.0
-        worker_done = finished and not self.pipeline.stopped_by_string
-        self.gateway.engines.release(self.stream, abort=not worker_done)
-        self.gateway.router.finish(self.route)
+        self.submission.release(abort=not finished or self.pipeline.stopped_by_string)
         pipeline = self.pipeline
         self.observer.finished(self.prompt_tokens, pipeline.completion_tokens, pipeline.cached_tokens,
                                cancelled=self.client_gone or not finished, error=self._errored)
@@ -219,8 +234,7 @@ class Generation:
             return
         self._released = True
         self._stop_watching()
-        self.gateway.engines.release(self.stream, abort=True)
-        self.gateway.router.finish(self.route)
+        self.submission.release()
         self.observer.finished(self.prompt_tokens, 0, 0, cancelled=False, error=False)
 
 
@@ -324,6 +338,12 @@ class Choices:
         for generation in self.all:
             generation.release()
 
+    async def __aenter__(self) -> "Choices":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def combined_usage(groups: list[list[Generation]]) -> Usage:
     """Usage of several choices: each prompt counted once, the completion tokens of every choice summed."""
@@ -335,9 +355,15 @@ def combined_usage(groups: list[list[Generation]]) -> Usage:
     return Usage(prompt, completion, prompt + completion, PromptTokensDetails(cached) if cached else None)
 
 
-async def merged(generations: list[Generation]) -> AsyncIterator[tuple[int, Delta]]:
-    """``(choice index, delta)`` of several generations as they arrive; closing it (``aclosing``) stops
-    the generations still running, which aborts them on their workers."""
+async def choice_deltas(generations: list[Generation]) -> AsyncIterator[tuple[int, Delta]]:
+    """``(choice index, delta)`` of one or several generations as they come (a worker's failure raised).
+    Read it inside ``contextlib.aclosing``: closing it stops the generations still running, which aborts them
+    on their workers."""
+    if len(generations) == 1:
+        async with aclosing(generations[0].deltas()) as deltas:
+            async for delta in deltas:
+                yield 0, delta
+        return
     queue: asyncio.Queue[tuple[int, Delta | BaseException | None]] = asyncio.Queue()
 
     async def pump(index: int, generation: Generation) -> None:
@@ -346,7 +372,7 @@ async def merged(generations: list[Generation]) -> AsyncIterator[tuple[int, Delt
                 queue.put_nowait((index, delta))
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # a bug: re-raised by the reader
+        except BaseException as exc:  # the worker's failure (or a bug): re-raised by the reader
             queue.put_nowait((index, exc))
         finally:
             queue.put_nowait((index, None))
@@ -359,7 +385,10 @@ async def merged(generations: list[Generation]) -> AsyncIterator[tuple[int, Delt
             if item is None:
                 running -= 1
             elif isinstance(item, BaseException):
-                raise item
+                try:
+                    raise item
+                finally:
+                    item = None  # no cycle through this frame: the error's traceback holds it
             else:
                 yield index, item
     finally:
@@ -367,11 +396,46 @@ async def merged(generations: list[Generation]) -> AsyncIterator[tuple[int, Delt
             task.cancel()
 
 
-async def gather_choices(coroutines: list[Awaitable]) -> list:
-    """Run one coroutine per choice concurrently; the first failure cancels the others."""
-    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+class Collected(msgspec.Struct):
+    """A whole generation: its text, its parsed segments (merged; None without a parser), logprobs and
+    finish reason."""
+
+    text: str
+    segments: list[Segment] | None
+    logprobs: list[TokenLogprob]
+    finish_reason: str
+
+
+async def collect(generation: Generation) -> Collected | None:
+    """Run a generation to its end (the worker's failure raised); None when the client went away."""
+    parts: list[str] = []
+    segments: list[Segment] | None = None
+    logprobs: list[TokenLogprob] = []
+    finish_reason = "stop"
+    async with aclosing(generation.deltas()) as deltas:
+        async for delta in deltas:
+            parts.append(delta.text)
+            if delta.segments is not None:
+                segments = (segments or []) + delta.segments
+            if delta.logprobs:
+                logprobs.extend(delta.logprobs)
+            if delta.finish_reason is not None:
+                finish_reason = delta.finish_reason
+    if generation.client_gone:
+        return None
+    return Collected("".join(parts), None if segments is None else merge(segments), logprobs, finish_reason)
+
+
+async def collect_all(generations: list[Generation]) -> list[Collected] | None:
+    """Every generation to its end, concurrently (the first failure cancels the others); None when the
+    client went away."""
+    if len(generations) == 1:
+        collected = await collect(generations[0])
+        return None if collected is None else [collected]
+    tasks = [asyncio.ensure_future(collect(generation)) for generation in generations]
     try:
-        return await asyncio.gather(*tasks)
+        results = await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
+    return None if any(result is None for result in results) else results

@@ -40,11 +40,11 @@ import msgspec
 
 from ..protocol.errors import InvalidRequest
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, NvExt, ResponseNvExt, TimingInfo, WorkerIdInfo
+from .prepare import pin_of
 
 if TYPE_CHECKING:
     from .generation import Generation
 
-PIN_HEADERS = ("x-worker-instance-id", "x-dynamo-worker-instance-id")
 ANNOTATIONS = frozenset({"request_id", "formatted_prompt", "token_ids", "llm_metrics"})
 EXTRA_FIELDS = frozenset({"worker_id", "timing"})
 
@@ -75,19 +75,13 @@ def extensions(request: ChatCompletionRequest | CompletionRequest, headers: Mapp
     """The request's nvext and pinned instance (headers first), validated; nothing when nvext is disabled."""
     if not enabled:
         return NO_EXTENSIONS
-    pinned = None
-    for name in PIN_HEADERS:
-        value = headers.get(name)
-        if value:
-            pinned = value
-            break
     nvext = request.nvext
     if nvext is not None and not isinstance(nvext, NvExt):
         nvext = as_nvext(nvext)
     if nvext is None:
+        pinned = pin_of(headers)
         return Extensions(pinned=pinned) if pinned else NO_EXTENSIONS
-    if pinned is None and nvext.backend_instance_id is not None:
-        pinned = str(nvext.backend_instance_id)
+    pinned = pin_of(headers, nvext.backend_instance_id)
     if nvext.token_data is not None and not nvext.token_data:
         raise InvalidRequest("nvext.token_data must not be empty", param="nvext.token_data")
     return Extensions(

@@ -90,6 +90,11 @@ class EngineError(RequestError):
     error_type = "backend_error"
 
 
+class WorkerGone(EngineError):
+    """The worker serving a request went away (lease expired, unregistered, connection dropped) before the
+    request ended: nothing more will come from it (502)."""
+
+
 def worker_failure(message: str, *, invalid: bool) -> RequestError:
     """What a client gets for a request its worker failed: a 400 when the engine refused the request
     (``invalid``), else a 502."""

@@ -19,6 +19,7 @@ import zmq
 
 from ..config.topology import Endpoints
 from ..protocol import registry as wire
+from ..transport.sockets import open_socket
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,8 @@ def handle(leases: Leases, payload: bytes, now: float) -> wire.Ack:
 def run(namespace: str, ttl_s: float, endpoints: Endpoints, ready: Connection) -> None:
     """Process entry: serve the registry until terminated."""
     context = zmq.Context()
-    recv_from_workers = context.socket(zmq.ROUTER)
-    recv_from_workers.bind(endpoints.registry)
-    send_to_gateways = context.socket(zmq.PUB)
-    send_to_gateways.bind(endpoints.registry_pub)
+    recv_from_workers = open_socket(context, zmq.ROUTER, bind=endpoints.registry)
+    send_to_gateways = open_socket(context, zmq.PUB, bind=endpoints.registry_pub)
     leases = Leases(namespace, ttl_s)
     ready.send("ready")
     ready.close()

@@ -18,6 +18,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from ..config.sections import RouterConfig
 from ..protocol.errors import ServiceUnavailable
 from .cost import WorkerLoad, select_worker
 
@@ -52,6 +53,14 @@ class RouterSettings:
     predicted_ttl_s: float = 10.0
     active_decode_blocks_threshold: float = 0.0  # fraction of the worker's KV blocks; 0 = off
     active_prefill_tokens_threshold: int = 0  # 0 = off
+
+    @classmethod
+    def from_config(cls, router: RouterConfig) -> "RouterSettings":
+        """What an HTTP process routes with, from the daemon's ``router`` section."""
+        return cls(mode=router.router_mode, overlap_weight=router.kv_overlap_score_weight,
+                   temperature=router.router_temperature, predicted_ttl_s=router.prediction_ttl_s,
+                   active_decode_blocks_threshold=router.active_decode_blocks_threshold,
+                   active_prefill_tokens_threshold=router.active_prefill_tokens_threshold)
 
 
 @dataclass
@@ -133,7 +142,8 @@ class Router:
 
     def _pick_kv(self, model: Candidate, seq_hashes: Hashes, isl: int) -> tuple[str, int]:
         settings = self.settings
-        matches = self.index.find_matches(seq_hashes, time.time(), settings.predicted_ttl_s) if seq_hashes else {}
+        # time.monotonic(), the clock the indexer stamps predictions with (system-wide on Linux)
+        matches = self.index.find_matches(seq_hashes, time.monotonic(), settings.predicted_ttl_s) if seq_hashes else {}
         cached = self.index.stats()["slot_blocks"]  # tie-break: the worker with the fewest cached blocks
         loads = []
         for instance_id in model.instance_ids:

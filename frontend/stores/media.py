@@ -14,9 +14,10 @@ import os
 import re
 import secrets
 import time
-from typing import Any
 
 import msgspec
+
+from ..config.sections import MediaConfig
 
 MEDIA_DIR = "media"
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif",
@@ -29,14 +30,14 @@ class MediaSettings(msgspec.Struct, frozen=True):
 
     path: str = ""  # "": no store, url responses are refused with a 400
     ttl_s: float = 3600.0
-    max_bytes: int = 1024 * 1024 * 1024
+    max_bytes: int = MediaConfig().media_store_max_bytes
     public_url: str = ""  # e.g. https://api.example.com; "": the request's scheme and Host header
 
     @classmethod
-    def from_config(cls, config: Any, run_dir: str) -> "MediaSettings":
-        """From the daemon's resolved configuration; the store defaults to ``media/`` in the run directory."""
-        return cls(config.media_store_path or os.path.join(run_dir, MEDIA_DIR), config.media_store_ttl_s,
-                   int(config.media_store_max_mb * 1024 * 1024), config.media_public_url.rstrip("/"))
+    def from_config(cls, media: MediaConfig, run_dir: str) -> "MediaSettings":
+        """From the daemon's ``media`` section; the store defaults to ``media/`` in the run directory."""
+        return cls(path=media.media_store_path or os.path.join(run_dir, MEDIA_DIR), ttl_s=media.media_store_ttl_s,
+                   max_bytes=media.media_store_max_bytes, public_url=media.media_public_url.rstrip("/"))
 
 
 class MediaStore:

@@ -16,6 +16,7 @@ import zmq
 from ..observability.metrics import Metrics
 from ..protocol import tokenizer as wire
 from ..protocol.errors import ServiceUnavailable, TemplateError
+from ..transport.sockets import open_socket
 from ..transport.zmqloop import SocketDrainer
 
 TOKENIZE_TIMEOUT_S = 30.0
@@ -26,10 +27,7 @@ class TokenizerClient:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoints: list[str],
                  metrics: Metrics | None = None) -> None:
-        sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        for endpoint in endpoints:
-            sock.connect(endpoint)
+        sock = open_socket(context, zmq.DEALER, connect=endpoints)
         self.loop = loop
         self._drainer = SocketDrainer(loop, sock, self._on_reply)
         self._sock = sock

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from ..kv import block_hashes
 from ..protocol import tokenizer as wire
 from ..protocol.errors import FrontendError, TemplateError
+from ..transport.sockets import open_socket
 from .chat_template import ChatTemplate
 from .model_files import load_tokenizer
 
@@ -105,8 +106,7 @@ class Tokenization:
 def run(index: int, endpoint: str, ready: Connection) -> None:
     """Process entry: serve tokenization requests until terminated."""
     context = zmq.Context()
-    recv_from_gateways = context.socket(zmq.ROUTER)
-    recv_from_gateways.bind(endpoint)
+    recv_from_gateways = open_socket(context, zmq.ROUTER, bind=endpoint)
     tokenization = Tokenization()
     ready.send("ready")
     ready.close()

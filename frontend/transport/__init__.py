@@ -1,1 +1,2 @@
-"""ZeroMQ plumbing every process shares (socket drain loops) and process helpers."""
+"""ZeroMQ plumbing every process shares: the socket factory (``sockets``), the asyncio drain loop
+(``zmqloop``), and process helpers (``process``). It imports nothing from the rest of the package."""

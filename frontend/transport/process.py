@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 
@@ -10,11 +11,15 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to send SIGTERM to this process when its parent exits (Linux only)."""
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send ``signum`` to this process when its parent exits (Linux only). A parent that
+    died before this call (the request only covers later deaths) gets the same answer at once."""
     if sys.platform.startswith("linux"):
+        parent = os.getppid()
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signum)
 
 
 def set_process_title(title: str) -> None:

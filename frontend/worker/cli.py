@@ -1,29 +1,57 @@
-"""What every worker command shares: a table of flags with ``DYN_<WORKER>_<FLAG>`` env vars, and the process
-set-up before serving (logging, process title, dying with the parent)."""
+"""What every worker command shares: its flags declared as ``config.options.Option`` rows (the daemon's own
+declaration type) with ``DYN_<WORKER>_<FLAG>`` env vars, and the process set-up before serving (logging, process
+title, dying with the parent)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-from typing import Any, Mapping, Sequence
+import sys
+from typing import Any, Callable, Mapping, Sequence
 
+from ..config.options import Option
 from ..observability.logs import setup_logging
+from ..protocol.errors import ConfigError
 from ..transport.process import die_with_parent, set_process_title
 
-Flag = tuple[str, type, Any, str]  # name, type, default, help
+
+def worker_flags(env_prefix: str, *options: Option) -> tuple[Option, ...]:
+    """A worker command's flag table: each option's env var is ``<env_prefix><NAME>`` (e.g. ``DYN_MOCKER_``)."""
+    return tuple(dataclasses.replace(option, env_prefix=env_prefix) for option in options)
 
 
-def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flags: Sequence[Flag], env_prefix: str,
-              aliases: Mapping[str, list[str]] | None = None) -> None:
-    """``--name`` for each flag, its default taken from env ``<env_prefix><NAME>`` when set (flags win), and
-    ``--exit-with-parent``."""
-    for name, kind, default, help_text in flags:
-        env = env_prefix + name.upper()
-        value = kind(os.environ[env]) if env in os.environ else default
-        parser.add_argument("--" + name.replace("_", "-"), *(aliases or {}).get(name, []), type=kind, default=value,
-                            help=f"{help_text} [env {env}; default {default!r}]")
+def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flags: Sequence[Option],
+              environ: Mapping[str, str] | None = None) -> None:
+    """``--name`` (and its ``flag_aliases``) for each flag, its default taken from its env var when set (flags
+    win), each value converted and validated by ``Option.parse``; and ``--exit-with-parent``."""
+    environ = os.environ if environ is None else environ
+    for option in flags:
+        try:
+            found, value = option.from_environ(environ)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        default = value if found else option.default
+        if option.kind is bool:
+            parser.add_argument(option.flag, *option.flag_aliases, action=argparse.BooleanOptionalAction,
+                                default=default, help=option.help_text)
+        else:
+            parser.add_argument(option.flag, *option.flag_aliases, type=_from_command_line(option), default=default,
+                                help=option.help_text)
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="Exit when the parent process exits (the daemon starts its mock workers so).")
+
+
+def _from_command_line(option: Option) -> Callable[[str], Any]:
+    def convert(raw: str) -> Any:
+        try:
+            return option.parse(raw, "command line")
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = option.kind.__name__  # argparse names the type in some messages
+    return convert
 
 
 def start_worker_process(title: str, log_name: str, log_level: str, log_format: str, exit_with_parent: bool) -> None:

@@ -19,6 +19,8 @@ import zmq
 
 from ..protocol import kv_events as wire
 from ..protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
+from ..transport.sockets import KV_EVENTS_HWM, bind_random_port, open_socket
+from ..transport.zmqloop import SocketDrainer
 
 
 class KvEventPublisher:
@@ -30,11 +32,11 @@ class KvEventPublisher:
             raise ValueError(f"encoding must be 'array' or 'map', not {encoding!r}")
         self.topic = topic.encode()
         self.encoding = encoding
-        self._pub = context.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.SNDHWM, 100_000)
-        self.endpoint = f"tcp://{host}:{self._pub.bind_to_random_port(f'tcp://{host}')}"
-        self._replay = context.socket(zmq.ROUTER)
-        self.replay_endpoint = f"tcp://{host}:{self._replay.bind_to_random_port(f'tcp://{host}')}"
+        self._pub = open_socket(context, zmq.PUB, sndhwm=KV_EVENTS_HWM)
+        self.endpoint = bind_random_port(self._pub, host)
+        self._replay = open_socket(context, zmq.ROUTER)
+        self.replay_endpoint = bind_random_port(self._replay, host)
+        self._replay_drainer: SocketDrainer | None = None
         self._buffer: deque[tuple[int, bytes]] = deque(maxlen=buffer_steps)
         self._pending: list[KvEvent] = []
         self.seq = 0
@@ -46,7 +48,7 @@ class KvEventPublisher:
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve replay requests from ``loop``."""
-        loop.add_reader(self._replay.getsockopt(zmq.FD), self._serve_replays)
+        self._replay_drainer = SocketDrainer(loop, self._replay, self._serve_replay)
 
     def stored(self, block_hashes: list[int], parent: int | None, token_ids: list[int], block_size: int) -> None:
         self._pending.append(BlockStored(block_hashes, parent, token_ids, block_size))
@@ -67,24 +69,24 @@ class KvEventPublisher:
         self._pub.send_multipart([self.topic, wire.encode_seq(self.seq), payload])
         self.seq += 1
 
-    def _serve_replays(self) -> None:
-        while True:
-            try:
-                frames = self._replay.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) != 3:
-                continue
-            identity, _, start = frames
-            try:
-                start_seq = wire.decode_seq(start)
-            except wire.EventDecodeError:
-                continue
-            for seq, payload in self._buffer:
-                if seq >= start_seq:
-                    self._replay.send_multipart([identity, b"", wire.encode_seq(seq), payload])
-            self._replay.send_multipart([identity, b"", wire.END_OF_REPLAY, b""])
+    def _serve_replay(self, frames: list[bytes]) -> None:
+        # the drain loop reads again after these sends, so the descriptor's edge cannot be lost here
+        if len(frames) != 3:
+            return
+        identity, _, start = frames
+        try:
+            start_seq = wire.decode_seq(start)
+        except wire.EventDecodeError:
+            return
+        for seq, payload in self._buffer:
+            if seq >= start_seq:
+                self._replay.send_multipart([identity, b"", wire.encode_seq(seq), payload])
+        self._replay.send_multipart([identity, b"", wire.END_OF_REPLAY, b""])
 
     def close(self) -> None:
         self._pub.close(0)
-        self._replay.close(0)
+        if self._replay_drainer is not None:
+            self._replay_drainer.close()  # and the socket
+            self._replay_drainer = None
+        else:
+            self._replay.close(0)

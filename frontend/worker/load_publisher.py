@@ -14,6 +14,7 @@ import zmq
 
 from ..protocol import load as wire
 from ..protocol.load import LoadReport
+from ..transport.sockets import bind_random_port, open_socket
 
 REPUBLISH_S = 1.0
 MIN_INTERVAL_S = 0.02  # an engine stepping every millisecond sends 50 reports a second, not 1,000
@@ -23,9 +24,8 @@ class LoadPublisher:
     """Sends a :class:`LoadReport` when the load changes, and the last one again every second."""
 
     def __init__(self, context: zmq.Context, *, host: str = "127.0.0.1") -> None:
-        self._pub = context.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.LINGER, 0)
-        self.endpoint = f"tcp://{host}:{self._pub.bind_to_random_port(f'tcp://{host}')}"
+        self._pub = open_socket(context, zmq.PUB)
+        self.endpoint = bind_random_port(self._pub, host)
         self._last = LoadReport(0, 0, 0)
         self._sent_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -12,6 +12,9 @@ tokens through the :class:`TokenSink` it is given, and/or the coroutines ``embed
 method; a missing one is a RegistrationError, and a request for it fails with "this worker does not serve
 ...". Outputs emitted in the same event-loop turn are coalesced into one ``OutputBatch`` per gateway, so a
 step-based engine sends one message per step per gateway.
+
+Both sockets are plain ZeroMQ sockets of one context, drained from the event loop by
+``frontend.transport.zmqloop.SocketDrainer`` (no zmq.asyncio future per message).
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from typing import Awaitable, Sequence
 
 import msgspec
 import zmq
-import zmq.asyncio
 
 from ..protocol import engine as engine_wire, registry as registry_wire
 from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, ImageRequest, MediaItem, RequestOutput,
                                TokenLogprob, VideoRequest)
 from ..protocol.errors import FrontendError
 from ..protocol.registry import ModelCard
+from ..transport.sockets import bind_random_port, open_socket
+from ..transport.zmqloop import SocketDrainer
 from .checksum import model_checksum
 from .unary import TYPE_METHODS, InvalidInput, NotServed, ProgressSink, UnaryServer, Vector
 
@@ -106,21 +110,26 @@ class Engine(abc.ABC):
 
 
 class WorkerRuntime:
-    """Owns the sockets, codecs, lease and request routing of one worker instance."""
+    """Owns the sockets, codecs, lease and request routing of one worker instance.
+
+    ``context`` is the ZeroMQ context for its sockets; the engine's publishers may share it. Without one the
+    runtime makes its own and terminates it on :meth:`close` (a context passed in is left to its owner).
+    """
 
     def __init__(self, engine: Engine, *, registry_endpoint: str, namespace: str = "dynamo",
-                 host: str = "127.0.0.1", instance_id: str | None = None) -> None:
+                 host: str = "127.0.0.1", instance_id: str | None = None, context: zmq.Context | None = None) -> None:
         self.engine = engine
         self.registry_endpoint = registry_endpoint
         self.namespace = namespace
         self.host = host
         self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._sync_context = zmq.Context()
-        self._async_context = zmq.asyncio.Context()
-        self._requests = self._sync_context.socket(zmq.ROUTER)
-        port = self._requests.bind_to_random_port(f"tcp://{host}")
-        self.endpoint = f"tcp://{host}:{port}"
-        self._registry: zmq.asyncio.Socket | None = None
+        self._owns_context = context is None
+        self.context = zmq.Context() if context is None else context
+        self._requests = open_socket(self.context, zmq.ROUTER)
+        self.endpoint = bind_random_port(self._requests, host)
+        self._request_drainer: SocketDrainer | None = None  # from the first registration on, with the loop
+        self._registry: SocketDrainer | None = None
+        self._registry_reply: asyncio.Future[bytes] | None = None
         self._registry_turn = asyncio.Lock()
         self._card: ModelCard | None = None
         self._lease_ttl_s = 10.0
@@ -146,7 +155,7 @@ class WorkerRuntime:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._unary = UnaryServer(self.engine, self._loop, self._send_now)
-            self._loop.add_reader(self._requests.getsockopt(zmq.FD), self._drain_requests)
+            self._request_drainer = SocketDrainer(self._loop, self._requests, self._on_request)
         ack = await self._call_registry(registry_wire.Register(self.instance_id, self.namespace, self.endpoint, card))
         if not ack.ok:
             raise RegistrationError(f"registry refused model {card.name!r}: {ack.error}")
@@ -158,22 +167,32 @@ class WorkerRuntime:
         """One request and its Ack; calls take turns, so each reply is its own call's. No answer within
         ``timeout_s`` is a RegistrationError, and the socket is replaced: a late reply never reaches a later call."""
         async with self._registry_turn:
+            loop = asyncio.get_running_loop()
             if self._registry is None:
-                self._registry = self._async_context.socket(zmq.DEALER)
-                self._registry.setsockopt(zmq.LINGER, 0)
-                self._registry.connect(self.registry_endpoint)
-            sock = self._registry
+                sock = open_socket(self.context, zmq.DEALER, connect=self.registry_endpoint)
+                self._registry = SocketDrainer(loop, sock, self._on_registry_reply)
+            drainer = self._registry
+            self._registry_reply = reply = loop.create_future()
             try:
-                await sock.send(registry_wire.encoder.encode(message))
-                reply = await asyncio.wait_for(sock.recv(), timeout_s)
-            except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-                sock.close()  # with its unanswered request
+                # connect() made the pipe, so the request queues until the registry is reached
+                drainer.sock.send(registry_wire.encoder.encode(message), zmq.NOBLOCK)
+                drainer.after_send()
+                payload = await asyncio.wait_for(reply, timeout_s)
+            except (asyncio.TimeoutError, asyncio.CancelledError, zmq.Again) as exc:
+                drainer.close()  # with its unanswered request
                 self._registry = None
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 raise RegistrationError(f"registry at {self.registry_endpoint} did not answer in "
                                         f"{timeout_s:.1f} s") from None
-        return registry_wire.ack_decoder.decode(reply)
+            finally:
+                self._registry_reply = None
+        return registry_wire.ack_decoder.decode(payload)
+
+    def _on_registry_reply(self, frames: list[bytes]) -> None:
+        reply = self._registry_reply
+        if reply is not None and not reply.done():
+            reply.set_result(frames[-1])
 
     async def serve(self, card: ModelCard, *, drain_timeout_s: float = DRAIN_TIMEOUT_S,
                     until: Awaitable | None = None) -> None:
@@ -230,42 +249,39 @@ class WorkerRuntime:
                 await self._call_registry(registry_wire.Unregister(self.instance_id), 1.0)
             except RegistrationError:
                 pass
-        if self._loop is not None:
-            self._loop.remove_reader(self._requests.getsockopt(zmq.FD))
         if self._unary is not None:
             self._unary.close()
-        self._requests.close(0)
+        if self._request_drainer is not None:
+            self._request_drainer.close()  # and the socket
+        else:
+            self._requests.close(0)
         if self._registry is not None:
-            self._registry.close(0)
-        self._sync_context.term()
-        self._async_context.term()
+            self._registry.close()
+            self._registry = None
+        if self._owns_context:
+            self.context.term()
 
     # ---- request plane ------------------------------------------------------------------------------
 
-    def _drain_requests(self) -> None:
-        sock = self._requests
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) != 2:
-                self.malformed_frames += 1
-                continue
-            identity, payload = frames
-            try:
-                message = engine_wire.to_worker_decoder.decode(payload)
-            except msgspec.DecodeError as exc:
-                self.malformed_frames += 1
-                log.warning("malformed request frame", extra={"error": str(exc)})
-                continue
-            if isinstance(message, GenerateRequest):
-                self._start(identity, message)
-            elif isinstance(message, AbortRequest):
-                self._abort(message.request_id)
-            else:
-                assert self._unary is not None
-                self._unary.start(identity, message)
+    def _on_request(self, frames: list[bytes]) -> None:
+        """One message from a gateway (the drainer reads every queued one when the socket fires)."""
+        if len(frames) != 2:
+            self.malformed_frames += 1
+            return
+        identity, payload = frames
+        try:
+            message = engine_wire.to_worker_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            self.malformed_frames += 1
+            log.warning("malformed request frame", extra={"error": str(exc)})
+            return
+        if isinstance(message, GenerateRequest):
+            self._start(identity, message)
+        elif isinstance(message, AbortRequest):
+            self._abort(message.request_id)
+        else:
+            assert self._unary is not None
+            self._unary.start(identity, message)
 
     def _start(self, identity: bytes, request: GenerateRequest) -> None:
         sink = TokenSink(request.request_id, self, identity)
@@ -306,15 +322,17 @@ class WorkerRuntime:
         encode = engine_wire.encoder.encode
         for identity, outputs in pending.items():
             self._requests.send_multipart([identity, encode(engine_wire.OutputBatch(outputs))])
-        # ZeroMQ's FD is edge-triggered: a send can consume the readable edge, so check for input now.
-        if self._requests.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self._drain_requests()
+        self._after_send()
 
     def _send_now(self, identity: bytes, message: msgspec.Struct) -> None:
-        """Send one unary reply at once (not batched); called from tasks, never while draining."""
+        """Send one unary reply at once (not batched)."""
         self._requests.send_multipart([identity, engine_wire.encoder.encode(message)])
-        if self._requests.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self._drain_requests()
+        self._after_send()
+
+    def _after_send(self) -> None:
+        # ZeroMQ's FD is edge-triggered: a send can consume the readable edge, so check for input now.
+        if self._request_drainer is not None:
+            self._request_drainer.after_send()
 
     @property
     def active_requests(self) -> int:

@@ -100,12 +100,14 @@ class UnaryServer:
         request_id = request.request_id
         task = self._loop.create_task(self._serve(identity, request))
         self.tasks[request_id] = task
+        log.debug("unary request started", extra={"request_id": request_id})
         task.add_done_callback(lambda _: self.tasks.pop(request_id, None))
 
     def abort(self, request_id: str) -> None:
         task = self.tasks.pop(request_id, None)
         if task is not None:
             task.cancel()
+            log.debug("unary request aborted", extra={"request_id": request_id})
 
     def close(self) -> None:
         for task in list(self.tasks.values()):

@@ -6,6 +6,7 @@ Nothing here fakes a project component: the daemon is ``python -m frontend`` and
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -153,8 +154,9 @@ class Daemon(_Logged):
         kwargs.setdefault("timeout", 60.0)
         return openai.AsyncOpenAI(base_url=self.base_url + "/v1", api_key="e2e", max_retries=0, **kwargs)
 
-    def model_ids(self) -> list[str]:
-        response = self.http.get("/v1/models")
+    def model_ids(self, fresh: bool = False) -> list[str]:
+        """The served models, as /v1/models lists them (on a new connection with ``fresh``)."""
+        response = httpx.get(self.base_url + "/v1/models", timeout=10) if fresh else self.http.get("/v1/models")
         response.raise_for_status()
         return [entry["id"] for entry in response.json()["data"]]
 
@@ -171,7 +173,8 @@ class Daemon(_Logged):
             expected = self.mock_workers + len(self.extra_models)
             if health.status_code != 200 or len(health.json()["instances"]) < expected:
                 return False
-            return {MODEL, *self.extra_models} <= set(self.model_ids())
+            # every HTTP process has its own model table: ask on fresh connections, which Granian spreads
+            return all({MODEL, *self.extra_models} <= set(self.model_ids(fresh=True)) for _ in range(6))
 
         wait_until(ready, timeout, "the daemon to become ready", interval=0.1, on_timeout=self.describe)
         return self
@@ -212,6 +215,27 @@ class Mocker(_Logged):
         argv = [sys.executable, "-m", "frontend.mocker", "--registry-endpoint", registry_endpoint,
                 "--speedup-ratio", speedup, *extra]
         self._spawn(argv)
+
+
+def hang_up_after_sending(daemon: Daemon, path: str, body: dict, times: int = 3) -> None:
+    """Send a POST ``times`` times on raw sockets and close each at once: a client gone before the first byte."""
+    payload = json.dumps(body).encode()
+    for _ in range(times):
+        with socket.create_connection(("127.0.0.1", daemon.http_port)) as raw:
+            raw.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+
+
+def wait_routing_load_released(daemon: Daemon, model: str, what: str, timeout: float = 5.0) -> None:
+    """Wait until the router's load counters of every instance of ``model`` are back to 0 (else fail)."""
+
+    def released() -> bool:
+        loads = [i["load"] for i in daemon.http.get("/health").json()["instances"] if i["model"] == model]
+        return bool(loads) and all(load["active_requests"] == 0 and load["active_blocks"] == 0
+                                   and load["active_prefill_tokens"] == 0 for load in loads)
+
+    wait_until(released, timeout, f"the routing load of {what} to be released",
+               on_timeout=lambda: str(daemon.http.get("/health").json()["instances"]))
 
 
 def error_of(response: httpx.Response) -> dict:

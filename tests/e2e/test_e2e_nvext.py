@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from e2e_support import MODEL, error_of
+from e2e_support import EXTRA_MODELS, MODEL, error_of
 from scripted_support import script_file
 
 MESSAGES = [{"role": "user", "content": "Tell me about harbors."}]
@@ -251,7 +251,8 @@ def test_skip_special_tokens(daemon, special_model):
 
 
 def test_nvext_switched_off_by_dynamo_env_var(start_daemon):
-    server = start_daemon("--mock-extra-models", "none", mock_workers=2, env={"DYN_DISABLE_FRONTEND_NVEXT": "1"})
+    server = start_daemon("--mock-extra-models", "embedding,images", mock_workers=2,
+                          env={"DYN_DISABLE_FRONTEND_NVEXT": "1"})
     instances = instance_ids(server)
     body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 4, "temperature": 1.5,
             "nvext": {"backend_instance_id": "nope", "extra_fields": ["worker_id"], "token_data": [1],
@@ -262,3 +263,10 @@ def test_nvext_switched_off_by_dynamo_env_var(start_daemon):
     blocks = sse_blocks(server, "/v1/chat/completions", {**body, "stream": True})
     assert all(name is None for name, _ in blocks)
     assert instances
+    pin = {"x-worker-instance-id": "nope"}  # every front door ignores it (a pin to an unknown worker is a 503)
+    embedded = server.http.post("/v1/embeddings", headers=pin, json={
+        "model": EXTRA_MODELS["embedding"], "input": "hello", "nvext": {"backend_instance_id": "nope"}})
+    assert embedded.status_code == 200, embedded.text
+    image = server.http.post("/v1/images/generations", headers=pin, json={
+        "model": EXTRA_MODELS["images"], "prompt": "a harbor", "size": "32x32", "response_format": "b64_json"})
+    assert image.status_code == 200, image.text

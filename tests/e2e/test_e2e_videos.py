@@ -14,7 +14,7 @@ import tempfile
 import httpx
 import openai
 import pytest
-from e2e_support import MODEL
+from e2e_support import MODEL, hang_up_after_sending, wait_routing_load_released, wait_until
 from PIL import Image
 
 VIDEO = "tiny-video"
@@ -141,6 +141,42 @@ def test_leaving_a_stream_early_aborts_it_on_the_worker(daemon):
                     nvext={"num_frames": 1, "num_inference_steps": 1})
     assert after["status"] == "completed"
     assert "Traceback" not in mocker.log_text()
+
+
+MEDIA_DOORS = {
+    "images": ("/v1/images/generations", {"prompt": "A slow one", "size": "64x48", "response_format": "b64_json",
+                                          "nvext": {"num_inference_steps": 1000}}),
+    "videos": ("/v1/videos", {"prompt": "A slow one", "size": "64x48", "response_format": "b64_json",
+                              "nvext": {"num_frames": 600, "num_inference_steps": 1000}}),
+    "video stream": ("/v1/videos/stream", {"prompt": "A slow one", "size": "64x48",
+                                           "nvext": {"num_frames": 600, "num_inference_steps": 1}}),
+}
+
+
+@pytest.fixture(scope="module")
+def slow_media(daemon):
+    """A realistic-speed images and videos worker that logs each abort (debug)."""
+    mocker = daemon.start_mocker("--model-name", "slow-media", "--model-types", "images,videos", "--kv-events", "off",
+                                 "--log-level", "debug", speedup="1")
+    daemon.wait_model("slow-media")
+    return mocker
+
+
+@pytest.mark.parametrize("door", sorted(MEDIA_DOORS))
+def test_client_gone_before_the_first_byte_releases_everything(daemon, slow_media, door):
+    """The client sends a slow media request and hangs up at once: the worker's request is aborted and the
+    routing load counters are back to 0."""
+    path, body = MEDIA_DOORS[door]
+
+    def count(event: str) -> int:
+        return slow_media.log_text(limit=10**7).count(f"unary request {event}")
+
+    started = count("started")
+    hang_up_after_sending(daemon, path, {**body, "model": "slow-media"})
+    # a request whose client left while its body was read never reaches the worker; every other one must
+    wait_until(lambda: count("started") > started and count("aborted") == count("started"), 10.0,
+               f"the worker to abort every abandoned request ({door})", on_timeout=slow_media.describe)
+    wait_routing_load_released(daemon, "slow-media", f"media requests abandoned before the first byte ({door})")
 
 
 @pytest.mark.parametrize("body, status, param", [

@@ -3,17 +3,15 @@ card conflict is refused. One daemon without built-in workers; every test uses i
 
 from __future__ import annotations
 
-import json
 import re
 import signal
-import socket
 import threading
 import time
 
 import httpx
 import openai
 import pytest
-from e2e_support import Daemon, error_of, sse_events, wait_until
+from e2e_support import Daemon, error_of, hang_up_after_sending, sse_events, wait_routing_load_released, wait_until
 
 LEASE_TTL_S = 2.0
 MESSAGES = [{"role": "user", "content": "Go on for a long time."}]
@@ -213,19 +211,8 @@ def test_client_gone_before_the_first_byte_releases_everything(bare, single_slot
     noticed, the worker's request is aborted and the routing load counters are back to 0."""
     assert_slot_free(bare, single_slot, "an earlier request")
     path, body = FRONT_DOORS[door]
-    payload = json.dumps({**body(single_slot), "ignore_eos": True}).encode()
-    for _ in range(3):
-        with socket.create_connection(("127.0.0.1", bare.http_port)) as raw:
-            raw.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                        f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
-    instance = next(i for i in bare.http.get("/health").json()["instances"] if i["model"] == single_slot)
-
-    def released() -> bool:
-        load = next(i for i in bare.http.get("/health").json()["instances"]
-                    if i["instance_id"] == instance["instance_id"])["load"]
-        return load["active_requests"] == 0 and load["active_blocks"] == 0 and load["active_prefill_tokens"] == 0
-
-    wait_until(released, 5.0, "the routing load of the abandoned requests to be released")
+    hang_up_after_sending(bare, path, {**body(single_slot), "ignore_eos": True})
+    wait_routing_load_released(bare, single_slot, f"requests abandoned before the first byte ({door})")
     assert_slot_free(bare, single_slot, f"requests abandoned before the first byte ({door})")
 
 

@@ -9,6 +9,7 @@ registered yet.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import signal
@@ -17,9 +18,9 @@ import time
 
 import grpc
 import pytest
-from e2e_support import wait_until
-from grpc_support import (ChatOnlyWorker, GrpcDaemon, advertised_http2_settings, grpc_processes, inputs,
-                          stream_results, text_of)
+from e2e_support import wait_routing_load_released, wait_until
+from grpc_support import (ChatOnlyWorker, GrpcDaemon, advertised_http2_settings, grpc_processes, inputs, raw_channel,
+                          raw_request, raw_stub, stream_results, text_of)
 from h2.settings import SettingCodes
 from tritonclient.utils import InferenceServerException
 
@@ -129,6 +130,30 @@ def test_deadline_exceeded_aborts_the_worker_request(bare, single_slot):
         impatient.infer(single_slot, inputs(PROMPT, **LONG), client_timeout=1.0)
     assert excinfo.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     assert_slot_free(bare, single_slot, "the request past its deadline")
+
+
+@pytest.mark.parametrize("rpc", ["ModelInfer", "ModelStreamInfer"])
+def test_client_gone_before_the_first_response_releases_everything(bare, single_slot, rpc):
+    """The client sends a long request and closes its channel at once: whatever the server was doing when it
+    noticed, the worker's request is aborted and the routing load counters are back to 0."""
+    assert_slot_free(bare, single_slot, "an earlier request")
+
+    async def hang_up() -> None:
+        for _ in range(3):
+            channel = raw_channel(bare)
+            stub = raw_stub(channel)
+            request = raw_request(single_slot, PROMPT, max_tokens=20000, ignore_eos=True)
+            if rpc == "ModelInfer":
+                call = stub.ModelInfer(request)
+            else:
+                call = stub.ModelStreamInfer(iter([request]))
+            await asyncio.sleep(0.05)  # on its way to the server, not answered yet
+            await channel.close()  # cancels the call
+            assert call.cancelled() or call.done()
+
+    asyncio.run(hang_up())
+    wait_routing_load_released(bare, single_slot, f"{rpc} calls abandoned before the first response")
+    assert_slot_free(bare, single_slot, f"{rpc} calls abandoned before the first response")
 
 
 def test_requests_in_flight_on_a_killed_worker_fail_cleanly(bare):

@@ -31,19 +31,19 @@ def test_defaults_without_any_source():
     assert dump is False
     assert isinstance(config, FrontendConfig)
     for option in OPTIONS:
-        assert getattr(config, option.name) == option.default, option.name
+        assert config.value(option.name) == option.default, option.name
 
 
 def test_environ_none_reads_os_environ(monkeypatch):
     monkeypatch.setenv("DYN_HTTP_PORT", "9123")
     config, _ = load_config([], None)
-    assert config.http_port == 9123
+    assert config.http.http_port == 9123
 
 
 def test_config_is_frozen():
     config, _ = load()
     with pytest.raises(AttributeError):
-        config.http_port = 1  # type: ignore[misc]
+        config.http.http_port = 1  # type: ignore[misc]
 
 
 def test_dump_config_flag():
@@ -57,55 +57,55 @@ def test_dump_config_flag():
 def test_file_overrides_default(tmp_path):
     path = write_toml(tmp_path, "http_port = 7001\nnamespace = \"from-file\"\n")
     config, _ = load(["--config", path])
-    assert config.http_port == 7001
-    assert config.namespace == "from-file"
-    assert config.config == path
-    assert config.log_level == OPTIONS_BY_NAME["log_level"].default
+    assert config.http.http_port == 7001
+    assert config.discovery.namespace == "from-file"
+    assert config.general.config == path
+    assert config.general.log_level == OPTIONS_BY_NAME["log_level"].default
 
 
 def test_env_overrides_file(tmp_path):
     path = write_toml(tmp_path, "http_port = 7001\nnamespace = \"from-file\"\n")
     config, _ = load(["--config", path], {"DYN_HTTP_PORT": "7002"})
-    assert config.http_port == 7002
-    assert config.namespace == "from-file"
+    assert config.http.http_port == 7002
+    assert config.discovery.namespace == "from-file"
 
 
 def test_cli_overrides_env_and_file(tmp_path):
     path = write_toml(tmp_path, "http_port = 7001\nlease_ttl_s = 3.5\n")
     config, _ = load(["--config", path, "--http-port", "7003"], {"DYN_HTTP_PORT": "7002"})
-    assert config.http_port == 7003
-    assert config.lease_ttl_s == 3.5
+    assert config.http.http_port == 7003
+    assert config.discovery.lease_ttl_s == 3.5
 
 
 def test_cli_overrides_env_without_file():
     config, _ = load(["--namespace=cli"], {"DYN_NAMESPACE": "env"})
-    assert config.namespace == "cli"
+    assert config.discovery.namespace == "cli"
 
 
 def test_config_path_from_env(tmp_path):
     path = write_toml(tmp_path, "mock_workers = 3\n")
     config, _ = load([], {"DYN_CONFIG": path})
-    assert config.mock_workers == 3
-    assert config.config == path
+    assert config.mocker.mock_workers == 3
+    assert config.general.config == path
 
 
 def test_cli_config_path_beats_env_config_path(tmp_path):
     env_path = write_toml(tmp_path, "mock_workers = 3\n", "env.toml")
     cli_path = write_toml(tmp_path, "mock_workers = 4\n", "cli.toml")
     config, _ = load(["--config", cli_path], {"DYN_CONFIG": env_path})
-    assert config.mock_workers == 4
-    assert config.config == cli_path
+    assert config.mocker.mock_workers == 4
+    assert config.general.config == cli_path
 
 
 def test_empty_env_config_path_means_no_file():
     config, _ = load([], {"DYN_CONFIG": ""})
-    assert config.config == ""
+    assert config.general.config == ""
 
 
 def test_toml_keys_may_use_dashes(tmp_path):
     path = write_toml(tmp_path, "http-port = 7100\n")
     config, _ = load(["--config", path])
-    assert config.http_port == 7100
+    assert config.http.http_port == 7100
 
 
 def test_every_option_settable_from_env():
@@ -136,9 +136,9 @@ def test_every_option_settable_from_env():
         if raw is None:
             continue
         option = OPTIONS_BY_NAME[name]
-        assert getattr(config, name) == option.parse(raw, "test"), name
-        assert type(getattr(config, name)) is option.kind, name
-    assert config.kv_events is False
+        assert config.value(name) == option.parse(raw, "test"), name
+        assert type(config.value(name)) is option.kind, name
+    assert config.router.kv_events is False
 
 
 # ---- aliases and choices ---------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def test_every_option_settable_from_env():
 ])
 def test_disable_nvext_env_alias(argv, env, expected):
     config, _ = load(argv, env)
-    assert config.disable_nvext is expected
+    assert config.preprocess.disable_nvext is expected
 
 
 def test_bad_env_alias_value_names_the_alias():
@@ -173,13 +173,13 @@ def test_help_names_env_aliases():
 ])
 def test_router_mode_alias(argv, env):
     config, _ = load(argv, env)
-    assert config.router_mode == "round_robin"
+    assert config.router.router_mode == "round_robin"
 
 
 def test_router_mode_alias_in_file(tmp_path):
     path = write_toml(tmp_path, 'router_mode = "round-robin"\n')
     config, _ = load(["--config", path])
-    assert config.router_mode == "round_robin"
+    assert config.router.router_mode == "round_robin"
 
 
 def test_unknown_choice_names_flag():
@@ -223,8 +223,8 @@ def test_invalid_cli_value_names_flag(argv, flag):
 
 
 def test_port_bounds_accepted():
-    assert load(["--http-port", "1"])[0].http_port == 1
-    assert load(["--http-port", "65535"])[0].http_port == 65535
+    assert load(["--http-port", "1"])[0].http.http_port == 1
+    assert load(["--http-port", "65535"])[0].http.http_port == 65535
 
 
 def test_bad_int_env_names_flag_and_env_var():
@@ -252,8 +252,8 @@ def test_float_for_int_option_in_file_refused(tmp_path):
 def test_int_for_float_option_in_file_accepted(tmp_path):
     path = write_toml(tmp_path, "lease_ttl_s = 3\n")
     config, _ = load(["--config", path])
-    assert config.lease_ttl_s == 3.0
-    assert type(config.lease_ttl_s) is float
+    assert config.discovery.lease_ttl_s == 3.0
+    assert type(config.discovery.lease_ttl_s) is float
 
 
 @pytest.mark.parametrize("toml, flag", [
@@ -347,8 +347,8 @@ def test_dump_toml_round_trips_defaults(tmp_path):
     reloaded, _ = load(["--config", path])
     for option in OPTIONS:
         if option.name != "config":
-            assert getattr(reloaded, option.name) == getattr(config, option.name), option.name
-    assert reloaded.config == path
+            assert reloaded.value(option.name) == config.value(option.name), option.name
+    assert reloaded.general.config == path
 
 
 def test_dump_toml_round_trips_custom_values(tmp_path):
@@ -362,15 +362,15 @@ def test_dump_toml_round_trips_custom_values(tmp_path):
     reloaded, _ = load(["--config", path])
     for option in OPTIONS:
         if option.name != "config":
-            assert getattr(reloaded, option.name) == getattr(config, option.name), option.name
+            assert reloaded.value(option.name) == config.value(option.name), option.name
 
 
 def test_dump_toml_round_trips_extreme_floats(tmp_path):
     config, _ = load(["--mock-speedup-ratio", "inf", "--lease-ttl-s", "1e-7", "--http-body-limit-mb", "1e300"])
     reloaded, _ = load(["--config", write_toml(tmp_path, dump_toml(config))])
-    assert reloaded.mock_speedup_ratio == float("inf")
-    assert reloaded.lease_ttl_s == 1e-7
-    assert reloaded.http_body_limit_mb == 1e300
+    assert reloaded.mocker.mock_speedup_ratio == float("inf")
+    assert reloaded.discovery.lease_ttl_s == 1e-7
+    assert reloaded.http.http_body_limit_mb == 1e300
 
 
 @pytest.mark.parametrize("value", ["nul\x00byte", "del\x7fchar", "esc\x1bchar", "line\nbreak"])
@@ -380,7 +380,7 @@ def test_dump_toml_round_trips_control_characters(tmp_path, value):
     value = value.encode().decode("unicode_escape")
     config, _ = load(["--mock-model-name", value])
     reloaded, _ = load(["--config", write_toml(tmp_path, dump_toml(config))])
-    assert reloaded.mock_model_name == value
+    assert reloaded.mocker.mock_model_name == value
 
 
 def test_dump_toml_lists_every_option_but_config():

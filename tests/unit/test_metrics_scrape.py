@@ -15,7 +15,6 @@ import pytest
 import zmq
 
 from frontend.observability.metrics import Metrics, Snapshot, gather_snapshots, merge
-from frontend.transport.zmqloop import SocketDrainer
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = (("model", "m"),)
@@ -28,7 +27,6 @@ PEER = r"""
 import asyncio, sys, time
 import zmq
 from frontend.observability import metrics as m
-from frontend.transport.zmqloop import SocketDrainer
 
 async def main(directory, interval):
     m.SNAPSHOT_INTERVAL_S = interval
@@ -36,7 +34,7 @@ async def main(directory, interval):
     context = zmq.Context()
     metrics = m.Metrics()
     writer = m.SnapshotWriter(loop, metrics, directory)
-    server = m.SnapshotServer(loop, context, metrics, directory, SocketDrainer)
+    server = m.SnapshotServer(loop, context, metrics, directory)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     print("ok", flush=True)
@@ -112,8 +110,7 @@ def scrape(directory: str, own: Metrics, timeout: float = 0.2) -> tuple[Metrics,
     async def run() -> list[Snapshot]:
         context = zmq.Context()
         try:
-            return await gather_snapshots(asyncio.get_running_loop(), context, directory, own, SocketDrainer,
-                                          timeout)
+            return await gather_snapshots(asyncio.get_running_loop(), context, directory, own, timeout)
         finally:
             context.term()
 

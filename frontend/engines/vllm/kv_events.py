@@ -21,6 +21,8 @@ import threading
 import zmq
 from vllm.config import KVEventsConfig
 
+from ...transport.sockets import KV_EVENTS_HWM, bind_random_port, open_socket
+
 TOPIC = "kv-events"
 
 
@@ -40,17 +42,12 @@ class KvEventRelay:
         self.replay_endpoint = f"tcp://{host}:{free_tcp_port(host)}"
         self.buffer_steps = buffer_steps
         self._context = zmq.Context()
-        self._recv = self._context.socket(zmq.XSUB)
-        self._recv.setsockopt(zmq.LINGER, 0)
-        self._recv.connect(self.engine_endpoint)
-        self._send = self._context.socket(zmq.XPUB)
-        self._send.setsockopt(zmq.LINGER, 0)
-        self._send.setsockopt(zmq.SNDHWM, 100_000)
-        self.endpoint = f"tcp://{host}:{self._send.bind_to_random_port(f'tcp://{host}')}"
-        self._control = self._context.socket(zmq.PAIR)
-        self._control.bind(f"inproc://kv-relay-control-{id(self)}")
-        relay_control = self._context.socket(zmq.PAIR)
-        relay_control.connect(f"inproc://kv-relay-control-{id(self)}")
+        self._recv = open_socket(self._context, zmq.XSUB, connect=self.engine_endpoint)
+        self._send = open_socket(self._context, zmq.XPUB, sndhwm=KV_EVENTS_HWM)
+        self.endpoint = bind_random_port(self._send, host)
+        control = f"inproc://kv-relay-control-{id(self)}"
+        self._control = open_socket(self._context, zmq.PAIR, bind=control)
+        relay_control = open_socket(self._context, zmq.PAIR, connect=control)
         self._thread = threading.Thread(target=self._run, args=(relay_control,), name="kv-event-relay",
                                         daemon=True)
         self._thread.start()

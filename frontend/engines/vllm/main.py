@@ -16,24 +16,27 @@ import argparse
 import logging
 import sys
 
-from ...worker.cli import add_flags, start_worker_process
+from ...config.options import Option, one_of
+from ...worker.cli import add_flags, start_worker_process, worker_flags
 
 log = logging.getLogger("frontend.vllm")
 
 EXIT_ENGINE_DIED, EXIT_START_FAILED, EXIT_REGISTRATION = 1, 2, 3
 
-_FLAGS = (
-    ("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
-    ("namespace", str, "dynamo", "Namespace to register in."),
-    ("host", str, "127.0.0.1", "Address the request-plane, KV-event and load sockets bind to."),
-    ("dyn_tool_call_parser", str, "", "Tool-call parser named in the model card (e.g. hermes)."),
-    ("dyn_reasoning_parser", str, "", "Reasoning parser named in the model card (e.g. qwen3)."),
-    ("kv_events", str, "on", "Publish vLLM's KV events for KV-aware routing: on | off."),
-    ("drain_timeout_s", float, 30.0, "After SIGTERM/SIGINT, how long requests in flight may take to finish."),
-    ("dyn_log_level", str, "warning", "The worker's own log level: debug | info | warning | error."),
-    ("dyn_log_format", str, "text", "The worker's own log format: text | json."),
+FLAGS = worker_flags(
+    "DYN_VLLM_",
+    Option("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
+    Option("namespace", str, "dynamo", "Namespace to register in."),
+    Option("host", str, "127.0.0.1", "Address the request-plane, KV-event and load sockets bind to."),
+    Option("dyn_tool_call_parser", str, "", "Tool-call parser named in the model card (e.g. hermes).",
+           flag_aliases=("--tool-call-parser",)),
+    Option("dyn_reasoning_parser", str, "", "Reasoning parser named in the model card (e.g. qwen3)."),
+    Option("kv_events", str, "on", "Publish vLLM's KV events for KV-aware routing: on | off.",
+           validate=one_of("on", "off")),
+    Option("drain_timeout_s", float, 30.0, "After SIGTERM/SIGINT, how long requests in flight may take to finish."),
+    Option("dyn_log_level", str, "warning", "The worker's own log level: debug | info | warning | error."),
+    Option("dyn_log_format", str, "text", "The worker's own log format: text | json."),
 )
-_ALIASES = {"dyn_tool_call_parser": ["--tool-call-parser"]}
 
 
 def parse_args(argv: list[str] | None):
@@ -43,12 +46,9 @@ def parse_args(argv: list[str] | None):
 
     parser = FlexibleArgumentParser(prog="python -m frontend.vllm", description=__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(parser.add_argument_group("frontend worker"), _FLAGS, "DYN_VLLM_", _ALIASES)
+    add_flags(parser.add_argument_group("frontend worker"), FLAGS)
     AsyncEngineArgs.add_cli_args(parser)
-    args = parser.parse_args(argv)
-    if args.kv_events not in ("on", "off"):
-        parser.error("--kv-events must be on or off")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

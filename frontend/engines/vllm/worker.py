@@ -35,7 +35,8 @@ async def serve(args: argparse.Namespace) -> bool:
     relay = KvEventRelay(args.host) if args.kv_events == "on" and engine_args.kv_events_config is None else None
     if relay is not None:
         engine_args.kv_events_config = relay.vllm_config()
-    load = LoadPublisher(zmq.Context.instance(), host=args.host)
+    context = zmq.Context.instance()  # one context for the load publisher and the worker runtime
+    load = LoadPublisher(context, host=args.host)
     stats = LoadStatLogger(load)
     engine_args.disable_log_stats = True  # no periodic log lines; the stat logger below still runs
     try:
@@ -46,7 +47,7 @@ async def serve(args: argparse.Namespace) -> bool:
     stats.total_blocks = llm.vllm_config.cache_config.num_gpu_blocks or 0
     engine = VllmEngine(llm)
     runtime = WorkerRuntime(engine, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
-                            host=args.host)
+                            host=args.host, context=context)
     load.start(asyncio.get_running_loop())
     watcher = asyncio.create_task(engine.watch_engine())
     try:

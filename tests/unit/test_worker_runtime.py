@@ -1,0 +1,164 @@
+"""The worker SDK's sockets over real sockets: registry calls and the request plane (frontend/worker/runtime.py)
+against a registry and a gateway played by the test on the same event loop, and the KV event publisher's
+replay (frontend/worker/kv_publisher.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+import uvloop
+import zmq
+from async_support import until
+
+from frontend.protocol import engine as engine_wire, kv_events as kv_wire, registry as registry_wire
+from frontend.protocol.engine import GenerateRequest, OutputBatch, RequestOutput, StopConditions
+from frontend.protocol.registry import ModelCard
+from frontend.transport.sockets import bind_random_port, open_socket
+from frontend.transport.zmqloop import SocketDrainer
+from frontend.worker import Engine, RegistrationError, WorkerRuntime
+from frontend.worker.kv_publisher import KvEventPublisher
+
+CARD = ModelCard("m", "config/models/tiny", checksum="fixed")
+
+
+class Counter(Engine):
+    """Answers every request with three tokens in one event-loop turn."""
+
+    def add_request(self, request, sink):
+        sink.send([1])
+        sink.send([2])
+        sink.send([3], "length")
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    factory = uvloop.new_event_loop if request.param == "uvloop" else None
+
+    def run(coroutine):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(coroutine)
+    return run
+
+
+class FakeRegistry:
+    """A registry ROUTER answering each message with ``answer(message)``: an Ack, or (delay_s, Ack)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, answer) -> None:
+        self.loop = loop
+        self.answer = answer
+        self.sock = open_socket(context, zmq.ROUTER)
+        self.endpoint = bind_random_port(self.sock, "127.0.0.1")
+        self.received: list[tuple[bytes, msgspec.Struct]] = []
+        self.drainer = SocketDrainer(loop, self.sock, self._on_message)
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        identity, payload = frames
+        message = registry_wire.to_registry_decoder.decode(payload)
+        self.received.append((identity, message))
+        answer = self.answer(message)
+        delay_s, ack = answer if isinstance(answer, tuple) else (0.0, answer)
+        self.loop.call_later(delay_s, self._send, identity, ack)
+
+    def _send(self, identity: bytes, ack: registry_wire.Ack) -> None:
+        self.sock.send_multipart([identity, registry_wire.encoder.encode(ack)])
+        self.drainer.after_send()
+
+    def close(self) -> None:
+        self.drainer.close()
+
+
+def test_register_serve_and_unregister(run):
+    async def scenario() -> tuple[list, list, int]:
+        loop = asyncio.get_running_loop()
+        context = zmq.Context()
+        registry = FakeRegistry(loop, context, lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
+        runtime = WorkerRuntime(Counter(), registry_endpoint=registry.endpoint, context=context)
+        batches: list[OutputBatch] = []
+        gateway = SocketDrainer(loop, open_socket(context, zmq.DEALER, connect=runtime.endpoint),
+                                lambda frames: batches.append(engine_wire.from_worker_decoder.decode(frames[-1])))
+        try:
+            await runtime.register_model(CARD)
+            gateway.sock.send(b"\xc1")  # not msgpack
+            gateway.sock.send_multipart([b"two", b"frames"])  # the ROUTER adds the identity: three
+            for count, request_id in enumerate(("r1", "r2"), 1):
+                gateway.sock.send(engine_wire.encoder.encode(GenerateRequest(request_id, [7, 8],
+                                                                             StopConditions(max_tokens=3))))
+                gateway.after_send()
+                await until(lambda count=count: len(batches) == count)
+            assert runtime.active_requests == 0
+        finally:
+            await runtime.close()
+            gateway.close()
+            registry.close()
+            context.term()  # the runtime closed its sockets and left the context it was given
+        return batches, [message for _, message in registry.received], runtime.malformed_frames
+
+    batches, messages, malformed = run(scenario())
+    assert [type(message) for message in messages] == [registry_wire.Register, registry_wire.Unregister]
+    assert messages[0].card == CARD
+    assert malformed == 2
+    for batch, request_id in zip(batches, ("r1", "r2")):  # one batch per event-loop turn
+        assert batch == OutputBatch([RequestOutput(request_id, [1], None), RequestOutput(request_id, [2], None),
+                                     RequestOutput(request_id, [3], "length")])
+
+
+def test_a_late_registry_reply_never_answers_a_later_call(run):
+    def answer(message):
+        if isinstance(message, registry_wire.Register):
+            return 0.3, registry_wire.Ack(ok=False, error="late")
+        return registry_wire.Ack(ok=True, unknown_instance=True)
+
+    async def scenario() -> tuple[registry_wire.Ack, list[bytes]]:
+        loop = asyncio.get_running_loop()
+        context = zmq.Context()
+        registry = FakeRegistry(loop, context, answer)
+        runtime = WorkerRuntime(Counter(), registry_endpoint=registry.endpoint)  # with its own context
+        try:
+            with pytest.raises(RegistrationError, match="did not answer in 0.1 s"):
+                await runtime._call_registry(registry_wire.Register(runtime.instance_id, "dynamo",
+                                                                    runtime.endpoint, CARD), 0.1)
+            await asyncio.sleep(0.4)  # the late reply went to the socket that timed out
+            ack = await runtime._call_registry(registry_wire.Heartbeat(runtime.instance_id), 2.0)
+        finally:
+            await runtime.close()
+            registry.close()
+            context.term()
+        return ack, [identity for identity, _ in registry.received]
+
+    ack, identities = run(scenario())
+    assert ack == registry_wire.Ack(ok=True, unknown_instance=True)
+    assert len(identities) == 2 and identities[0] != identities[1]  # a new socket after the timeout
+
+
+def test_kv_publisher_publishes_and_replays_from_a_sequence_number(run):
+    async def scenario() -> tuple[list[list[bytes]], list[list[bytes]]]:
+        loop = asyncio.get_running_loop()
+        context = zmq.Context()
+        publisher = KvEventPublisher(context)
+        publisher.attach(loop)
+        live: list[list[bytes]] = []
+        sub = SocketDrainer(loop, open_socket(context, zmq.SUB, subscribe=publisher.topic,
+                                              connect=publisher.endpoint), live.append)
+        await asyncio.sleep(0.2)  # the subscription reaches the publisher
+        for seq in range(3):
+            publisher.stored([100 + seq], None, [seq] * 4, 4)
+            publisher.flush()
+        await until(lambda: len(live) == 3)
+        replayed: list[list[bytes]] = []
+        asking = SocketDrainer(loop, open_socket(context, zmq.DEALER, connect=publisher.replay_endpoint),
+                               replayed.append)
+        asking.sock.send_multipart([b"", kv_wire.encode_seq(1)])
+        asking.after_send()
+        await until(lambda: replayed and replayed[-1][1] == kv_wire.END_OF_REPLAY)
+        asking.close()
+        sub.close()
+        publisher.close()
+        context.term()
+        return live, replayed
+
+    live, replayed = run(scenario())
+    assert [kv_wire.decode_seq(frames[1]) for frames in live] == [0, 1, 2]
+    assert [frames[2] for frames in replayed[:-1]] == [frames[2] for frames in live[1:]]  # seq 1 and 2, as sent
+    assert [kv_wire.decode_seq(frames[1]) for frames in replayed[:-1]] == [1, 2]
