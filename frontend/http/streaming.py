@@ -66,11 +66,18 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
     """Write every choice's deltas as ``encode(choice index, delta)`` makes them, as they arrive (nothing is
     written for empty bytes); a worker's failure as ``encode_error(error)``."""
     try:
-        async with aclosing(choice_deltas(generations)) as deltas:
-            async for index, delta in deltas:
-                out = encode(index, delta)
-                if out and not await writer.send(out):
-                    return StreamEnd.CLIENT_GONE  # closing `deltas` aborts the generations still running
+        if len(generations) == 1:  # the common case, without choice_deltas' extra hop per delta
+            async with aclosing(generations[0].deltas()) as single:
+                async for delta in single:
+                    out = encode(0, delta)
+                    if out and not await writer.send(out):
+                        return StreamEnd.CLIENT_GONE  # closing the deltas aborts the generation
+        else:
+            async with aclosing(choice_deltas(generations)) as deltas:
+                async for index, delta in deltas:
+                    out = encode(index, delta)
+                    if out and not await writer.send(out):
+                        return StreamEnd.CLIENT_GONE  # closing `deltas` aborts the generations still running
     except RequestError as error:
         return StreamEnd.FAILED if await writer.send(encode_error(error)) else StreamEnd.CLIENT_GONE
     return StreamEnd.CLIENT_GONE if any(generation.client_gone for generation in generations) else StreamEnd.FINISHED
