@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-import uvloop
 import zmq
 from async_support import until
 
@@ -33,17 +32,6 @@ def endpoint(request, tmp_path):
     if request.param == "inproc":
         return f"inproc://test-transport-{next(_names)}"
     return f"ipc://{tmp_path}/sock-{next(_names)}"
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    """Runs a coroutine on the standard loop and on uvloop (what the worker and gateway processes use)."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else None
-
-    def run(coroutine):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coroutine)
-    return run
 
 
 def _recv(sock: zmq.Socket, timeout_ms: int = 5000) -> list[bytes]:

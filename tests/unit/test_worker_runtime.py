@@ -8,7 +8,6 @@ import asyncio
 
 import msgspec
 import pytest
-import uvloop
 import zmq
 from async_support import until
 
@@ -30,16 +29,6 @@ class Counter(Engine):
         sink.send([1])
         sink.send([2])
         sink.send([3], "length")
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    factory = uvloop.new_event_loop if request.param == "uvloop" else None
-
-    def run(coroutine):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coroutine)
-    return run
 
 
 class FakeRegistry:
