@@ -11,12 +11,12 @@ from typing import Any, Mapping, Sequence
 import msgspec
 
 from ..protocol.errors import ConfigError
-from .options import OPTIONS, OPTIONS_BY_NAME, Option
+from .options import OPTIONS, OPTIONS_BY_NAME, SECRET_MASK, Option
 from .sections import FrontendConfig
 
 _GROUP_TITLES = {
-    "general": "general", "http": "HTTP server", "preprocess": "pre-processing", "router": "routing",
-    "discovery": "worker discovery", "mocker": "built-in mock workers",
+    "general": "general", "http": "HTTP server", "auth": "API keys", "preprocess": "pre-processing",
+    "router": "routing", "discovery": "worker discovery", "mocker": "built-in mock workers",
     "kserve": "KServe gRPC server",
     "parsers": "tool calls, reasoning, Responses and Anthropic APIs",
     "media": "generated images and videos served by URL",
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         if option.kind is bool:
             group.add_argument(option.flag, *option.flag_aliases, action=argparse.BooleanOptionalAction,
                                help=option.help_text)
+        elif option.repeatable:  # a list: Option.parse joins it
+            group.add_argument(option.flag, *option.flag_aliases, action="append",
+                               metavar=option.name.split("_")[-1].upper(), help=option.help_text)
         else:
             group.add_argument(option.flag, *option.flag_aliases, metavar=option.name.split("_")[-1].upper(),
                                help=option.help_text)
@@ -85,12 +88,15 @@ def _read_file(path: str) -> dict[str, Any]:
 
 
 def dump_toml(config: FrontendConfig) -> str:
-    """The configuration as a TOML document that ``--config`` accepts."""
+    """The configuration as a TOML document that ``--config`` accepts; a secret option that is set (the API keys)
+    is ``"***"``, which ``--config`` refuses until the real value is put back."""
     lines = []
     for option in OPTIONS:
         if option.name == "config":
             continue
         value = config.value(option.name)
+        if option.secret and value:
+            value = SECRET_MASK
         lines.append(f"{option.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 

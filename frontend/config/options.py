@@ -33,6 +33,8 @@ class Option:
     env_aliases: tuple[str, ...] = ()  # more env vars read when <env_prefix><NAME> is not set, in order
     env_prefix: str = "DYN_"
     flag_aliases: tuple[str, ...] = ()  # more flags for the same option, e.g. --kv-block-size
+    repeatable: bool = False  # a str option whose flag may be given several times (values joined with commas)
+    secret: bool = False  # never shown: "***" in --dump-config and in error messages
 
     @property
     def flag(self) -> str:
@@ -61,15 +63,21 @@ class Option:
         return False, None
 
     def parse(self, raw: Any, source: str) -> Any:
-        """Convert a raw value (a string from the CLI or env, or a TOML value) and validate it."""
+        """Convert a raw value (a string from the CLI or env, or a TOML value) and validate it.
+
+        A repeatable option also takes a list of strings (the flag given several times, a TOML array): joined
+        with commas. A secret option's value is never in an error message."""
+        if self.repeatable and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            raw = ",".join(raw)
+        shown = "***" if self.secret else repr(raw)
         try:
             value = _convert(self.kind, raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"{self.flag} ({source}): expected {self.kind.__name__}, got {raw!r}") from None
+            raise ConfigError(f"{self.flag} ({source}): expected {self.kind.__name__}, got {shown}") from None
         if isinstance(value, str):
             value = self.aliases.get(value, value)
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{self.flag} ({source}): {raw!r} is not one of {', '.join(self.choices)}")
+            raise ConfigError(f"{self.flag} ({source}): {shown} is not one of {', '.join(self.choices)}")
         problem = self.validate(value) if self.validate else None
         if problem:
             raise ConfigError(f"{self.flag} ({source}): {problem}")
@@ -121,6 +129,32 @@ def one_of(*values: str) -> Callable[[Any], str | None]:
     return lambda value: None if value in values else f"must be {expected}"
 
 
+def split_list(value: str) -> list[str]:
+    """The items of a comma-separated option value, stripped, empty ones dropped (``--api-key a,b``)."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+SECRET_MASK = "***"  # what --dump-config prints for a secret option's value
+
+
+def api_key_problem(key: str) -> str | None:
+    """What is wrong with one API key (``--api-key``, a line of ``--api-key-file``); the key is never quoted."""
+    if key == SECRET_MASK:
+        return f"{SECRET_MASK!r} is the mask --dump-config prints, not a key: put the real key back"
+    if not key.isprintable() or any(char.isspace() or char == "," for char in key):
+        return "a key may not contain spaces, commas or control characters"
+    return None
+
+
+def _api_keys(value: str) -> str | None:
+    return next(filter(None, map(api_key_problem, split_list(value))), None)
+
+
+def _paths(value: str) -> str | None:
+    wrong = [path for path in split_list(value) if not path.startswith("/")]
+    return f"every path must start with /, not {', '.join(wrong)}" if wrong else None
+
+
 def _zmq_endpoint(value: str) -> str | None:
     return None if value.startswith(("tcp://", "ipc://")) else "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5570"
 
@@ -158,6 +192,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_concurrent_requests", int, 0,
            "Requests one HTTP worker process serves at once; more get 503 (0 = no limit).", "http",
            validate=_non_negative),
+    # ---- API keys (frontend/gateway/auth.py) ----
+    Option("api_key", str, "", "An API key clients must send (Authorization: Bearer KEY; the Anthropic routes "
+           "also take x-api-key: KEY; gRPC the same in metadata). Repeat the flag or separate keys with commas; a "
+           "flag replaces DYN_API_KEY (a key on the command line shows in ps: prefer the env var or "
+           "--api-key-file). Any key configured turns the check on.", "auth",
+           validate=_api_keys, repeatable=True, secret=True),
+    Option("api_key_file", str, "", "File of API keys, one per line (blank lines and lines starting with # "
+           "skipped); added to --api-key. Read at start-up.", "auth"),
+    Option("api_key_exempt", str, "/live,/health,/metrics,/docs,/openapi.json", "HTTP paths open without a key "
+           "when keys are configured, comma-separated; each also opens the paths below it (/docs: Swagger UI's "
+           "files). gRPC health RPCs (ServerLive, ServerReady, ModelReady) are always open.", "auth",
+           validate=_paths),
     Option("tokenizer_workers", int, 1, "Tokenizer processes (chat template + tokenization).", "preprocess",
            validate=positive),
     Option("disable_nvext", bool, False, "Ignore the nvext object of chat and completion requests and the "
@@ -186,6 +232,11 @@ OPTIONS: tuple[Option, ...] = (
            "about 100 bytes per block).", "router", validate=positive),
     Option("kv_index_max_workers", int, 64, "Worker instances the shared KV index can track (up to 256).",
            "router", validate=lambda v: None if 0 < v <= 256 else "must be 1-256"),
+    Option("migration_limit", int, 3, "Times a request whose worker went away mid-generation continues on "
+           "another live worker (prompt plus the tokens already generated; the client sees one stream); 0 = off. "
+           "Not for structured output.", "router", validate=_non_negative),
+    Option("migration_max_seq_len", int, 0, "Longest prompt + generated sequence that migrates (0 = any).",
+           "router", validate=_non_negative),
     Option("namespace", str, "dynamo", "Only workers registering in this namespace are served.", "discovery"),
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570",
            "ZeroMQ endpoint of the registry where workers register and heartbeat.", "discovery",

@@ -55,6 +55,14 @@ class HttpConfig(msgspec.Struct, frozen=True, kw_only=True):
         return mib_to_bytes(self.http_body_limit_mb)
 
 
+class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Group ``auth``: API keys of the HTTP and gRPC front doors (``config/api_keys.py`` reads them)."""
+
+    api_key: str = ""
+    api_key_file: str = ""
+    api_key_exempt: str = "/live,/health,/metrics,/docs,/openapi.json"
+
+
 class PreprocessConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Group ``preprocess``: the tokenizer pool and nvext."""
 
@@ -75,6 +83,8 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     active_prefill_tokens_threshold: int = 0
     kv_index_capacity_blocks: int = 262144
     kv_index_max_workers: int = 64
+    migration_limit: int = 3
+    migration_max_seq_len: int = 0
 
     @property
     def prediction_ttl_s(self) -> float:
@@ -149,6 +159,7 @@ class FrontendConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     general: GeneralConfig = GeneralConfig()
     http: HttpConfig = HttpConfig()
+    auth: AuthConfig = AuthConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     router: RouterConfig = RouterConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()

@@ -138,8 +138,13 @@ class Supervisor:
         os.makedirs(self.run_dir, exist_ok=True)
         self.endpoints = Endpoints.derive(config.discovery.registry_endpoint, self.run_dir,
                                           config.preprocess.tokenizer_workers)
-        # what every HTTP and gRPC server process is configured with
-        self.gateway = GatewaySettings.from_config(config, self.endpoints, self.run_dir)
+        # what every HTTP and gRPC server process is configured with (reads --api-key-file: may be a ConfigError)
+        try:
+            self.gateway = GatewaySettings.from_config(config, self.endpoints, self.run_dir)
+        except BaseException:
+            if self.own_run_dir:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         self.http_ready_dir = self.gateway.http_ready_dir
         self.draining_flag = self.gateway.draining_flag
         os.makedirs(self.http_ready_dir, exist_ok=True)

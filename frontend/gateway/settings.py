@@ -13,6 +13,7 @@ from ..config.topology import Endpoints
 from ..protocol.registry import ModelCard
 from ..router.select import RouterSettings
 from ..stores.media import MediaSettings
+from .auth import ApiKeys
 
 STORE_FILE = "responses.sqlite3"
 # in the daemon's run directory:
@@ -74,11 +75,13 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     metrics_prefix: str = "dynamo_frontend"
     apis: ApiSettings = ApiSettings()  # parsers, Responses store, Anthropic (above)
     media: MediaSettings = MediaSettings()  # generated images and videos served by URL (frontend/stores/media.py)
+    api_keys: ApiKeys = ApiKeys()  # digests of --api-key / --api-key-file (gateway/auth.py); empty: no check
 
     @classmethod
     def from_config(cls, config: FrontendConfig, endpoints: Endpoints, run_dir: str) -> "GatewaySettings":
         """From the daemon's typed sections, the endpoints and the run directory (where the HTTP processes
-        mark themselves ready, find the draining flag and write their metrics)."""
+        mark themselves ready, find the draining flag and write their metrics). Reads ``--api-key-file``
+        (ConfigError when it cannot)."""
         general = config.general
         return cls(
             endpoints=endpoints, router=RouterSettings.from_config(config.router),
@@ -89,4 +92,5 @@ class GatewaySettings(msgspec.Struct, frozen=True):
             metrics_prefix=general.metrics_prefix,
             apis=ApiSettings.from_config(config.parsers, config.preprocess, run_dir),
             media=MediaSettings.from_config(config.media, run_dir),
+            api_keys=ApiKeys.from_config(config.auth),
         )

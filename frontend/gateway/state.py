@@ -11,6 +11,7 @@ import itertools
 import os
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import msgspec
@@ -31,6 +32,16 @@ from .discovery import ModelTable, ServedModel
 from .engine_client import EngineClient
 from .settings import GatewaySettings
 from .submission import Submission
+
+
+@dataclass(frozen=True)
+class Reachable:
+    """A served model's routing view without its unreachable instances (``Router.pick`` takes either)."""
+
+    name: str
+    instance_ids: list[str]
+    block_size: int
+    total_kv_blocks: dict[str, int]
 
 
 class Gateway:
@@ -106,11 +117,20 @@ class Gateway:
         """Route and send a request (a generation's prompt, or a unary request's input tokens, counted as
         prefill); the caller owns the :class:`Submission` and must release it (``async with``). 503 when
         the model has no live instance."""
-        route = self.router.pick(model, block_hashes, prompt_tokens, pinned)
+        route = self.router.pick(self._reachable(model), block_hashes, prompt_tokens, pinned)
         if route.instance_id not in self.engines.connections:
             self.router.finish(route)
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
         return Submission(self.engines, self.router, route, self.engines.submit(route.instance_id, request))
+
+    def _reachable(self, model: ServedModel) -> ServedModel | Reachable:
+        """The model as the router should see it: without instances whose connection is lost (the registry
+        still lists them until their lease expires)."""
+        unreachable = self.engines.unreachable
+        if not unreachable or not unreachable.intersection(model.instance_ids):
+            return model
+        return Reachable(model.name, [i for i in model.instance_ids if i not in unreachable], model.block_size,
+                         model.total_kv_blocks)
 
     def _routed(self, instance_id: str, block_hashes: bytes) -> None:
         try:

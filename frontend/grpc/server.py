@@ -5,7 +5,8 @@ through ``launch.run``). Each builds a :class:`~frontend.gateway.state.Gateway` 
 ``GatewaySettings`` exactly as ``frontend/http/app.py`` does in ``__rsgi_init__`` (its own sockets, model
 table and router state), binds the port, and reports READY. Several processes share the port with
 ``SO_REUSEPORT``: the kernel spreads connections over them, and a connection stays on one. SIGTERM
-stops the server with a short grace period for calls in flight.
+stops the server with a short grace period for calls in flight. With API keys configured (the gateway settings'
+``api_keys``) every call but the health RPCs goes through ``auth.ApiKeyInterceptor``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uvloop
 
 from ..gateway.settings import GatewaySettings
 from ..gateway.state import Gateway
+from .auth import ApiKeyInterceptor
 from .launch import GrpcSettings
 from .proto.kserve_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from .service import KServeService
@@ -57,7 +59,9 @@ async def serve(gateway_settings: GatewaySettings, settings: GrpcSettings, ready
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     gateway = Gateway(loop, gateway_settings)
-    server = grpc.aio.server(options=server_options(settings))
+    keys = gateway_settings.api_keys
+    server = grpc.aio.server(options=server_options(settings),
+                             interceptors=[ApiKeyInterceptor(keys)] if keys.enabled else None)
     add_GRPCInferenceServiceServicer_to_server(KServeService(gateway), server)
     try:
         _bind(server, settings)

@@ -1,7 +1,8 @@
 """The ``inference.GRPCInferenceService`` RPCs over one process's :class:`~frontend.gateway.state.Gateway`.
 
-Errors become gRPC status codes from their HTTP status: 400 INVALID_ARGUMENT, 404 NOT_FOUND, 413
-RESOURCE_EXHAUSTED, 502 and 503 UNAVAILABLE (gRPC's own HTTP mapping), anything else INTERNAL. Inside
+Errors become gRPC status codes from their HTTP status: 400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 404
+NOT_FOUND, 413 RESOURCE_EXHAUSTED, 502 and 503 UNAVAILABLE (gRPC's own HTTP mapping), anything else INTERNAL.
+API keys are checked before any of these, by ``auth.ApiKeyInterceptor``. Inside
 ModelStreamInfer errors are ``error_message`` responses instead (see ``stream.py``).
 """
 
@@ -26,8 +27,8 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "grpc_model_infer"  # metrics label
 
-_STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
-           413: grpc.StatusCode.RESOURCE_EXHAUSTED, 502: grpc.StatusCode.UNAVAILABLE,
+_STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+           404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED, 502: grpc.StatusCode.UNAVAILABLE,
            503: grpc.StatusCode.UNAVAILABLE}
 
 

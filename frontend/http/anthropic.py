@@ -8,7 +8,8 @@ blocks in order: a run of reasoning a ``thinking`` block, a run of text a ``text
     message_delta (stop_reason, stop_sequence, usage), message_stop
 
 Errors have Anthropic's shape and statuses (:func:`send_error`; the app uses it for these paths, so a 413 or
-an overload is shaped the same way). ``x-api-key`` and ``anthropic-version`` are accepted and not checked.
+an overload is shaped the same way). With ``--api-key`` the app checks ``x-api-key`` (or a Bearer token) before
+the body is read (``http/auth.py``); ``anthropic-version`` is accepted and not checked.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ _decoder = msgspec.json.Decoder(an.MessagesRequest)
 _count_decoder = msgspec.json.Decoder(an.CountTokensRequest)
 
 # our status -> (Anthropic's status, error type)
-_ERRORS = {400: (400, "invalid_request_error"), 404: (404, "not_found_error"), 405: (405, "invalid_request_error"),
-           413: (413, "request_too_large"), 500: (500, "api_error"), 502: (500, "api_error"),
+_ERRORS = {400: (400, "invalid_request_error"), 401: (401, "authentication_error"), 404: (404, "not_found_error"),
+           405: (405, "invalid_request_error"), 413: (413, "request_too_large"), 500: (500, "api_error"), 502: (500, "api_error"),
            503: (529, "overloaded_error")}
 
 

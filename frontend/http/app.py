@@ -1,8 +1,10 @@
-"""The Granian RSGI application: routing, body limits, concurrency limit and error rendering.
+"""The Granian RSGI application: routing, API keys, body limits, concurrency limit and error rendering.
 
 Granian imports ``frontend.http.app:app`` in each worker process and calls ``__rsgi_init__(loop)`` once,
 where the per-process :class:`~frontend.gateway.state.Gateway` is built from the settings the daemon put in the
 ``FRONTEND_GATEWAY_SETTINGS`` environment variable (JSON of ``GatewaySettings``; set by the daemon only).
+With API keys configured, every request outside ``--api-key-exempt`` is checked first (``auth.py``), before the
+route's method, the body or the concurrency limit.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import signal
 
 import msgspec
 
+from ..gateway.auth import ApiKeys
 from ..gateway.settings import SETTINGS_ENV, GatewaySettings
 from ..gateway.state import Gateway
 from ..observability.logs import REQUEST_ID, setup_logging
 from ..protocol.errors import MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError
 from ..transport.process import die_with_parent, set_process_title
+from .auth import authenticate
+from .reply import internal_error, send_error
 from .route import Route
 from .routes import ROUTES
-from .reply import internal_error, send_error
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ def route_of(path: str, method: str) -> Route | None:
 
 
 ERROR_RENDERERS = {route.path: route.render_error for route in ROUTES if route.render_error}  # other APIs' shapes
+AUTH_OF_PATH = {route.path: route.auth for route in ROUTES}  # for a path served with another method (405)
 
 
 class GatewayApp:
@@ -49,6 +54,7 @@ class GatewayApp:
 
     def __init__(self) -> None:
         self.gateway: Gateway | None = None
+        self.api_keys: ApiKeys | None = None  # None: no key configured, no check
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # SIGKILL, not SIGTERM: Granian's worker runtime takes SIGTERM as "wait for the main process to say
@@ -58,6 +64,7 @@ class GatewayApp:
         setup_logging(settings.log_level, "http", settings.log_format)
         set_process_title("dyn-http")
         self.gateway = Gateway(loop, settings)
+        self.api_keys = settings.api_keys if settings.api_keys.enabled else None
         with open(os.path.join(settings.http_ready_dir, str(os.getpid())), "w"):
             pass  # the daemon tells systemd READY=1 once every worker got here
 
@@ -71,6 +78,9 @@ class GatewayApp:
         gateway = self.gateway
         try:
             route = route_of(scope.path, scope.method)
+            keys = self.api_keys
+            if keys is not None and not keys.is_exempt(scope.path):
+                authenticate(keys, scope.headers, route.auth if route else AUTH_OF_PATH.get(scope.path, "openai"))
             if route is None:
                 raise self._no_route(scope)
             if route.method == "GET" and not route.prefix:

@@ -12,6 +12,10 @@ initializer script, and a fixed allow-list of the bundle's assets under a versio
 as is the spec's server (``/``), so "Try it out" calls the server that served the page, also behind a
 path-prefix proxy. The asset routes are exact paths in the route table: nothing maps a request path to a
 file name, so there is no path to traverse.
+
+The document declares an optional ``bearerAuth`` scheme (``Authorization: Bearer``), so that Swagger UI's
+"Authorize" button sends the key of a server started with ``--api-key``; the page and the document themselves are
+open by default (``--api-key-exempt``), so the UI loads without one.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import msgspec
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
-from .route import Route
 from ..protocol.indexer import WorkerIndexStatus
-from ..protocol.openai import (ErrorResponse)
+from ..protocol.openai import ErrorResponse
+from .route import Route
 
 # ---- documentation types for bodies that handlers build as dicts (info.py) -------------------------------
 
@@ -89,6 +93,8 @@ ERROR_STATUSES: dict[int, tuple[str, str]] = {
     # status: (component name, description)
     400: ("BadRequest", "Invalid request: malformed JSON, a missing or invalid field (`param` names it), a "
                         "feature that is not available, or prompt + max_tokens over the context window."),
+    401: ("Unauthorized", "The server was started with `--api-key` and the request has no API key, or a wrong "
+                          "one (`code: invalid_api_key`)."),
     404: ("NotFound", "The model is not served by any registered worker."),
     413: ("PayloadTooLarge", "The request body is larger than `--http-body-limit-mb`."),
     500: ("InternalError", "A bug in the frontend (logged with its traceback)."),
@@ -96,7 +102,7 @@ ERROR_STATUSES: dict[int, tuple[str, str]] = {
     503: ("ServiceUnavailable", "No live worker for the model, too many concurrent requests, or shutting "
                                 "down; retry after the `Retry-After` seconds."),
 }
-GENERATION_ERRORS = (400, 404, 413, 500, 502, 503)
+GENERATION_ERRORS = (400, 401, 404, 413, 500, 502, 503)
 INFO_ERRORS = (500,)
 
 
@@ -183,6 +189,8 @@ def build_spec(routes: tuple[Route, ...]) -> dict[str, Any]:
         if status == 503:
             entry["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.",
                                                 "schema": {"type": "integer"}}}
+        elif status == 401:
+            entry["headers"] = {"WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}}}
         error_responses[name] = entry
 
     return {
@@ -192,6 +200,9 @@ def build_spec(routes: tuple[Route, ...]) -> dict[str, Any]:
             "version": __version__,
             "summary": "OpenAI-compatible API gateway for LLM inference workers.",
             "description": "Errors are OpenAI's `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`. "
+                           "A server started with `--api-key` wants `Authorization: Bearer <key>` (the Anthropic "
+                           "routes also take `x-api-key`); `/live`, `/health`, `/metrics`, `/docs` and this "
+                           "document are open by default (`--api-key-exempt`). "
                            "Besides OpenAI's request fields the frontend accepts vLLM-style sampling fields "
                            "(`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`, ...).",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
@@ -199,7 +210,10 @@ def build_spec(routes: tuple[Route, ...]) -> dict[str, Any]:
         "servers": [{"url": "/", "description": "This server"}],
         "tags": [{"name": tag} for tag in tags],
         "paths": paths,
-        "components": {"schemas": components, "responses": error_responses},
+        "security": [{}, {"bearerAuth": []}],  # optional: only servers started with --api-key check it
+        "components": {"schemas": components, "responses": error_responses, "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer",
+                           "description": "An API key of `--api-key` / `--api-key-file`, when the server has any."}}},
     }
 
 

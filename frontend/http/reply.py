@@ -30,6 +30,8 @@ def send_error(proto, error: RequestError) -> None:
     headers = JSON_HEADERS
     if error.status == 503:
         headers = JSON_HEADERS + [("retry-after", "1")]
+    elif error.status == 401:  # no or a wrong API key (RFC 6750)
+        headers = JSON_HEADERS + [("www-authenticate", "Bearer")]
     proto.response_bytes(error.status, headers, json_encode(error_body(error)))
 
 

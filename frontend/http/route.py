@@ -21,6 +21,8 @@ not served). How to describe one::
 * A path with a parameter gives its ``prefix``: every request under it goes to the handler, whatever the
   method (the handler answers 405 itself).
 * A route without ``summary`` is served but not in the document (Swagger UI's files).
+* ``auth="anthropic"``: with ``--api-key`` the route takes the key as ``x-api-key`` too, and says so in its 401
+  (whose shape comes from ``render_error``); every other route takes ``Authorization: Bearer`` only.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Route:
     error_schema: Any = ErrorResponse
     responses: Mapping[int, tuple[str, Any]] = field(default_factory=dict)  # status -> (description, type)
     parameters: tuple[Mapping[str, Any], ...] = ()  # OpenAPI parameter objects (path parameters)
+    auth: Literal["openai", "anthropic"] = "openai"  # with --api-key: Bearer only, or x-api-key too (http/auth.py)
 
     @property
     def listed(self) -> bool:

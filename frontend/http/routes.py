@@ -87,7 +87,7 @@ API_ROUTES: tuple[Route, ...] = (
         response=ResponseObject, stream=ResponseStreamEvent, errors=GENERATION_ERRORS),
     Route(
         "POST", "/v1/messages", "Create a message (Anthropic)", tag="anthropic", operation_id="createMessage",
-        handler=anthropic.messages, label="messages", render_error=anthropic.send_error,
+        handler=anthropic.messages, label="messages", render_error=anthropic.send_error, auth="anthropic",
         description="Anthropic's Messages API, served on top of chat: content blocks (text, image, tool_use, "
                     "tool_result, thinking), tools, `thinking`. With `stream: true`: Anthropic's events from "
                     "`message_start` to `message_stop`. Errors are Anthropic's `{\"type\": \"error\", "
@@ -95,18 +95,19 @@ API_ROUTES: tuple[Route, ...] = (
         request=MessagesRequest,
         request_examples={"hello": {"summary": "A short answer",
                                     "value": {"model": "tiny", "max_tokens": 30, "messages": _HELLO}}},
-        response=AnthropicMessage, stream=AnthropicStreamEvent, errors=(400, 404, 413, 500),
+        response=AnthropicMessage, stream=AnthropicStreamEvent, errors=(400, 401, 404, 413, 500),
         error_schema=AnthropicErrorBody,
         responses={529: ("Overloaded: no live worker or too many requests.", AnthropicErrorBody)}),
     Route(
         "POST", "/v1/messages/count_tokens", "Count the tokens of a message request (Anthropic)", tag="anthropic",
         operation_id="countMessageTokens",
         handler=anthropic.count_tokens, label="messages_count_tokens", render_error=anthropic.send_error,
+        auth="anthropic",
         description="The prompt length in tokens as the model's chat template renders the request.",
         request=CountTokensRequest,
         request_examples={"hello": {"summary": "A short conversation", "value": {"model": "tiny",
                                                                                    "messages": _HELLO}}},
-        response=TokenCount, errors=(400, 404, 413, 500), error_schema=AnthropicErrorBody),
+        response=TokenCount, errors=(400, 401, 404, 413, 500), error_schema=AnthropicErrorBody),
     Route(
         "POST", "/v1/embeddings", "Create embeddings", tag="embeddings", operation_id="createEmbedding",
         handler=embeddings.handle, label="embeddings",
@@ -158,7 +159,7 @@ API_ROUTES: tuple[Route, ...] = (
         handler=media.serve, label="media",
         description="A file an image or video request answered by URL; 404 once it expired or newer files "
                     "pushed it out of the bounded store.",
-        parameters=(_MEDIA_NAME,), response_content_type="*/*",
+        parameters=(_MEDIA_NAME,), response_content_type="*/*", errors=(401,),
         responses={404: ("No such file (expired, or never stored here).", ErrorResponse)}),
     Route(
         "POST", "/tokenize", "Tokenize a prompt or a conversation", tag="tokenize", operation_id="tokenize",
@@ -171,19 +172,19 @@ API_ROUTES: tuple[Route, ...] = (
         request_examples={"prompt": {"summary": "Plain text", "value": {"model": "tiny", "prompt": "Hello!"}},
                           "messages": {"summary": "A conversation", "value": {"model": "tiny",
                                                                               "messages": _HELLO}}},
-        response=TokenizeResponse, errors=(400, 404, 413, 500, 503)),
+        response=TokenizeResponse, errors=(400, 401, 404, 413, 500, 503)),
     Route(
         "POST", "/detokenize", "Detokenize token ids", tag="tokenize", operation_id="detokenize",
         handler=tokenize.detokenize, label="detokenize",
         description="`{model, tokens}` -> `{prompt}`, special tokens kept.",
         request=DetokenizeRequest,
         request_examples={"tokens": {"summary": "A few ids", "value": {"model": "tiny", "tokens": [1, 2, 3]}}},
-        response=DetokenizeResponse, errors=(400, 404, 413, 500)),
+        response=DetokenizeResponse, errors=(400, 401, 404, 413, 500)),
     Route(
         "GET", "/v1/models", "List the served models", tag="models", operation_id="listModels",
         handler=info.models,
         description="Models with at least one live worker instance.",
-        response=ModelList, errors=INFO_ERRORS),
+        response=ModelList, errors=(401, *INFO_ERRORS)),
     Route(
         "GET", "/health", "Health and worker instances", tag="service", operation_id="getHealth",
         handler=info.health,

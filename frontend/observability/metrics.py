@@ -63,6 +63,7 @@ COUNTERS: dict[str, str] = {
     "output_tokens_total": "Generated tokens.",
     "model_cancellation_total": "Requests whose client went away before the end.",
     "disconnected_clients": "Clients that disconnected during a request.",
+    "model_migration_total": "Requests moved to another worker mid-generation, by reason.",
 }
 GAUGES: dict[str, str] = {
     "inflight_requests": "Requests being served.",

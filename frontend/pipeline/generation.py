@@ -20,6 +20,7 @@ gone before the first byte, an exception) cannot leave load counters raised or a
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from contextlib import aclosing
 from typing import AsyncIterator, Awaitable, Callable
@@ -27,18 +28,21 @@ from typing import AsyncIterator, Awaitable, Callable
 import msgspec
 
 from ..gateway.discovery import ServedModel
+from ..kv import block_hashes
 from ..gateway.state import Gateway
 from ..observability.metrics import GenerationObserver
 from ..parsers.base import OutputParser, Segment, merge
 from ..postprocess.pipeline import Delta, OutputPipeline
 from ..protocol.engine import GenerateRequest, GuidedDecoding, SamplingOptions, StopConditions, TokenLogprob
-from ..protocol.errors import ContextLengthExceeded, InvalidRequest, RequestError
+from ..protocol.errors import ContextLengthExceeded, InvalidRequest, RequestError, WorkerGone
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
 from ..router.select import Route
 from .disconnect import DisconnectWatch
 from .nvext import NO_EXTENSIONS, Extensions
 
 MAX_CHOICES = 1024  # prompts x n of one request
+
+log = logging.getLogger(__name__)
 
 AnyRequest = ChatCompletionRequest | CompletionRequest
 
@@ -124,16 +128,22 @@ class Generation:
     ``deltas()`` ends or when its owner leaves (``async with``, ``Choices.close``), whichever comes first.
     """
 
-    __slots__ = ("gateway", "tokenizer", "prompt_tokens", "pipeline", "submission", "stream", "observer", "started",
-                 "first_token_at", "finished_at", "_prefilled", "client_gone", "_watcher", "_errored", "_released")
+    __slots__ = ("gateway", "model", "request", "tokenizer", "prompt_tokens", "pipeline", "submission", "stream",
+                 "observer", "started", "first_token_at", "finished_at", "_prefilled", "_worker_prefilled",
+                 "client_gone", "_watcher", "_errored", "_released", "output_ids", "migrations")
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
                  block_hashes: bytes, *, pinned: str | None = None,
                  disconnected: Awaitable[None] | None = None, parser: OutputParser | None = None,
                  ext: Extensions = NO_EXTENSIONS, observer: GenerationObserver | None = None) -> None:
         self.gateway = gateway
+        self.model = model
+        self.request = engine_req
         self.tokenizer = model.tokenizer
         self.prompt_tokens = len(engine_req.token_ids)
+        # the tokens generated so far, kept only while the request may migrate to another worker
+        self.output_ids: list[int] | None = [] if self._may_migrate() else None
+        self.migrations = 0
         include_stop = request.include_stop_str_in_output
         if ext.nvext is not None and not include_stop:  # Dynamo's deprecated nvext copy
             include_stop = bool(ext.nvext.include_stop_str_in_output)
@@ -148,7 +158,7 @@ class Generation:
         self.started = self.observer.started  # perf_counter() when the HTTP request arrived
         self.first_token_at = 0.0
         self.finished_at = 0.0
-        self._prefilled = False
+        self._prefilled = self._worker_prefilled = False
         self.client_gone = False
         self._errored = self._released = False
         self._watcher = DisconnectWatch(disconnected, self.cancel) if disconnected is not None else None
@@ -172,7 +182,8 @@ class Generation:
     def usage(self) -> Usage:
         """Token counts so far (final once the request finished)."""
         pipeline = self.pipeline
-        details = PromptTokensDetails(pipeline.cached_tokens) if pipeline.cached_tokens else None
+        cached = min(pipeline.cached_tokens, self.prompt_tokens)  # a migrated request's worker counts its output
+        details = PromptTokensDetails(cached) if cached else None
         return Usage(self.prompt_tokens, pipeline.completion_tokens,
                      self.prompt_tokens + pipeline.completion_tokens, details)
 
@@ -183,13 +194,23 @@ class Generation:
         finished = False
         try:
             while not finished:
-                outputs = await self.stream.next()
+                try:
+                    outputs = await self.stream.next()
+                except WorkerGone:
+                    if self.client_gone or not self._migrate():
+                        raise
+                    continue
                 if self.client_gone:
                     return
-                if not self._prefilled:
-                    self._prefilled = True
-                    self.first_token_at = time.perf_counter()
+                if not self._worker_prefilled:
+                    self._worker_prefilled = True
                     self.submission.first_token()
+                    if not self._prefilled:
+                        self._prefilled = True
+                        self.first_token_at = time.perf_counter()
+                if self.output_ids is not None:
+                    for output in outputs:
+                        self.output_ids += output.token_ids
                 before = self.pipeline.completion_tokens
                 delta = self.pipeline.feed(outputs)
                 if self.pipeline.completion_tokens > before:
@@ -209,6 +230,46 @@ class Generation:
             raise
         finally:
             self.release()
+
+    def _may_migrate(self) -> bool:
+        """Migration is on and can serve this request (structured output cannot resume mid-document)."""
+        return self.gateway.settings.router.migration_limit > 0 and self.request.sampling.guided is None
+
+    def _migrate(self) -> bool:
+        """The worker went away before the end: continue on another live worker with the prompt plus the tokens
+        generated so far, the remaining budget and the same sampling (seed advanced), reading on into the same
+        output pipeline, so that the client sees one stream. False when it cannot (limit reached, too long, no
+        other worker): the caller raises the worker's failure."""
+        settings = self.gateway.settings.router
+        generated = self.output_ids
+        if generated is None or self.migrations >= settings.migration_limit:
+            return False
+        request = self.request
+        token_ids = request.token_ids + generated
+        remaining = request.stop.max_tokens - len(generated)
+        if remaining <= 0 or (settings.migration_max_seq_len and len(token_ids) > settings.migration_max_seq_len):
+            return False
+        seed = request.sampling.seed
+        if seed is not None:
+            seed = (seed + len(generated) + 2**63) % 2**64 - 2**63
+        moved = msgspec.structs.replace(
+            request, request_id=self.gateway.new_request_id(), token_ids=token_ids,
+            stop=msgspec.structs.replace(request.stop, max_tokens=remaining,
+                                         min_tokens=max(0, request.stop.min_tokens - len(generated))),
+            sampling=msgspec.structs.replace(request.sampling, seed=seed))
+        try:
+            submission = self.gateway.submit(self.model, moved, prompt_tokens=len(token_ids),
+                                             block_hashes=block_hashes(token_ids, self.model.block_size).tobytes())
+        except RequestError:
+            return False  # no other live worker: the original failure stands
+        self.submission.release(abort=False)  # its worker is gone
+        self.submission, self.stream = submission, submission.stream
+        self._worker_prefilled = False
+        self.migrations += 1
+        self.gateway.metrics.inc("model_migration_total", (("model", self.model.name), ("reason", "worker_gone")))
+        log.info("request migrated", extra={"model": self.model.name, "to": submission.route.instance_id,
+                                            "generated": len(generated), "migration": self.migrations})
+        return True
 
     def release(self) -> None:
         """Release the worker side, once: stop watching the client, release the submission (aborting the

@@ -63,6 +63,16 @@ class PayloadTooLarge(RequestError):
         super().__init__(f"Request body is larger than the limit of {limit_bytes} bytes.", code="payload_too_large")
 
 
+class Unauthorized(RequestError):
+    """With ``--api-key``: the request carries no API key, or one that is not configured (401). The message never
+    repeats the key it got."""
+
+    status = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="invalid_api_key")
+
+
 class NotFoundRoute(RequestError):
     """No such endpoint (404)."""
 

@@ -53,6 +53,8 @@ class RouterSettings:
     predicted_ttl_s: float = 10.0
     active_decode_blocks_threshold: float = 0.0  # fraction of the worker's KV blocks; 0 = off
     active_prefill_tokens_threshold: int = 0  # 0 = off
+    migration_limit: int = 3  # times a request continues on another worker when its worker goes away
+    migration_max_seq_len: int = 0  # longest prompt + generated sequence that migrates; 0 = any
 
     @classmethod
     def from_config(cls, router: RouterConfig) -> "RouterSettings":
@@ -60,7 +62,8 @@ class RouterSettings:
         return cls(mode=router.router_mode, overlap_weight=router.kv_overlap_score_weight,
                    temperature=router.router_temperature, predicted_ttl_s=router.prediction_ttl_s,
                    active_decode_blocks_threshold=router.active_decode_blocks_threshold,
-                   active_prefill_tokens_threshold=router.active_prefill_tokens_threshold)
+                   active_prefill_tokens_threshold=router.active_prefill_tokens_threshold,
+                   migration_limit=router.migration_limit, migration_max_seq_len=router.migration_max_seq_len)
 
 
 @dataclass

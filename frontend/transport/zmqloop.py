@@ -25,6 +25,7 @@ class SocketDrainer:
         self._fd = sock.getsockopt(zmq.FD)
         self._scheduled = False
         loop.add_reader(self._fd, self.drain)
+        self.after_send()  # input queued before the reader was added raised no edge it could see
 
     def drain(self) -> None:
         """Read until the socket has nothing more."""

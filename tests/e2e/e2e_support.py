@@ -127,11 +127,13 @@ class Daemon(_Logged):
     """``python -m frontend`` on 127.0.0.1 with its own HTTP port and registry endpoint.
 
     ``extra_models``: the daemon's ``--mock-extra-models`` (embedding, images, videos mock workers besides the
-    chat model's); none by default, so that a test sees only the workers it asked for.
+    chat model's); none by default, so that a test sees only the workers it asked for. ``api_key``: a key the
+    daemon was given (``--api-key``...), sent by ``http``, ``client()`` and the readiness checks.
     """
 
     def __init__(self, *extra: str, mock_workers: int = 2, speedup: str = FAST, lease_ttl_s: str = "2",
-                 env: dict[str, str] | None = None, extra_models: tuple[str, ...] = ()) -> None:
+                 env: dict[str, str] | None = None, extra_models: tuple[str, ...] = (),
+                 api_key: str | None = None) -> None:
         self.http_port = free_port()
         self.registry_port = free_port()
         self.registry_endpoint = f"tcp://127.0.0.1:{self.registry_port}"
@@ -143,20 +145,24 @@ class Daemon(_Logged):
                 "--mock-workers", str(mock_workers), "--mock-speedup-ratio", speedup, "--lease-ttl-s", lease_ttl_s,
                 "--mock-extra-models", ",".join(extra_models) or "none", *extra]
         self._spawn(argv, env)
-        self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
+        self.api_key = api_key
+        self.auth_headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=self.base_url, timeout=30.0, headers=self.auth_headers)
         self.mockers: list[Mocker] = []
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("timeout", 60.0)
-        return openai.OpenAI(base_url=self.base_url + "/v1", api_key="e2e", max_retries=0, **kwargs)
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "e2e", max_retries=0, **kwargs)
 
     def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
         kwargs.setdefault("timeout", 60.0)
-        return openai.AsyncOpenAI(base_url=self.base_url + "/v1", api_key="e2e", max_retries=0, **kwargs)
+        return openai.AsyncOpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "e2e", max_retries=0,
+                                  **kwargs)
 
     def model_ids(self, fresh: bool = False) -> list[str]:
         """The served models, as /v1/models lists them (on a new connection with ``fresh``)."""
-        response = httpx.get(self.base_url + "/v1/models", timeout=10) if fresh else self.http.get("/v1/models")
+        # fresh: the connection closes after the answer, so the next ask may reach another HTTP process
+        response = self.http.get("/v1/models", headers={"connection": "close"} if fresh else None)
         response.raise_for_status()
         return [entry["id"] for entry in response.json()["data"]]
 

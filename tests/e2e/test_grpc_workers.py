@@ -176,8 +176,11 @@ def test_requests_in_flight_on_a_killed_worker_fail_cleanly(bare):
             pass
         assert "went away" in str(reply[1])
         assert time.monotonic() - killed_at <= LEASE_TTL_S + 6
-        other.async_stream_infer("victim", inputs(PROMPT))  # the stream is still open: the model is gone now
-        assert "does not exist" in str(received.get(timeout=10)[1])
+        # the stream is still open; the dead worker is not routed to (its lease may not have expired yet: then the
+        # model is still listed, with no reachable worker)
+        other.async_stream_infer("victim", inputs(PROMPT))
+        refused = str(received.get(timeout=10)[1])
+        assert "does not exist" in refused or "no live worker serves model" in refused, refused
         other.stop_stream()
 
 

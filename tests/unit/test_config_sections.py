@@ -18,6 +18,7 @@ from frontend.config.topology import Endpoints
 from frontend.engines.embedding import main as embedding_main
 from frontend.engines.mocker import main as mocker_main
 from frontend.engines.vllm import main as vllm_main
+from frontend.gateway.auth import ApiKeys
 from frontend.gateway.settings import ApiSettings, GatewaySettings
 from frontend.router.select import RouterSettings
 from frontend.stores.media import MediaSettings
@@ -31,6 +32,7 @@ SAMPLES = {
     "disable_nvext": True, "router_mode": "kv", "kv_overlap_score_weight": 0.5, "router_temperature": 0.3,
     "kv_events": False, "router_ttl_s": 60.0, "router_pending_ttl_s": 5.0, "active_decode_blocks_threshold": 0.9,
     "active_prefill_tokens_threshold": 10000, "kv_index_capacity_blocks": 4096, "kv_index_max_workers": 8,
+    "migration_limit": 1, "migration_max_seq_len": 4096,
     "namespace": "ns", "registry_endpoint": "ipc:///tmp/x", "lease_ttl_s": 0.5, "mock_workers": 1,
     "mock_speedup_ratio": 1e6, "mock_model_path": "/models/m", "mock_model_name": "m",
     "mock_extra_models": "embedding,videos", "metrics_prefix": "my_frontend", "log_level": "debug",
@@ -40,6 +42,7 @@ SAMPLES = {
     "grpc_initial_stream_window_size": 1048576, "tool_call_parser": "hermes", "reasoning_parser": "m=qwen3",
     "enable_anthropic_api": False, "responses_store": False, "responses_store_path": "/tmp/r.db",
     "responses_store_ttl_s": 60.0, "responses_store_max_mb": 8.0,
+    "api_key": "sk-alpha,sk-beta", "api_key_file": "/keys.txt", "api_key_exempt": "/live,/metrics",
 }
 
 
@@ -148,7 +151,13 @@ def test_all_samples_at_once_round_trip_through_dump_toml(tmp_path):
     env = {OPTIONS_BY_NAME[name].env_var: env_text(value) for name, value in SAMPLES.items()}
     config, _ = load_config([], env)
     path = tmp_path / "dump.toml"
-    path.write_text(dump_toml(config), encoding="utf-8")
+    text = dump_toml(config)
+    secrets = [option.name for option in OPTIONS if option.secret]
+    assert secrets == ["api_key"]
+    for name in secrets:  # masked in the dump: put back by hand, as an operator would
+        assert f'{name} = "***"' in text and SAMPLES[name] not in text
+        text = text.replace(f'{name} = "***"', f"{name} = {dump_value(SAMPLES[name])}")
+    path.write_text(text, encoding="utf-8")
     reloaded, _ = load_config(["--config", str(path)], {})
     assert msgspec.structs.replace(reloaded, general=msgspec.structs.replace(reloaded.general, config="")) == config
 
@@ -186,6 +195,9 @@ def endpoints(run_dir: str) -> Endpoints:
 
 def test_gateway_settings_from_sections(tmp_path):
     env = {OPTIONS_BY_NAME[name].env_var: env_text(value) for name, value in SAMPLES.items()}
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text("# keys\nsk-gamma\n\nsk-alpha\n", encoding="utf-8")
+    env["DYN_API_KEY_FILE"] = str(key_file)
     config, _ = load_config([], env)
     run_dir = str(tmp_path)
     settings = GatewaySettings.from_config(config, endpoints(run_dir), run_dir)
@@ -198,12 +210,15 @@ def test_gateway_settings_from_sections(tmp_path):
     assert settings.metrics_dir == os.path.join(run_dir, "metrics")
     assert settings.router == RouterSettings(mode="kv", overlap_weight=0.5, temperature=0.3, predicted_ttl_s=60.0,
                                              active_decode_blocks_threshold=0.9,
-                                             active_prefill_tokens_threshold=10000)
+                                             active_prefill_tokens_threshold=10000, migration_limit=1,
+                                             migration_max_seq_len=4096)
     assert settings.apis == ApiSettings(tool_call_parsers={"*": "hermes"}, reasoning_parsers={"m": "qwen3"},
                                         anthropic_api=False, responses_store_path="", responses_store_ttl_s=60.0,
                                         responses_store_max_bytes=8 * MIB, nvext=False)
     assert settings.media == MediaSettings(path="/tmp/media", ttl_s=60.0, max_bytes=16 * MIB,
                                            public_url="https://api.example.com")
+    assert settings.api_keys == ApiKeys.from_keys(["sk-alpha", "sk-beta", "sk-gamma"], ("/live", "/metrics"))
+    assert b"sk-" not in msgspec.json.encode(settings)  # digests only reach the HTTP and gRPC processes
     # what the daemon hands the HTTP processes survives JSON
     assert msgspec.json.decode(msgspec.json.encode(settings), type=GatewaySettings) == settings
 
@@ -215,6 +230,8 @@ def test_gateway_settings_defaults_live_in_the_run_directory(tmp_path):
     assert settings.media.path == os.path.join(run_dir, "media")
     assert settings.apis.nvext is True
     assert settings.router == RouterSettings()
+    assert not settings.api_keys.enabled
+    assert settings.api_keys.exempt == ("/live", "/health", "/metrics", "/docs", "/openapi.json")
 
 
 @pytest.mark.parametrize("kv_events, expected", [(True, 10.0), (False, 120.0)])
