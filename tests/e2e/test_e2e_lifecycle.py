@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
+
+import httpx
 
 from e2e_support import MODEL, Daemon, wait_until
 
@@ -79,3 +82,35 @@ def test_sigterm_stops_daemon_and_children(start_daemon):
     wait_until(lambda: not any(alive(pid) for pid in children), 5.0, "every child process to exit",
                on_timeout=lambda: str({pid: cmd for pid, cmd in children.items() if alive(pid)}))
     assert "Traceback" not in server.log_text(), server.log_text()
+
+
+def _comm(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def test_requests_waiting_on_a_killed_tokenizer_are_sent_again(start_daemon):
+    """A tokenizer process dies with requests inside it: they are sent again (to its successor), not left to
+    time out (30 s, then a 503)."""
+    server = start_daemon("--mock-extra-models", "none", mock_workers=1)
+    [tokenizer] = [pid for pid in descendants(server.pid) if _comm(pid) == "dyn-tokenizer"]
+    os.kill(tokenizer, signal.SIGSTOP)  # requests reach it and stay inside
+    outcomes: list[object] = []
+
+    def ask() -> None:
+        try:
+            outcomes.append(httpx.post(server.base_url + "/v1/chat/completions", timeout=20, json={
+                "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).status_code)
+        except httpx.HTTPError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    os.kill(tokenizer, signal.SIGKILL)
+    for thread in threads:
+        thread.join(30)
+    assert outcomes == [200] * 4, (outcomes, server.log_text())
