@@ -160,8 +160,9 @@ class Supervisor:
         from ..tokenizer import server as tokenizer_server
 
         config = self.config
-        self._start_ready("registry", "dyn-registry", registry_server.run,
-                          (config.discovery.namespace, config.discovery.lease_ttl_s, self.endpoints))
+        registry_args = (config.discovery.namespace, config.discovery.lease_ttl_s, self.endpoints)
+        self._start_ready("registry", "dyn-registry", registry_server.run, (*registry_args, 0.0),
+                          restart_args=(*registry_args, config.discovery.lease_ttl_s))
         self._start_ready("indexer", "dyn-indexer", indexer_server.run, (self.endpoints, config.router))
         for index, endpoint in enumerate(self.endpoints.tokenizers):
             self._start_ready(f"tokenizer-{index}", "dyn-tokenizer", tokenizer_server.run, (index, endpoint))
@@ -181,12 +182,16 @@ class Supervisor:
             self.children.append(child)
         threading.Thread(target=self._watch, name="child-watcher", daemon=True).start()
 
-    def _start_ready(self, name: str, title: str, target: Callable[..., None], args: tuple) -> None:
+    def _start_ready(self, name: str, title: str, target: Callable[..., None], args: tuple,
+                     restart_args: tuple | None = None) -> None:
+        """Start a child process and wait for its READY; ``restart_args`` (if any) replace ``args`` when the
+        watcher restarts it after a death."""
         def start() -> Any:
             receiver, sender = _spawn.Pipe(duplex=False)
             general = self.config.general
+            chosen = restart_args if restart_args is not None and child.deaths else args
             process = _spawn.Process(target=_child_main, name=name, daemon=False,
-                                     args=(title, general.log_level, general.log_format, target, (*args, sender)))
+                                     args=(title, general.log_level, general.log_format, target, (*chosen, sender)))
             process.start()
             sender.close()
             _await_ready(name, receiver, process)

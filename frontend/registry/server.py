@@ -116,15 +116,23 @@ def handle(leases: Leases, payload: bytes, now: float) -> wire.Ack:
     return leases.unregister(message.instance_id)
 
 
-def run(namespace: str, ttl_s: float, endpoints: Endpoints, ready: Connection) -> None:
-    """Process entry: serve the registry until terminated."""
+def run(namespace: str, ttl_s: float, endpoints: Endpoints, recover_s: float, ready: Connection) -> None:
+    """Process entry: serve the registry until terminated.
+
+    ``recover_s`` > 0 (the daemon restarted a registry that died): publish nothing for that long, so that the
+    gateways keep routing with their last table while the live workers, told "unknown instance" at their next
+    heartbeat, register again; publishing the empty table of a fresh start would fail every request in flight.
+    """
     context = zmq.Context()
     recv_from_workers = open_socket(context, zmq.ROUTER, bind=endpoints.registry)
     send_to_gateways = open_socket(context, zmq.PUB, bind=endpoints.registry_pub)
     leases = Leases(namespace, ttl_s)
     ready.send("ready")
     ready.close()
-    published_version, next_publish = -1, 0.0
+    published_version, next_publish = -1, time.monotonic() + recover_s
+    if recover_s:
+        log.warning("registry restarted; instances re-register before the table is published",
+                    extra={"seconds": recover_s})
     poller = zmq.Poller()
     poller.register(recv_from_workers, zmq.POLLIN)
     while True:
@@ -140,6 +148,6 @@ def run(namespace: str, ttl_s: float, endpoints: Endpoints, ready: Connection) -
                 recv_from_workers.send_multipart([identity, wire.encoder.encode(ack)])
         now = time.monotonic()
         leases.expire(now)
-        if leases.version != published_version or now >= next_publish:
+        if now >= next_publish or (leases.version != published_version and published_version >= 0):
             send_to_gateways.send(wire.encoder.encode(leases.snapshot()))
             published_version, next_publish = leases.version, now + PUBLISH_INTERVAL_S

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from e2e_support import MODEL, Daemon, wait_until
+from e2e_support import MODEL, Daemon, sse_events, wait_until
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -114,3 +114,36 @@ def test_requests_waiting_on_a_killed_tokenizer_are_sent_again(start_daemon):
     for thread in threads:
         thread.join(30)
     assert outcomes == [200] * 4, (outcomes, server.log_text())
+
+
+def test_a_registry_restart_fails_no_request(start_daemon):
+    """The registry dies mid-stream and is restarted: the stream finishes, and requests sent meanwhile are
+    served from the gateways' last instance table while the workers register again."""
+    server = start_daemon("--mock-extra-models", "none", "--mock-speedup-ratio", "1", mock_workers=2)
+    [registry] = [pid for pid in descendants(server.pid) if _comm(pid) == "dyn-registry"]
+    started, lines = threading.Event(), []
+
+    def stream() -> None:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 300,
+                "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+        with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=60) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                started.set()
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert started.wait(30)
+    os.kill(registry, signal.SIGKILL)
+    statuses = []
+    deadline = time.monotonic() + 4.0  # through the restart and the re-registration (lease 2 s)
+    while time.monotonic() < deadline:
+        statuses.append(server.http.post("/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).status_code)
+        time.sleep(0.1)
+    reader.join(60)
+    assert set(statuses) == {200}, statuses
+    events, done = sse_events(lines)
+    assert done and not [e for e in events if "error" in e] and events[-1]["usage"]["completion_tokens"] == 300
+    assert [pid for pid in descendants(server.pid) if _comm(pid) == "dyn-registry"] != [registry]
+    assert len(server.http.get("/health").json()["instances"]) == 2
