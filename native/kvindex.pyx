@@ -86,7 +86,7 @@ import os
 import re
 
 from cpython cimport array
-from libc.errno cimport errno
+from libc.errno cimport EEXIST, errno
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
@@ -534,6 +534,28 @@ cdef class _KvIndex:
             self.base = NULL
         return 0
 
+    cdef str _validate(self, kv_header* h, size_t size):
+        if kv_ld64_acq(&h.magic) != KV_MAGIC:
+            return "bad magic (not a KV index, or still being created)"
+        if h.version != KV_VERSION:
+            return f"layout version {h.version}, this build reads {KV_VERSION}"
+        if h.header_bytes != sizeof(kv_header) or h.worker_bytes != sizeof(kv_worker):
+            return "header or worker record size differs from this build"
+        if h.total_bytes != size:
+            return f"segment is {size} bytes, header says {h.total_bytes}"
+        if h.capacity < 16 or h.capacity & (h.capacity - 1):
+            return f"capacity {h.capacity} is not a power of two"
+        if not 1 <= h.max_workers <= KV_MAX_WORKERS or h.words != (h.max_workers + 63) // 64:
+            return f"max_workers {h.max_workers} / words {h.words} are inconsistent"
+        if h.entry_bytes != 16 + 16 * h.words:
+            return f"entry size {h.entry_bytes} does not match {h.words} mask words"
+        table_bytes = h.capacity * h.entry_bytes
+        if (h.workers_offset + h.max_workers * sizeof(kv_worker) > size
+                or h.loads_offset + h.max_workers * sizeof(kv_load) > size
+                or h.table_offset[0] + table_bytes > size or h.table_offset[1] + table_bytes > size):
+            return "a region lies outside the segment"
+        return None
+
     cdef int _check_open(self) except -1:
         if self.base == NULL:
             raise ValueError("the KV index is closed")
@@ -681,7 +703,11 @@ cdef class KvIndexWriter(_KvIndex):
         self._shm_name = None
         self._creator_pid = 0
 
-    def __init__(self, name=None, Py_ssize_t capacity_blocks=1_000_000, int max_workers=64):
+    def __init__(self, name=None, Py_ssize_t capacity_blocks=1_000_000, int max_workers=64, bint adopt=False):
+        """Create the segment ``name`` (a random name when None). With ``adopt``, a segment of that name left
+        by a writer that died is taken over instead: same geometry required, its blocks dropped (this writer
+        has not seen the events that stored them), its worker slots and the shared load counters kept, so
+        that readers which mapped it keep working."""
         if not 1 <= max_workers <= KV_MAX_WORKERS:
             raise ValueError(f"max_workers must be in 1..{KV_MAX_WORKERS}, got {max_workers}")
         if not 1 <= capacity_blocks <= (1 << 32):
@@ -703,6 +729,9 @@ cdef class KvIndexWriter(_KvIndex):
         cdef int err = 0
         cdef void* base = MAP_FAILED
         cdef int fd = shm_open(path, O_CREAT | O_EXCL | O_RDWR, 0o600)
+        if fd < 0 and adopt and errno == EEXIST:
+            self._adopt(path, capacity, max_workers)
+            return
         if fd < 0:
             err = errno
             raise OSError(err, f"cannot create shared memory {path.decode()!r}: {os.strerror(err)}")
@@ -756,6 +785,47 @@ cdef class KvIndexWriter(_KvIndex):
 
     def __dealloc__(self):
         self._unlink()
+
+    cdef int _adopt(self, bytes path, uint64_t capacity, uint32_t max_workers) except -1:
+        cdef int fd = shm_open(path, O_RDWR, 0)
+        cdef struct_stat st
+        cdef void* base = MAP_FAILED
+        cdef size_t size = 0
+        cdef int err = 0
+        if fd < 0:
+            err = errno
+            raise OSError(err, f"cannot open shared memory {path.decode()!r}: {os.strerror(err)}")
+        if fstat(fd, &st) == 0 and <size_t>st.st_size >= sizeof(kv_header):
+            size = st.st_size
+            base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)
+        c_close(fd)
+        if base == MAP_FAILED:
+            raise ValueError(f"shared memory {path.decode()!r} is not a KV index (size {size})")
+        cdef kv_header* h = <kv_header*>base
+        problem = self._validate(h, size)
+        if not problem and (h.capacity != capacity or h.max_workers != max_workers):
+            problem = f"capacity {h.capacity} / max_workers {h.max_workers} differ from this writer's"
+        if problem:
+            munmap(base, size)
+            raise ValueError(f"cannot adopt shared memory {path.decode()!r}: {problem}")
+        self._bind(<char*>base, size)
+        self.name = path.decode()[1:]
+        self._shm_name = path
+        self._creator_pid = getpid()
+        _unlink_at_exit[path] = self._creator_pid
+        self._expiry = collections.deque()
+        self._expiry_keys = 0
+        self._sweep_needed = False
+        self._have_pred_ms = False
+        self._slot_of = {}
+        h.creator_pid = getpid()
+        cdef int index
+        for slot, worker_id in self.slots():
+            self._slot_of[worker_id] = slot
+            index = slot
+            with nogil:
+                _sweep_slot(&self.v, index)
+        return 0
 
     cdef _unlink(self):
         if self._shm_name is not None and self._creator_pid == getpid():
@@ -949,28 +1019,6 @@ cdef class KvIndexReader(_KvIndex):
             raise ValueError(f"shared memory {name!r} is not a usable KV index: {problem}")
         self._bind(<char*>base, size)
         self.name = path.decode()[1:]
-
-    cdef str _validate(self, kv_header* h, size_t size):
-        if kv_ld64_acq(&h.magic) != KV_MAGIC:
-            return "bad magic (not a KV index, or still being created)"
-        if h.version != KV_VERSION:
-            return f"layout version {h.version}, this build reads {KV_VERSION}"
-        if h.header_bytes != sizeof(kv_header) or h.worker_bytes != sizeof(kv_worker):
-            return "header or worker record size differs from this build"
-        if h.total_bytes != size:
-            return f"segment is {size} bytes, header says {h.total_bytes}"
-        if h.capacity < 16 or h.capacity & (h.capacity - 1):
-            return f"capacity {h.capacity} is not a power of two"
-        if not 1 <= h.max_workers <= KV_MAX_WORKERS or h.words != (h.max_workers + 63) // 64:
-            return f"max_workers {h.max_workers} / words {h.words} are inconsistent"
-        if h.entry_bytes != 16 + 16 * h.words:
-            return f"entry size {h.entry_bytes} does not match {h.words} mask words"
-        table_bytes = h.capacity * h.entry_bytes
-        if (h.workers_offset + h.max_workers * sizeof(kv_worker) > size
-                or h.loads_offset + h.max_workers * sizeof(kv_load) > size
-                or h.table_offset[0] + table_bytes > size or h.table_offset[1] + table_bytes > size):
-            return "a region lies outside the segment"
-        return None
 
     def close(self):
         """Unmap the segment (the writer owns and unlinks it)."""

@@ -94,6 +94,9 @@ class Indexer:
         for instance_id, instance in live.items():
             if instance_id not in self.feeds:
                 self._add(instance)
+        for slot, instance_id in self.writer.slots():  # left by a predecessor for a worker gone since
+            if instance_id not in live:
+                self.writer.free_slot(slot)
 
     def _add(self, instance: Instance) -> None:
         try:
@@ -219,8 +222,10 @@ def run(endpoints: Endpoints, settings: RouterConfig, ready: Connection) -> None
     """Process entry: create the shared index (sized by the daemon's ``router`` section), report READY,
     follow workers until terminated."""
     context = zmq.Context()
+    # adopt: a restarted indexer takes over the segment its predecessor left (the gateways mapped it); its
+    # blocks are dropped and come back with the workers' next events, its slots and load counters stay
     writer = KvIndexWriter(name=endpoints.kv_index_name, capacity_blocks=settings.kv_index_capacity_blocks,
-                           max_workers=settings.kv_index_max_workers)
+                           max_workers=settings.kv_index_max_workers, adopt=True)
     try:
         _serve(context, writer, endpoints, settings, ready)
     finally:

@@ -234,6 +234,7 @@ cdef class _KvIndex:
     cdef int _check_open(self) except -1
     cdef int _check_slot(self, Py_ssize_t slot) except -1
     cdef tuple _read_worker(self, Py_ssize_t slot)
+    cdef str _validate(self, kv_header* h, size_t size)
 
 
 cdef class KvIndexWriter(_KvIndex):
@@ -248,9 +249,10 @@ cdef class KvIndexWriter(_KvIndex):
     cdef bint _have_pred_ms
 
     cdef _unlink(self)
+    cdef int _adopt(self, bytes path, uint64_t capacity, uint32_t max_workers) except -1
     cdef int _check_assigned(self, Py_ssize_t slot) except -1
     cdef int _write_worker(self, Py_ssize_t slot, uint32_t state, bytes worker_id) except -1
 
 
 cdef class KvIndexReader(_KvIndex):
-    cdef str _validate(self, kv_header* h, size_t size)
+    pass

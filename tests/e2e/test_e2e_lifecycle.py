@@ -147,3 +147,26 @@ def test_a_registry_restart_fails_no_request(start_daemon):
     assert done and not [e for e in events if "error" in e] and events[-1]["usage"]["completion_tokens"] == 300
     assert [pid for pid in descendants(server.pid) if _comm(pid) == "dyn-registry"] != [registry]
     assert len(server.http.get("/health").json()["instances"]) == 2
+
+
+def test_an_indexer_restart_fails_no_request(start_daemon):
+    """The indexer (the KV index's writer) dies: its successor adopts the shared segment the gateways mapped,
+    requests are served throughout, and KV-aware routing resumes with the workers' next events."""
+    server = start_daemon("--mock-extra-models", "none", "--router-mode", "kv", mock_workers=2)
+    [indexer] = [pid for pid in descendants(server.pid) if _comm(pid) == "dyn-indexer"]
+    os.kill(indexer, signal.SIGKILL)
+    statuses = []
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        statuses.append(server.http.post("/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "The same long prefix, again and again."}],
+            "max_tokens": 2}).status_code)
+        time.sleep(0.1)
+    assert set(statuses) == {200}, (statuses, server.log_text())
+    def restarted() -> bool:
+        return [pid for pid in descendants(server.pid) if _comm(pid) == "dyn-indexer"] not in ([], [indexer])
+
+    wait_until(restarted, 10.0, "the indexer to be restarted")
+    assert server.alive()
+    wait_until(lambda: server.http.get("/health").json()["kv_index"]["live_blocks"] > 0, 10.0,
+               "the restarted indexer to index the workers' blocks again")
