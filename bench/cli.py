@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench profile | sweep | compare`` (flag names follow AIPerf's)."""
+"""Command line: ``python -m bench profile | sweep | compare | soak`` (flag names follow AIPerf's)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .config import ENDPOINT_PATHS, RATE_MODES, ProfileConfig, parse_extra_inputs, parse_goodput, parse_pairs
 from .metrics import GOODPUT_TAGS
+from .soak import add_soak_parser
 
 DESCRIPTION = "Load generator and benchmark for OpenAI-compatible inference servers (AIPerf-compatible flags)."
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("dirs", nargs="+", type=Path, help="artifact directories")
     compare.add_argument("--labels", help="comma-separated names for the runs (default: directory names)")
     compare.add_argument("--output", type=Path, default=Path("artifacts/compare"), help="where to write")
+    add_soak_parser(commands)
     return parser
 
 
@@ -122,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
 
         sweep(args)
         return 0
+    if args.command == "soak":
+        from .soak import soak
+
+        return soak(args)
     from .compare import compare
 
     labels = args.labels.split(",") if args.labels else None
