@@ -15,9 +15,9 @@ from .options import OPTIONS, OPTIONS_BY_NAME, SECRET_MASK, Option
 from .sections import FrontendConfig
 
 _GROUP_TITLES = {
-    "general": "general", "http": "HTTP server", "auth": "API keys", "preprocess": "pre-processing",
-    "router": "routing", "discovery": "worker discovery", "mocker": "built-in mock workers",
-    "kserve": "KServe gRPC server",
+    "general": "general", "http": "HTTP server", "limits": "per-request limits", "auth": "API keys",
+    "preprocess": "pre-processing", "router": "routing", "discovery": "worker discovery",
+    "mocker": "built-in mock workers", "kserve": "KServe gRPC server",
     "parsers": "tool calls, reasoning, Responses and Anthropic APIs",
     "media": "generated images and videos served by URL",
 }

@@ -192,6 +192,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_concurrent_requests", int, 0,
            "Requests one HTTP worker process serves at once; more get 503 (0 = no limit).", "http",
            validate=_non_negative),
+    # ---- per-request limits (frontend/pipeline/prepare.py check_limits; README "Limits") ----
+    Option("max_stop_strings", int, 16, "Stop strings one request may give (stop; Anthropic's stop_sequences; the "
+           "KServe stop input); more are a 400.", "limits", validate=positive),
+    Option("max_stop_string_length", int, 1024, "Longest stop string, in characters; longer is a 400.", "limits",
+           validate=positive),
+    Option("max_tools", int, 128, "Tools one chat, Responses or Messages request may offer; more are a 400.",
+           "limits", validate=positive),
+    Option("max_tool_schema_bytes", int, 65536, "Largest parameters schema of one tool, in bytes of JSON; larger "
+           "is a 400.", "limits", validate=positive),
+    Option("max_messages", int, 16384, "Messages of one chat request (Messages API: after mapping; Responses: "
+           "input items plus the stored conversation); more are a 400.", "limits", validate=positive),
     # ---- API keys (frontend/gateway/auth.py) ----
     Option("api_key", str, "", "An API key clients must send (Authorization: Bearer KEY; the Anthropic routes "
            "also take x-api-key: KEY; gRPC the same in metadata). Repeat the flag or separate keys with commas; a "

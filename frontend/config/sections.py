@@ -55,6 +55,17 @@ class HttpConfig(msgspec.Struct, frozen=True, kw_only=True):
         return mib_to_bytes(self.http_body_limit_mb)
 
 
+class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Group ``limits``: what one request may hold (``pipeline/prepare.check_limits``; 400 above). The HTTP and
+    gRPC processes get this section as it is (``GatewaySettings.limits``)."""
+
+    max_stop_strings: int = 16
+    max_stop_string_length: int = 1024
+    max_tools: int = 128
+    max_tool_schema_bytes: int = 65536
+    max_messages: int = 16384
+
+
 class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Group ``auth``: API keys of the HTTP and gRPC front doors (``config/api_keys.py`` reads them)."""
 
@@ -159,6 +170,7 @@ class FrontendConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     general: GeneralConfig = GeneralConfig()
     http: HttpConfig = HttpConfig()
+    limits: LimitsConfig = LimitsConfig()
     auth: AuthConfig = AuthConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     router: RouterConfig = RouterConfig()

@@ -8,7 +8,7 @@ import os
 import msgspec
 
 from ..config.parser_names import parser_map
-from ..config.sections import FrontendConfig, ParsersConfig, PreprocessConfig
+from ..config.sections import FrontendConfig, LimitsConfig, ParsersConfig, PreprocessConfig
 from ..config.topology import Endpoints
 from ..protocol.registry import ModelCard
 from ..router.select import RouterSettings
@@ -76,6 +76,7 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     apis: ApiSettings = ApiSettings()  # parsers, Responses store, Anthropic (above)
     media: MediaSettings = MediaSettings()  # generated images and videos served by URL (frontend/stores/media.py)
     api_keys: ApiKeys = ApiKeys()  # digests of --api-key / --api-key-file (gateway/auth.py); empty: no check
+    limits: LimitsConfig = LimitsConfig()  # what one request may hold (pipeline/prepare.check_limits)
 
     @classmethod
     def from_config(cls, config: FrontendConfig, endpoints: Endpoints, run_dir: str) -> "GatewaySettings":
@@ -93,4 +94,5 @@ class GatewaySettings(msgspec.Struct, frozen=True):
             apis=ApiSettings.from_config(config.parsers, config.preprocess, run_dir),
             media=MediaSettings.from_config(config.media, run_dir),
             api_keys=ApiKeys.from_config(config.auth),
+            limits=config.limits,
         )

@@ -22,7 +22,7 @@ from ..observability.metrics import (CURRENT_REQUEST, Metrics, RequestRecord, Sn
                                      error_type_for, gather_snapshots)
 from ..protocol import indexer as indexer_wire
 from ..protocol.engine import GenerateRequest, UnaryRequest
-from ..protocol.errors import ModelNotFound, RequestError, ServiceUnavailable
+from ..protocol.errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable
 from ..router.select import Router
 from ..stores.media import MediaStore
 from ..tokenizer.client import TokenizerClient
@@ -121,7 +121,12 @@ class Gateway:
         if route.instance_id not in self.engines.connections:
             self.router.finish(route)
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
-        return Submission(self.engines, self.router, route, self.engines.submit(route.instance_id, request))
+        try:
+            stream = self.engines.submit(route.instance_id, request)
+        except OverflowError:  # MessagePack carries 64-bit integers: e.g. a JSON schema's bound of 2**64
+            self.router.finish(route)
+            raise InvalidRequest("a number in the request is outside the 64-bit integer range") from None
+        return Submission(self.engines, self.router, route, stream)
 
     def _reachable(self, model: ServedModel) -> ServedModel | Reachable:
         """The model as the router should see it: without instances whose connection is lost (the registry

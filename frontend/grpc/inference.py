@@ -17,7 +17,7 @@ import msgspec
 from ..gateway.state import Gateway
 from ..pipeline.generation import Generation, collect, engine_request, reject_unsupported
 from ..pipeline.nvext import extensions
-from ..pipeline.prepare import require_live
+from ..pipeline.prepare import check_limits, require_live
 from ..protocol.errors import InvalidRequest
 from .metadata import exposed_model
 from .proto import kserve_pb2 as pb
@@ -45,6 +45,7 @@ async def start(gateway: Gateway, request: pb.ModelInferRequest, headers: Mappin
     model = exposed_model(gateway, request.model_name, request.model_version)
     encoder = ResponseEncoder(request, decoupled=in_stream)
     completion = completion_request(request)
+    check_limits(completion, gateway.settings.limits, 0)  # the stop input's strings
     reject_unsupported(completion)
     if completion.stream and not in_stream:
         raise InvalidRequest("input `streaming`: streamed responses need the ModelStreamInfer RPC", param="streaming")

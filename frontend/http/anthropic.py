@@ -22,6 +22,7 @@ import msgspec
 from ..gateway.state import Gateway
 from ..parsers.base import CONTENT, REASONING, TOOL_CALL, Segment
 from ..pipeline.chat_session import ChatOutcome, ChatSession, collect_chat, open_session, segments_of, tool_choice_of
+from ..pipeline.prepare import served_model
 from ..postprocess.pipeline import Delta
 from ..protocol import anthropic as an
 from ..protocol.errors import NotFoundRoute, RequestError
@@ -32,6 +33,7 @@ from .streaming import StreamWriter, decode_request, stream_deltas
 _decoder = msgspec.json.Decoder(an.MessagesRequest)
 _count_decoder = msgspec.json.Decoder(an.CountTokensRequest)
 
+_FIELD_NAMES = {"stop": "stop_sequences"}  # chat field -> Anthropic's, in the 400s of the request limits
 # our status -> (Anthropic's status, error type)
 _ERRORS = {400: (400, "invalid_request_error"), 401: (401, "authentication_error"), 404: (404, "not_found_error"),
            405: (405, "invalid_request_error"), 413: (413, "request_too_large"), 500: (500, "api_error"), 502: (500, "api_error"),
@@ -50,7 +52,8 @@ async def messages(gateway: Gateway, scope, proto, body: bytes) -> None:
     _check_enabled(gateway)
     request: an.MessagesRequest = decode_request(_decoder, body)
     chat = to_chat_request(request)
-    session = await open_session(gateway, chat, msgspec.json.encode(chat), scope.headers, proto.client_disconnect())
+    session = await open_session(gateway, chat, msgspec.json.encode(chat), scope.headers, proto.client_disconnect(),
+                                 names=_FIELD_NAMES)
     async with session:
         message_id = "msg_" + uuid.uuid4().hex
         if request.stream:
@@ -70,7 +73,7 @@ async def count_tokens(gateway: Gateway, scope, proto, body: bytes) -> None:
     _check_enabled(gateway)
     chat = to_chat_request(decode_request(_count_decoder, body))
     tool_choice_of(chat)
-    model = gateway.model(chat.model)
+    model = served_model(gateway, chat.model, "chat")
     prompt_ids, _ = await gateway.tokenizer.tokenize(model.card.model_path, "chat", msgspec.json.encode(chat), 0)
     send_json(proto, 200, an.TokenCount(len(prompt_ids)))
 

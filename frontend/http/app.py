@@ -13,8 +13,10 @@ import asyncio
 import logging
 import os
 import signal
+from typing import Any
 
 import msgspec
+from granian.rsgi import ProtocolClosed
 
 from ..gateway.auth import ApiKeys
 from ..gateway.settings import SETTINGS_ENV, GatewaySettings
@@ -49,6 +51,15 @@ ERROR_RENDERERS = {route.path: route.render_error for route in ROUTES if route.r
 AUTH_OF_PATH = {route.path: route.auth for route in ROUTES}  # for a path served with another method (405)
 
 
+def of_path(table: dict[str, Any], path: str, default: Any) -> Any:
+    """``table``'s entry for ``path``, else for the route path it is under, so that a path beside an API's
+    endpoints gets that API's error shape and key headers (``/v1/messages/batches``: Anthropic's)."""
+    value = table.get(path)
+    if value is None:
+        value = next((entry for base, entry in table.items() if path.startswith(base + "/")), default)
+    return value
+
+
 class GatewayApp:
     """RSGI entry points; one instance per Granian worker process."""
 
@@ -80,7 +91,7 @@ class GatewayApp:
             route = route_of(scope.path, scope.method)
             keys = self.api_keys
             if keys is not None and not keys.is_exempt(scope.path):
-                authenticate(keys, scope.headers, route.auth if route else AUTH_OF_PATH.get(scope.path, "openai"))
+                authenticate(keys, scope.headers, route.auth if route else of_path(AUTH_OF_PATH, scope.path, "openai"))
             if route is None:
                 raise self._no_route(scope)
             if route.method == "GET" and not route.prefix:
@@ -90,14 +101,19 @@ class GatewayApp:
             else:
                 await self._post(gateway, scope, proto, route)
         except RequestError as error:
-            ERROR_RENDERERS.get(scope.path, send_error)(proto, error)
+            of_path(ERROR_RENDERERS, scope.path, send_error)(proto, error)
         except Exception as exc:
-            ERROR_RENDERERS.get(scope.path, send_error)(proto, internal_error(exc))
+            of_path(ERROR_RENDERERS, scope.path, send_error)(proto, internal_error(exc))
 
     async def _post(self, gateway: Gateway, scope, proto, route: Route) -> None:
-        with gateway.admitted(route.label):
+        with gateway.admitted(route.label) as record:
             REQUEST_ID.set(scope.headers.get("x-request-id") or gateway.new_request_id())
-            body = await self._read_body(scope, proto, gateway.settings.body_limit_bytes)
+            try:
+                body = await self._read_body(scope, proto, gateway.settings.body_limit_bytes)
+            except ProtocolClosed:  # the client hung up mid-body: a disconnect, nothing to answer
+                record.error_type = "cancelled"
+                log.info("client disconnected while sending its body", extra={"path": scope.path})
+                return
             await route.handler(gateway, scope, proto, body)
 
     @staticmethod

@@ -20,7 +20,7 @@ from ..kv import block_hashes
 from ..pipeline.generation import MAX_CHOICES, Choices, collect_all, engine_request, reject_unsupported
 from ..pipeline.guided import guided_decoding
 from ..pipeline.nvext import Extensions, MetricsEvents, check_token_ids, extensions, prompt_annotations, response_nvext
-from ..pipeline.prepare import served_model
+from ..pipeline.prepare import check_limits, served_model
 from ..protocol.errors import InvalidRequest
 from ..protocol.openai import Completion, CompletionChoice, CompletionRequest
 from .logprobs import completion_logprobs
@@ -47,6 +47,7 @@ def prompts_of(prompt: str | list) -> list[str | list[int]]:
 
 async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: CompletionRequest = decode_request(_decoder, body)
+    check_limits(request, gateway.settings.limits, len(body))
     ext = extensions(request, scope.headers, gateway.settings.apis.nvext)
     reject_unsupported(request)
     guided = guided_decoding(request, ext.nvext)

@@ -157,9 +157,10 @@ def build_spec(routes: tuple[Route, ...]) -> dict[str, Any]:
             name = event.get("$ref", "").rsplit("/", 1)[-1] or "JSON"
             content["text/event-stream"] = {"schema": {
                 "type": "string",
-                "description": f"With `stream: true`: server-sent events, each `data: <{name} JSON>` followed "
-                               "by a blank line, and `data: [DONE]` last. An error after the stream started "
-                               "comes as one `data: <ErrorResponse JSON>` event.",
+                "description": op.stream_description or (
+                    f"With `stream: true`: server-sent events, each `data: <{name} JSON>` followed by a blank "
+                    "line, and `data: [DONE]` last. An error after the stream started comes as one "
+                    "`data: <ErrorResponse JSON>` event."),
             }, "x-sse-data-schema": event}
         responses: dict[str, Any] = {"200": {"description": op.response_description, "content": content}}
         for status, (description, tp) in sorted(op.responses.items()):

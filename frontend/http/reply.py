@@ -36,9 +36,21 @@ def send_error(proto, error: RequestError) -> None:
 
 
 def internal_error(exc: BaseException) -> InternalError:
-    """Log a bug with its traceback; the client gets a 500 without internals."""
+    """Log a bug with its traceback; the client gets a 500 without internals. A client that closed its connection
+    before it was answered (mid-body: Granian raises ``RSGIProtocolClosed`` from the body read) is no bug: it is
+    logged as a disconnect, at info and without a traceback (the 500 then goes nowhere)."""
+    if client_closed(exc):
+        log.info("client disconnected before the response", extra={"error": type(exc).__name__})
+        return InternalError("client disconnected")
     log.error("unhandled error", exc_info=exc)
     return InternalError("internal server error")
+
+
+def client_closed(exc: BaseException) -> bool:
+    """Whether ``exc`` is Granian's "the client closed the connection" (``RSGIProtocolClosed``)."""
+    from granian.rsgi import ProtocolClosed  # already loaded in Granian's workers; not needed before an error
+
+    return isinstance(exc, ProtocolClosed)
 
 
 def sse_event(body: msgspec.Struct) -> bytes:

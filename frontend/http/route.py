@@ -17,7 +17,8 @@ not served). How to describe one::
   An endpoint with another error shape (Anthropic's) passes its own ``error_schema`` and ``render_error``.
 * ``responses`` adds other statuses with their own body type, e.g. /health's 503.
 * A non-JSON 200 body (Prometheus text, HTML) gives ``response_content_type`` and no ``response`` type.
-* ``stream`` documents the ``text/event-stream`` alternative of the 200 (see ``openapi.py``).
+* ``stream`` documents the ``text/event-stream`` alternative of the 200 (see ``openapi.py``);
+  ``stream_description`` says how the stream is framed and ends when not as chat's (``data:`` only, ``[DONE]``).
 * A path with a parameter gives its ``prefix``: every request under it goes to the handler, whatever the
   method (the handler answers 405 itself).
 * A route without ``summary`` is served but not in the document (Swagger UI's files).
@@ -60,6 +61,7 @@ class Route:
     response_content_type: str | None = None  # of a non-JSON 200 body (then ``response`` is None)
     response_description: str = "OK"
     stream: Any = None  # type of each SSE event's data when the request asks for stream: true
+    stream_description: str = ""  # how the stream is framed and ends, when not as chat's (data-only, [DONE])
     errors: tuple[int, ...] = ()  # statuses of openapi.ERROR_STATUSES
     error_schema: Any = ErrorResponse
     responses: Mapping[int, tuple[str, Any]] = field(default_factory=dict)  # status -> (description, type)

@@ -84,7 +84,11 @@ API_ROUTES: tuple[Route, ...] = (
         request=ResponsesRequest,
         request_examples={"hello": {"summary": "A string input",
                                     "value": {"model": "tiny", "input": "Hello!", "max_output_tokens": 30}}},
-        response=ResponseObject, stream=ResponseStreamEvent, errors=GENERATION_ERRORS),
+        response=ResponseObject, stream=ResponseStreamEvent, errors=GENERATION_ERRORS,
+        stream_description="With `stream: true`: server-sent events, each `event: <type>` and `data: "
+                           "<ResponseStreamEvent JSON>` followed by a blank line, from `response.created` to "
+                           "`response.completed` (or `response.incomplete`); no `[DONE]`. An error after the "
+                           "stream started ends it with `response.failed`, whose `response.error` says why."),
     Route(
         "POST", "/v1/messages", "Create a message (Anthropic)", tag="anthropic", operation_id="createMessage",
         handler=anthropic.messages, label="messages", render_error=anthropic.send_error, auth="anthropic",
@@ -96,6 +100,9 @@ API_ROUTES: tuple[Route, ...] = (
         request_examples={"hello": {"summary": "A short answer",
                                     "value": {"model": "tiny", "max_tokens": 30, "messages": _HELLO}}},
         response=AnthropicMessage, stream=AnthropicStreamEvent, errors=(400, 401, 404, 413, 500),
+        stream_description="With `stream: true`: server-sent events, each `event: <type>` and `data: <event "
+                           "JSON>` followed by a blank line, from `message_start` to `message_stop`; no `[DONE]`. "
+                           "An error after the stream started ends it with one `event: error` (`ErrorBody`).",
         error_schema=AnthropicErrorBody,
         responses={529: ("Overloaded: no live worker or too many requests.", AnthropicErrorBody)}),
     Route(

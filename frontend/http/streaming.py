@@ -16,13 +16,17 @@ import msgspec
 from ..pipeline.generation import Generation, choice_deltas
 from ..postprocess.pipeline import Delta
 from ..protocol.errors import InvalidRequest, RequestError
+from ..protocol.limits import depth_problem, json_depth_exceeds
 from .reply import validation_error
 
 
 def decode_request(decoder: msgspec.json.Decoder, body: bytes):
-    """Decode and validate a JSON body; any problem is a 400 naming the field."""
+    """Decode and validate a JSON body; any problem is a 400 naming the field. A body nested more than
+    ``MAX_JSON_DEPTH`` levels deep is refused before decoding (``protocol/limits.py``)."""
     if not body:
         raise InvalidRequest("request body is empty; expected a JSON object")
+    if json_depth_exceeds(body):
+        raise InvalidRequest(depth_problem())
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -30,6 +34,8 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
         raise InvalidRequest(message, param=param) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"malformed JSON body: {exc}") from None
+    except RecursionError:  # not reached after the depth check; kept so that no nesting is ever a 500
+        raise InvalidRequest(depth_problem()) from None
 
 
 class StreamWriter:

@@ -108,7 +108,7 @@ def json_arguments(value: Any) -> str | None:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: model output nested too deeply to be arguments
             return None
     if not isinstance(value, dict):
         return None
@@ -129,8 +129,8 @@ INVALID = object()
 
 
 def loads(text: str) -> Any:
-    """``json.loads`` that returns :data:`INVALID` instead of raising."""
+    """``json.loads`` that returns :data:`INVALID` instead of raising (also for text nested too deeply)."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return INVALID

@@ -30,7 +30,7 @@ from ..protocol.openai import ChatCompletionRequest, Usage
 from .generation import Choices, Generation, collect_all, engine_request, reject_unsupported
 from .guided import guided_decoding
 from .nvext import Extensions, check_token_ids, extensions, raw_chat_prompt
-from .prepare import served_model
+from .prepare import check_limits, served_model
 
 PROMPT_TAIL_TOKENS = 16  # decoded for the reasoning parsers: did the template open a thinking block?
 
@@ -136,8 +136,10 @@ class ChatSession:
 
 
 async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: bytes, headers: Mapping[str, str],
-                       disconnected: Awaitable[None] | None) -> ChatSession:
-    """Validate, tokenize and start the generations; ``body`` is the request as JSON for the tokenizer."""
+                       disconnected: Awaitable[None] | None, names: Mapping[str, str] | None = None) -> ChatSession:
+    """Validate, tokenize and start the generations; ``body`` is the request as JSON for the tokenizer. ``names``:
+    the door's own names of fields whose limits are checked (``prepare.check_limits``), for its 400s."""
+    check_limits(request, gateway.settings.limits, len(body), names)
     ext = extensions(request, headers, gateway.settings.apis.nvext)
     reject_unsupported(request)
     if not request.messages:

@@ -26,6 +26,7 @@ import msgspec
 
 from ..protocol.engine import GuidedDecoding
 from ..protocol.errors import InvalidRequest
+from ..protocol.limits import depth_problem, json_depth_exceeds
 from ..protocol.openai import (ChatCompletionRequest, CompletionRequest, NvExt, ResponseFormat,
                                ResponseFormatJsonObject, ResponseFormatJsonSchema, ResponseFormatText)
 
@@ -84,6 +85,8 @@ def _guided_fields(json_schema: dict[str, Any] | str | None, regex: str | None, 
     if json_schema is not None:
         param = prefix + "guided_json"
         if isinstance(json_schema, str):
+            if json_depth_exceeds(json_schema):
+                raise InvalidRequest(depth_problem(param), param=param)
             try:
                 json_schema = msgspec.json.decode(json_schema)
             except msgspec.DecodeError:

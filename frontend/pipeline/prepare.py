@@ -4,15 +4,21 @@
 (400) and "no live worker serves it" (503, checked before any tokenization). ``pinned_instance`` is the one
 reading of the worker-pinning request headers (``x-worker-instance-id``, Dynamo's
 ``x-dynamo-worker-instance-id``) and ``nvext.backend_instance_id``; with ``--disable-nvext`` neither pins.
+``check_limits`` is the one check of what a request may hold (``--max-stop-strings`` and the rest of the
+``limits`` options; README "Limits").
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+import msgspec
+
+from ..config.sections import LimitsConfig
 from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
 from ..protocol.errors import InvalidRequest, ServiceUnavailable
+from ..protocol.openai import ChatCompletionRequest, CompletionRequest
 
 PIN_HEADERS = ("x-worker-instance-id", "x-dynamo-worker-instance-id")
 API_NAMES = {"chat": "chat completions", "completions": "completions", "embedding": "embeddings",
@@ -28,6 +34,43 @@ def served_model(gateway: Gateway, name: str, model_type: str) -> ServedModel:
                              f"(it serves: {served})", param="model")
     require_live(model)
     return model
+
+
+def check_limits(request: ChatCompletionRequest | CompletionRequest, limits: LimitsConfig, body_size: int,
+                 names: Mapping[str, str] | None = None) -> None:
+    """A 400 naming the field when ``request`` holds more than ``limits`` allow: stop strings (how many, how long)
+    and, for chat, messages and tools (how many, each one's parameters schema in bytes of JSON). ``names``: the
+    door's own names of the fields (Anthropic's ``stop_sequences``); ``body_size``: the request's JSON size (no
+    schema is measured when the whole body is within the schema limit)."""
+    names = names or {}
+    stop = request.stop
+    if stop:
+        stops = [stop] if isinstance(stop, str) else stop
+        name = names.get("stop", "stop")
+        if len(stops) > limits.max_stop_strings:
+            raise InvalidRequest(f"{name} has {len(stops)} stop strings; at most {limits.max_stop_strings} are "
+                                 "allowed", param=name)
+        if max(map(len, stops)) > limits.max_stop_string_length:
+            index, longest = max(enumerate(stops), key=lambda item: len(item[1]))
+            where = name if isinstance(stop, str) else f"{name}[{index}]"
+            raise InvalidRequest(f"{where} is {len(longest)} characters long; a stop string may have at most "
+                                 f"{limits.max_stop_string_length}", param=where)
+    if not isinstance(request, ChatCompletionRequest):
+        return
+    if len(request.messages) > limits.max_messages:
+        name = names.get("messages", "messages")
+        raise InvalidRequest(f"{name} has {len(request.messages)} messages; at most {limits.max_messages} are "
+                             "allowed", param=name)
+    tools = request.tools or ()
+    name = names.get("tools", "tools")
+    if len(tools) > limits.max_tools:
+        raise InvalidRequest(f"{name} has {len(tools)} tools; at most {limits.max_tools} are allowed", param=name)
+    if body_size > limits.max_tool_schema_bytes:
+        for index, tool in enumerate(tools):
+            size = len(msgspec.json.encode(tool.function.parameters)) if tool.function.parameters else 0
+            if size > limits.max_tool_schema_bytes:
+                raise InvalidRequest(f"{name}[{index}]'s parameters schema is {size} bytes of JSON; at most "
+                                     f"{limits.max_tool_schema_bytes} are allowed", param=f"{name}[{index}]")
 
 
 def require_live(model: ServedModel) -> None:

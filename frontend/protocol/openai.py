@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from .limits import MAX_STOP_TOKEN_IDS
+
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
@@ -184,7 +186,7 @@ class _SamplingFields(msgspec.Struct, kw_only=True):
     min_p: Probability | None = None
     seed: Seed | None = None
     stop: str | list[str] | None = None
-    stop_token_ids: list[TokenId] | None = None
+    stop_token_ids: Annotated[list[TokenId], Meta(max_length=MAX_STOP_TOKEN_IDS)] | None = None
     n: ChoiceCount = 1
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from ..kv import block_hashes
 from ..protocol import tokenizer as wire
 from ..protocol.errors import FrontendError, TemplateError
+from ..protocol.limits import depth_problem
 from ..transport.sockets import open_socket
 from .chat_template import ChatTemplate
 from .model_files import load_tokenizer
@@ -97,6 +98,8 @@ class Tokenization:
             hashes = block_hashes(ids, request.block_size).tobytes() if request.block_size > 0 else b""
         except (FrontendError, msgspec.DecodeError) as exc:
             return wire.TokenizeResult(request.request_id, error=str(exc))
+        except RecursionError:  # a value nested too deeply for the template (the gateway refuses > 128 levels)
+            return wire.TokenizeResult(request.request_id, error=depth_problem("the request"))
         except Exception as exc:  # a model directory we cannot read: report, keep serving
             log.exception("tokenization failed", extra={"model_path": request.model_path})
             return wire.TokenizeResult(request.request_id, error=f"tokenization failed: {exc}")

@@ -138,6 +138,15 @@ def test_stop_strings_list(server, client):
     assert text == natural[:natural.find(stop)]
 
 
+def test_stop_strings_over_the_limits_are_invalid_argument(client):
+    """The stop input has the HTTP limits (--max-stop-strings, --max-stop-string-length; README "Limits")."""
+    for stop, problem in ((["x"] * 17, "stop has 17 stop strings"), (["ok", "y" * 1025], "stop[1] is 1025")):
+        with pytest.raises(InferenceServerException) as excinfo:
+            client.infer(MODEL, inputs(PROMPT, max_tokens=5, stop=stop))
+        assert status_of(excinfo) == "StatusCode.INVALID_ARGUMENT"
+        assert problem in excinfo.value.message()
+
+
 def test_long_prompt_over_grpcs_default_message_limit_reaches_the_pipeline(client):
     """gRPC refuses messages over 4 MiB by default; the server takes what HTTP takes (--http-body-limit-mb)."""
     prompt = "lighthouse " * 500_000  # 5.5 MB: far over the model's context window

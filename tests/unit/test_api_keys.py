@@ -267,6 +267,16 @@ def test_app_checks_unknown_paths_and_methods_too():
     assert dispatch("GET", "/healthz")[0] == 401
 
 
+def test_paths_under_an_anthropic_route_are_anthropic():
+    """/v1/messages/batches (Anthropic's SDK has it; not served here): the key in x-api-key, Anthropic's shapes."""
+    status, _, body = dispatch("POST", "/v1/messages/batches")
+    assert status == 401 and body["error"]["type"] == "authentication_error"
+    status, _, body = dispatch("POST", "/v1/messages/batches", {"x-api-key": "k-good"})
+    assert status == 404 and body["type"] == "error" and body["error"]["type"] == "not_found_error"
+    status, _, body = dispatch("POST", "/v1/messagesx", {"authorization": "Bearer k-good"})
+    assert status == 404 and set(body) == {"error"}  # not under the route: OpenAI's
+
+
 def test_anthropic_renderer_maps_401():
     proto = FakeProto()
     anthropic.send_error(proto, Unauthorized("invalid x-api-key"))

@@ -12,8 +12,8 @@ import pytest
 
 from frontend.config.loader import _GROUP_TITLES, dump_toml, load_config
 from frontend.config.options import OPTIONS, OPTIONS_BY_NAME, Option
-from frontend.config.sections import (MIB, SECTIONS, FrontendConfig, HttpConfig, MediaConfig, ParsersConfig,
-                                      RouterConfig, mib_to_bytes)
+from frontend.config.sections import (MIB, SECTIONS, FrontendConfig, HttpConfig, LimitsConfig, MediaConfig,
+                                      ParsersConfig, RouterConfig, mib_to_bytes)
 from frontend.config.topology import Endpoints
 from frontend.engines.embedding import main as embedding_main
 from frontend.engines.mocker import main as mocker_main
@@ -43,6 +43,8 @@ SAMPLES = {
     "enable_anthropic_api": False, "responses_store": False, "responses_store_path": "/tmp/r.db",
     "responses_store_ttl_s": 60.0, "responses_store_max_mb": 8.0,
     "api_key": "sk-alpha,sk-beta", "api_key_file": "/keys.txt", "api_key_exempt": "/live,/metrics",
+    "max_stop_strings": 4, "max_stop_string_length": 64, "max_tools": 8, "max_tool_schema_bytes": 4096,
+    "max_messages": 100,
 }
 
 
@@ -218,6 +220,8 @@ def test_gateway_settings_from_sections(tmp_path):
     assert settings.media == MediaSettings(path="/tmp/media", ttl_s=60.0, max_bytes=16 * MIB,
                                            public_url="https://api.example.com")
     assert settings.api_keys == ApiKeys.from_keys(["sk-alpha", "sk-beta", "sk-gamma"], ("/live", "/metrics"))
+    assert settings.limits == LimitsConfig(max_stop_strings=4, max_stop_string_length=64, max_tools=8,
+                                           max_tool_schema_bytes=4096, max_messages=100)
     assert b"sk-" not in msgspec.json.encode(settings)  # digests only reach the HTTP and gRPC processes
     # what the daemon hands the HTTP processes survives JSON
     assert msgspec.json.decode(msgspec.json.encode(settings), type=GatewaySettings) == settings
@@ -231,6 +235,7 @@ def test_gateway_settings_defaults_live_in_the_run_directory(tmp_path):
     assert settings.apis.nvext is True
     assert settings.router == RouterSettings()
     assert not settings.api_keys.enabled
+    assert settings.limits == LimitsConfig() == FrontendConfig().limits
     assert settings.api_keys.exempt == ("/live", "/health", "/metrics", "/docs", "/openapi.json")
 
 

@@ -96,6 +96,27 @@ def test_recursive_ref_terminates():
     jsonschema.validate(document, schema)
 
 
+@pytest.mark.parametrize("schema", [
+    {"type": "array", "minItems": 10**9},
+    {"type": "string", "minLength": 10**9},
+    {"type": "array", "minItems": 40, "items": {"type": "array", "minItems": 40, "items": {
+        "type": "array", "minItems": 40, "items": {"type": "array", "minItems": 40}}}},
+    {"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"},
+], ids=["minItems", "minLength", "nested arrays", "allOf fan-out"])
+def test_a_document_too_large_to_fake_is_refused_at_once(schema):
+    """Such schemas blocked the mock's event loop (the worker hung, its lease expired, the model vanished);
+    a ValueError makes the engine answer plain text instead (MockEngine._guided_output)."""
+    with pytest.raises(ValueError, match="more than"):
+        guided_text(GuidedDecoding(json=schema), random.Random(0))
+
+
+def test_numbers_with_huge_bounds_stay_finite():
+    schema = {"type": "number", "minimum": -1e308, "maximum": 1e308}
+    for seed in range(5):
+        value = json.loads(guided_text(GuidedDecoding(json=schema), random.Random(seed)))  # not "Infinity"
+        jsonschema.validate(value, schema)
+
+
 def test_engine_generates_the_document_token_by_token():
     tokenizer = Tokenizer.from_file(str(TINY_TOKENIZER))
     engine = MockEngine(Corpus(tokenizer), EngineSettings(speedup_ratio=1e12))

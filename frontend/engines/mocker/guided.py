@@ -12,6 +12,10 @@
   dependent schemas, ``uniqueItems`` on non-scalars, remote refs.
 * ``regex`` and ``grammar``: not honoured (the corpus text as usual).
 
+A schema that asks for a document of more than ``MAX_SIZE`` values and characters (``minItems: 1000000000``,
+nested arrays, a huge ``minLength``) raises ``ValueError``, as any schema beyond the mock: no ``max_tokens``
+could emit such a document, and building it would block the engine's event loop.
+
 Values come from the request's random generator, so a seeded (or greedy) request gets the same document
 each time. The text is then generated token by token like a scripted answer (``max_tokens`` can cut it).
 """
@@ -19,6 +23,7 @@ each time. The text is then generated token by token like a scripted answer (``m
 from __future__ import annotations
 
 import json
+import math
 import random
 from typing import Any
 
@@ -27,6 +32,7 @@ from ...protocol.engine import GuidedDecoding
 WORDS = ("amber", "harbor", "lantern", "meadow", "river", "signal", "copper", "willow", "orbit", "quartz",
          "cedar", "ember", "falcon", "glacier", "island", "juniper", "kestrel", "lagoon", "marble", "nectar")
 MAX_DEPTH = 24  # deeper schemas (or recursive $refs) get null, or the smallest value of the type
+MAX_SIZE = 200_000  # values plus string characters of one document; more than a context window of tokens
 
 
 def guided_text(guided: GuidedDecoding, rng: random.Random) -> str | None:
@@ -44,8 +50,15 @@ class JsonFaker:
     def __init__(self, root: dict[str, Any], rng: random.Random) -> None:
         self.root = root
         self.rng = rng
+        self.size = 0  # values and characters made so far (MAX_SIZE)
+
+    def _spend(self, amount: int) -> None:
+        self.size += amount
+        if self.size > MAX_SIZE:
+            raise ValueError(f"the schema asks for a document of more than {MAX_SIZE} values and characters")
 
     def value(self, schema: Any, depth: int) -> Any:
+        self._spend(1)
         if schema is True or not isinstance(schema, dict):
             return self._word()
         schema = self._resolve(schema, depth)
@@ -91,6 +104,7 @@ class JsonFaker:
         if isinstance(all_of, list) and depth <= MAX_DEPTH:
             merged = {k: v for k, v in schema.items() if k != "allOf"}
             for part in all_of:
+                self._spend(1)  # allOf parts that refer back to the schema branch out exponentially
                 part = self._resolve(part, depth + 1)
                 properties = {**merged.get("properties", {}), **part.get("properties", {})}
                 required = list(dict.fromkeys([*merged.get("required", []), *part.get("required", [])]))
@@ -138,6 +152,7 @@ class JsonFaker:
         high = schema.get("maxItems")
         high = max(low, min(int(high), low + 1)) if isinstance(high, int) else low + 1
         count = self.rng.randint(low, high) if high > low else low
+        self._spend(count)  # before building: minItems may be huge
         items = schema.get("items", {})
         values = [self.value(sub, depth + 1) for sub in prefix[:count]]
         values += [self.value(items, depth + 1) for _ in range(count - len(values))]
@@ -158,7 +173,12 @@ class JsonFaker:
 
     def _number(self, schema: dict[str, Any]) -> float:
         low, high = self._bounds(schema, integer=False)
-        return round(self.rng.uniform(low, high), 2) if high > low else float(low)
+        if high <= low:
+            return float(low)
+        value = self.rng.uniform(low, high)
+        if not math.isfinite(value):  # high - low overflowed (bounds near ±1.8e308): JSON has no Infinity
+            value = self.rng.uniform(low / 2, high / 2)
+        return round(value, 2)
 
     @staticmethod
     def _bounds(schema: dict[str, Any], integer: bool) -> tuple[Any, Any]:
@@ -198,6 +218,7 @@ class JsonFaker:
             text = self._sentence()
         low = int(schema.get("minLength", 0) or 0)
         high = schema.get("maxLength")
+        self._spend(max(low, len(text)))  # before padding: minLength may be huge
         while len(text) < low:
             text += " " + self._word()
         if isinstance(high, int) and len(text) > high:
