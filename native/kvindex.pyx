@@ -500,6 +500,30 @@ cdef void _expire_entry(const KvView* v, kv_entry* e, uint32_t cut_ms) noexcept 
 
 # == Python classes ========================================================================================
 
+cdef void* _map_existing(bytes path, size_t* size_out) except NULL:
+    """Open and map an existing segment read-write (FileNotFoundError when there is none, ValueError when it is
+    too small to be a KV index); the caller validates the header."""
+    name = path.decode()[1:]
+    cdef int fd = shm_open(path, O_RDWR, 0)
+    cdef int err = 0
+    if fd < 0:
+        err = errno
+        if err == 2:
+            raise FileNotFoundError(err, f"no KV index shared memory named {name!r}")
+        raise OSError(err, f"cannot open shared memory {name!r}: {os.strerror(err)}")
+    cdef struct_stat st
+    cdef void* base = MAP_FAILED
+    cdef size_t size = 0
+    if fstat(fd, &st) == 0 and <size_t>st.st_size >= sizeof(kv_header):
+        size = st.st_size
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)
+    c_close(fd)
+    if base == MAP_FAILED:
+        raise ValueError(f"shared memory {name!r} is not a KV index (size {size})")
+    size_out[0] = size
+    return base
+
+
 cdef class _KvIndex:
     """What writer and reader share: the mapping, lookups, worker ids and the shared load counters."""
 
@@ -787,20 +811,8 @@ cdef class KvIndexWriter(_KvIndex):
         self._unlink()
 
     cdef int _adopt(self, bytes path, uint64_t capacity, uint32_t max_workers) except -1:
-        cdef int fd = shm_open(path, O_RDWR, 0)
-        cdef struct_stat st
-        cdef void* base = MAP_FAILED
         cdef size_t size = 0
-        cdef int err = 0
-        if fd < 0:
-            err = errno
-            raise OSError(err, f"cannot open shared memory {path.decode()!r}: {os.strerror(err)}")
-        if fstat(fd, &st) == 0 and <size_t>st.st_size >= sizeof(kv_header):
-            size = st.st_size
-            base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)
-        c_close(fd)
-        if base == MAP_FAILED:
-            raise ValueError(f"shared memory {path.decode()!r} is not a KV index (size {size})")
+        cdef void* base = _map_existing(path, &size)
         cdef kv_header* h = <kv_header*>base
         problem = self._validate(h, size)
         if not problem and (h.capacity != capacity or h.max_workers != max_workers):
@@ -996,21 +1008,8 @@ cdef class KvIndexReader(_KvIndex):
 
     def __init__(self, str name):
         path = _shm_path(name)
-        cdef int fd = shm_open(path, O_RDWR, 0)
-        if fd < 0:
-            err = errno
-            if err == 2:
-                raise FileNotFoundError(err, f"no KV index shared memory named {name!r}")
-            raise OSError(err, f"cannot open shared memory {name!r}: {os.strerror(err)}")
-        cdef struct_stat st
-        cdef void* base = MAP_FAILED
         cdef size_t size = 0
-        if fstat(fd, &st) == 0 and <size_t>st.st_size >= sizeof(kv_header):
-            size = st.st_size
-            base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)
-        c_close(fd)
-        if base == MAP_FAILED:
-            raise ValueError(f"shared memory {name!r} is not a KV index (size {size})")
+        cdef void* base = _map_existing(path, &size)
         self.base = <char*>base
         self.size = size
         problem = self._validate(<kv_header*>base, size)
