@@ -32,14 +32,6 @@ class Submission:
         self._router = router
         self._released = False
 
-    @property
-    def request_id(self) -> str:
-        return self.stream.request_id
-
-    @property
-    def released(self) -> bool:
-        return self._released
-
     def first_token(self) -> None:
         """The prompt is prefilled: its prefill load leaves the worker's counters."""
         self._router.first_token(self.route)
