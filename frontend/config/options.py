@@ -203,6 +203,14 @@ OPTIONS: tuple[Option, ...] = (
            "is a 400.", "limits", validate=positive),
     Option("max_messages", int, 16384, "Messages of one chat request (Messages API: after mapping; Responses: "
            "input items plus the stored conversation); more are a 400.", "limits", validate=positive),
+    Option("max_stream_backlog_mb", float, 4.0, "Bytes of one streamed response (MiB) the client may leave unread "
+           "(held by the HTTP process and the kernel's send buffer); above it the stream stops taking tokens from "
+           "the worker until the client catches up (0 = no bound).", "limits", validate=_non_negative),
+    Option("max_queued_tokens", int, 512, "Tokens of one request the gateway may hold from its worker before "
+           "the stream takes them (a stream waiting for a slow client); above it the worker pauses the request until "
+           "they are taken.", "limits", validate=positive),
+    Option("slow_reader_timeout_s", float, 30.0, "How long a stream may stay above --max-stream-backlog-mb before "
+           "the request is aborted (a 408 timeout_error event ends the stream).", "limits", validate=positive),
     # ---- API keys (frontend/gateway/auth.py) ----
     Option("api_key", str, "", "An API key clients must send (Authorization: Bearer KEY; the Anthropic routes "
            "also take x-api-key: KEY; gRPC the same in metadata). Repeat the flag or separate keys with commas; a "

@@ -64,6 +64,9 @@ class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_tools: int = 128
     max_tool_schema_bytes: int = 65536
     max_messages: int = 16384
+    max_stream_backlog_mb: float = 4.0  # http/client_backlog.py
+    max_queued_tokens: int = 512  # gateway/engine_client.py
+    slow_reader_timeout_s: float = 30.0
 
 
 class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):

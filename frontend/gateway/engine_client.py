@@ -4,6 +4,10 @@ Replies arrive as ``OutputBatch`` messages (one per engine step); the socket cal
 per-request :class:`RequestStream` buffers and wakes each waiting handler once, however many tokens came.
 Replies of unary requests (``MediaProgress``, ``EmbedResult``, ``MediaResult``, ``UnaryError``; see
 ``frontend/pipeline/unary.py``) go to their request's stream as they are.
+
+Flow control: a request's stream holds at most ``max_queued_tokens`` tokens its reader has not taken (a reader
+slower than its worker: a stream waiting for a slow client, a busy process). Past that the worker is told to
+pause the request (``PauseRequest``), and to resume it when the reader takes what is queued.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ..protocol import engine as wire
-from ..protocol.engine import AbortRequest, GenerateRequest, OutputBatch, UnaryRequest
+from ..protocol.engine import AbortRequest, GenerateRequest, OutputBatch, PauseRequest, RequestOutput, UnaryRequest
 from ..protocol.errors import WorkerGone
 from ..protocol.registry import Instance
 from ..transport.sockets import open_socket
@@ -36,18 +40,27 @@ class RequestStream:
     are read; :meth:`wake` ends a wait with nothing (its reader is told to stop by other means).
     """
 
-    __slots__ = ("request_id", "instance_id", "_items", "_waiter", "_loop", "_failure")
+    __slots__ = ("request_id", "instance_id", "_items", "_waiter", "_loop", "_failure", "_client", "_queued",
+                 "_paused")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, request_id: str, instance_id: str) -> None:
+    def __init__(self, client: "EngineClient", request_id: str, instance_id: str) -> None:
         self.request_id = request_id
         self.instance_id = instance_id
         self._items: list = []
         self._waiter: asyncio.Future[None] | None = None
-        self._loop = loop
+        self._loop = client.loop
         self._failure: str | None = None
+        self._client = client
+        self._queued = 0  # tokens in _items
+        self._paused = False
 
     def push(self, output) -> None:
         self._items.append(output)
+        if type(output) is RequestOutput:
+            self._queued += len(output.token_ids)
+            if self._queued > self._client.max_queued_tokens and not self._paused:
+                self._paused = True
+                self._client.pause(self, True)
         self.wake()
 
     def fail(self, message: str) -> None:
@@ -72,6 +85,10 @@ class RequestStream:
             if not self._items and self._failure is not None:
                 raise WorkerGone(self._failure)
         items, self._items = self._items, []
+        self._queued = 0
+        if self._paused:
+            self._paused = False
+            self._client.pause(self, False)
         return items
 
 
@@ -105,9 +122,10 @@ class WorkerConnection:
 class EngineClient:
     """Submits requests to worker instances and routes their outputs back to the waiting streams."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, max_queued_tokens: int) -> None:
         self.loop = loop
         self.context = context
+        self.max_queued_tokens = max_queued_tokens  # per request, before its worker is paused
         self.connections: dict[str, WorkerConnection] = {}
         self.streams: dict[str, RequestStream] = {}
         self.unreachable: set[str] = set()  # connected instances whose connection is lost (not routed to)
@@ -149,7 +167,7 @@ class EngineClient:
 
     def submit(self, instance_id: str, request: GenerateRequest | UnaryRequest) -> RequestStream:
         self.connections[instance_id].send(request)
-        stream = RequestStream(self.loop, request.request_id, instance_id)
+        stream = RequestStream(self, request.request_id, instance_id)
         self.streams[request.request_id] = stream
         return stream
 
@@ -160,6 +178,12 @@ class EngineClient:
             connection = self.connections.get(stream.instance_id)
             if connection is not None:
                 connection.send(AbortRequest(stream.request_id))
+
+    def pause(self, stream: RequestStream, paused: bool) -> None:
+        """Ask the worker to stop (or resume) sending a request's outputs (see the module docstring)."""
+        connection = self.connections.get(stream.instance_id)
+        if connection is not None:
+            connection.send(PauseRequest(stream.request_id, paused))
 
     def _on_batch(self, frames: list[bytes]) -> None:
         try:

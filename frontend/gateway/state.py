@@ -27,6 +27,7 @@ from ..router.select import Router
 from ..stores.media import MediaStore
 from ..tokenizer.client import TokenizerClient
 from ..transport.sockets import ROUTED_BLOCKS_HWM, open_socket
+from ..transport.tcp_diag import open_tcp_diag
 from ..transport.zmqloop import SocketDrainer
 from .discovery import ModelTable, ServedModel
 from .engine_client import EngineClient
@@ -54,11 +55,12 @@ class Gateway:
         self.metrics = Metrics()
         self._metrics_writer = SnapshotWriter(loop, self.metrics, settings.metrics_dir)
         self._metrics_server = SnapshotServer(loop, self.context, self.metrics, settings.metrics_dir)
-        self.engines = EngineClient(loop, self.context)
+        self.engines = EngineClient(loop, self.context, settings.limits.max_queued_tokens)
         self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances)
         self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics)
         self.kv_index = KvIndexReader(settings.endpoints.kv_index_name)
         self.media = MediaStore(settings.media)
+        self.tcp_diag = open_tcp_diag()  # slow readers of streamed responses (http/client_backlog.py)
         self._send_routed = open_socket(self.context, zmq.PUSH, sndhwm=ROUTED_BLOCKS_HWM,
                                         connect=settings.endpoints.indexer_routed)
         self.router = Router(settings.router, self.kv_index, self._routed)
@@ -113,11 +115,11 @@ class Gateway:
         return model
 
     def submit(self, model: ServedModel, request: GenerateRequest | UnaryRequest, *, prompt_tokens: int,
-               block_hashes: bytes = b"", pinned: str | None = None) -> Submission:
+               block_hashes: bytes = b"", pinned: str | None = None, avoid: str | None = None) -> Submission:
         """Route and send a request (a generation's prompt, or a unary request's input tokens, counted as
         prefill); the caller owns the :class:`Submission` and must release it (``async with``). 503 when
-        the model has no live instance."""
-        route = self.router.pick(self._reachable(model), block_hashes, prompt_tokens, pinned)
+        the model has no live instance (other than ``avoid``, an instance that just failed the request)."""
+        route = self.router.pick(self._reachable(model, avoid), block_hashes, prompt_tokens, pinned)
         if route.instance_id not in self.engines.connections:
             self.router.finish(route)
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
@@ -128,10 +130,12 @@ class Gateway:
             raise InvalidRequest("a number in the request is outside the 64-bit integer range") from None
         return Submission(self.engines, self.router, route, stream)
 
-    def _reachable(self, model: ServedModel) -> ServedModel | Reachable:
+    def _reachable(self, model: ServedModel, avoid: str | None = None) -> ServedModel | Reachable:
         """The model as the router should see it: without instances whose connection is lost (the registry
-        still lists them until their lease expires)."""
+        still lists them until their lease expires), and without ``avoid``."""
         unreachable = self.engines.unreachable
+        if avoid is not None:
+            unreachable = unreachable | {avoid}
         if not unreachable or not unreachable.intersection(model.instance_ids):
             return model
         return Reachable(model.name, [i for i in model.instance_ids if i not in unreachable], model.block_size,
@@ -159,4 +163,6 @@ class Gateway:
         self._status.close()
         self._send_routed.close(0)
         self.kv_index.close()
+        if self.tcp_diag is not None:
+            self.tcp_diag.close()
         self.context.term()

@@ -28,7 +28,7 @@ from ..protocol import anthropic as an
 from ..protocol.errors import NotFoundRoute, RequestError
 from .anthropic_input import to_chat_request
 from .reply import JSON_HEADERS, SSE_HEADERS, json_encode, send_json
-from .streaming import StreamWriter, decode_request, stream_deltas
+from .streaming import StreamWriter, decode_request, open_stream, stream_deltas
 
 _decoder = msgspec.json.Decoder(an.MessagesRequest)
 _count_decoder = msgspec.json.Decoder(an.CountTokensRequest)
@@ -36,8 +36,8 @@ _count_decoder = msgspec.json.Decoder(an.CountTokensRequest)
 _FIELD_NAMES = {"stop": "stop_sequences"}  # chat field -> Anthropic's, in the 400s of the request limits
 # our status -> (Anthropic's status, error type)
 _ERRORS = {400: (400, "invalid_request_error"), 401: (401, "authentication_error"), 404: (404, "not_found_error"),
-           405: (405, "invalid_request_error"), 413: (413, "request_too_large"), 500: (500, "api_error"), 502: (500, "api_error"),
-           503: (529, "overloaded_error")}
+           405: (405, "invalid_request_error"), 408: (408, "timeout_error"), 413: (413, "request_too_large"),
+           500: (500, "api_error"), 502: (500, "api_error"), 503: (529, "overloaded_error")}
 
 
 def send_error(proto, error: RequestError) -> None:
@@ -57,7 +57,7 @@ async def messages(gateway: Gateway, scope, proto, body: bytes) -> None:
     async with session:
         message_id = "msg_" + uuid.uuid4().hex
         if request.stream:
-            await _stream(session, proto, message_id)
+            await _stream(session, open_stream(gateway, scope, proto, SSE_HEADERS), message_id)
             return
         outcomes = await collect_chat(session)
         if outcomes is not None:
@@ -110,8 +110,7 @@ def _usage(outcome: ChatOutcome) -> an.MessageUsage:
     return an.MessageUsage(usage.prompt_tokens - cached, usage.completion_tokens, 0, cached)
 
 
-async def _stream(session: ChatSession, proto, message_id: str) -> None:
-    writer = StreamWriter(proto.response_stream(200, SSE_HEADERS))
+async def _stream(session: ChatSession, writer: StreamWriter, message_id: str) -> None:
     start = an.Message(message_id, session.model.name, [], None, None,
                        an.MessageUsage(session.generation.prompt_tokens, 0))
     if not await writer.send(_sse([an.MessageStart(start), an.Ping()])):

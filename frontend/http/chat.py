@@ -28,7 +28,7 @@ from ..protocol.openai import (AssistantMessage, ChatChoice, ChatChunkChoice, Ch
                                ToolCall, ToolCallDelta)
 from .logprobs import chat_logprobs
 from .reply import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
-from .streaming import StreamEnd, StreamWriter, decode_request, stream_deltas
+from .streaming import StreamEnd, StreamWriter, decode_request, open_stream, stream_deltas
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
 
@@ -40,7 +40,7 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
         response_id = "chatcmpl-" + session.request_id
         if request.stream:
             include_usage = request.stream_options is not None and request.stream_options.include_usage
-            await _stream(session, proto, response_id, include_usage)
+            await _stream(session, open_stream(gateway, scope, proto, SSE_HEADERS), response_id, include_usage)
             return
         outcomes = await collect_chat(session)
         if outcomes is not None:
@@ -96,9 +96,8 @@ def _choice_feeder(session: ChatSession, choice: SessionChoice, response_id: str
     return chunk(ChatDelta(role="assistant", content=None if parsed_output else "")), feed
 
 
-async def _stream(session: ChatSession, proto, response_id: str, include_usage: bool) -> None:
+async def _stream(session: ChatSession, writer: StreamWriter, response_id: str, include_usage: bool) -> None:
     created = int(time.time())
-    writer = StreamWriter(proto.response_stream(200, SSE_HEADERS))
     feeders = [_choice_feeder(session, choice, response_id, created) for choice in session.choices]
     head = b"".join(opening for opening, _ in feeders)
     if session.ext.annotations:

@@ -25,7 +25,7 @@ from ..protocol.errors import InvalidRequest
 from ..protocol.openai import Completion, CompletionChoice, CompletionRequest
 from .logprobs import completion_logprobs
 from .reply import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
-from .streaming import StreamEnd, StreamWriter, decode_request, stream_deltas
+from .streaming import StreamEnd, StreamWriter, decode_request, open_stream, stream_deltas
 
 _decoder = msgspec.json.Decoder(CompletionRequest)
 _BATCH_HINT = "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists"
@@ -69,7 +69,7 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
         run = _Run(choices, request.n, echoes, ext, "cmpl-" + choices.all[0].stream.request_id, model.name)
         if request.stream:
             include_usage = request.stream_options is not None and request.stream_options.include_usage
-            await run.stream(proto, include_usage, prompt_ids)
+            await run.stream(open_stream(gateway, scope, proto, SSE_HEADERS), include_usage, prompt_ids)
         else:
             await run.unary(proto)
 
@@ -119,9 +119,8 @@ class _Run:
         send_json(proto, 200, Completion(self.response_id, int(time.time()), self.model, choices,
                                          self.choices.usage(), nvext=response_nvext(self.ext, self.generations[0])))
 
-    async def stream(self, proto, include_usage: bool, prompts: list[list[int]]) -> None:
+    async def stream(self, writer: StreamWriter, include_usage: bool, prompts: list[list[int]]) -> None:
         created = int(time.time())
-        writer = StreamWriter(proto.response_stream(200, SSE_HEADERS))
         generations = self.generations
         tokenizer = generations[0].tokenizer
         offsets = [len(self.echo(index)) for index in range(len(generations))]

@@ -27,7 +27,7 @@ from ..stores.responses import ResponseStore
 from .reply import JSON_HEADERS, SSE_HEADERS, send_json
 from .responses_input import to_chat_request
 from .responses_output import OutputBuilder, new_id
-from .streaming import StreamEnd, StreamWriter, decode_request, stream_deltas
+from .streaming import StreamEnd, StreamWriter, decode_request, open_stream, stream_deltas
 
 ITEM_PREFIX = "/v1/responses/"
 
@@ -63,7 +63,7 @@ async def create(gateway: Gateway, scope, proto, body: bytes) -> None:
     run = _Run(request, session, conversation, store if request.store else None)
     async with session:
         if request.stream:
-            await run.stream(proto)
+            await run.stream(open_stream(gateway, scope, proto, SSE_HEADERS))
             return
         outcomes = await collect_chat(session)
         if outcomes is not None:
@@ -117,8 +117,7 @@ class _Run:
         self._sequence = itertools.count()
         self.builder = OutputBuilder(lambda: next(self._sequence))
 
-    async def stream(self, proto) -> None:
-        writer = StreamWriter(proto.response_stream(200, SSE_HEADERS))
+    async def stream(self, writer: StreamWriter) -> None:
         pending = self.response("in_progress")
         events = [self._lifecycle("response.created", pending), self._lifecycle("response.in_progress", pending)]
         if not await writer.send(_sse(events)):

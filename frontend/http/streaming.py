@@ -13,10 +13,12 @@ from typing import Callable
 
 import msgspec
 
+from ..gateway.state import Gateway
 from ..pipeline.generation import Generation, choice_deltas
 from ..postprocess.pipeline import Delta
-from ..protocol.errors import InvalidRequest, RequestError
+from ..protocol.errors import InvalidRequest, RequestError, SlowReader
 from ..protocol.limits import depth_problem, json_depth_exceeds
+from .client_backlog import ClientBacklog
 from .reply import validation_error
 
 
@@ -39,16 +41,22 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
 
 
 class StreamWriter:
-    """Writes SSE bytes to a Granian stream transport; remembers when the client has gone."""
+    """Writes a streamed response's bytes to a Granian stream transport; remembers when the client has gone. With
+    a :class:`ClientBacklog`, a write waits while the client leaves too much unread (see ``client_backlog``)."""
 
-    __slots__ = ("transport", "closed")
+    __slots__ = ("transport", "closed", "backlog", "written", "too_slow", "_next_check")
 
-    def __init__(self, transport) -> None:
+    def __init__(self, transport, backlog: ClientBacklog | None = None) -> None:
         self.transport = transport
         self.closed = False
+        self.backlog = backlog
+        self.written = 0
+        self.too_slow: SlowReader | None = None  # set when the client read too slowly (send returned False)
+        self._next_check = backlog.check_every if backlog is not None else 0
 
     async def send(self, data: bytes) -> bool:
-        """Write; False once the client is gone (the caller stops producing)."""
+        """Write; False once the client is gone or, with ``too_slow`` set, has read too slowly (the caller stops
+        producing). After ``too_slow`` the writer writes without waiting, for the caller's error event."""
         if self.closed:
             return False
         try:
@@ -56,14 +64,36 @@ class StreamWriter:
         except Exception:  # granian raises ProtocolClosed (or a connection error) when the peer left
             self.closed = True
             return False
+        self.written += len(data)
+        if self.backlog is not None and self.written >= self._next_check:
+            return await self._wait_for_reader(self.backlog)
         return True
+
+    async def _wait_for_reader(self, backlog: ClientBacklog) -> bool:
+        self._next_check = self.written + backlog.check_every
+        try:
+            if await backlog.wait_for_reader(self.written):
+                return True
+        except SlowReader as error:
+            self.too_slow, self.backlog = error, None
+            return False
+        self.closed = True
+        return False
+
+
+def open_stream(gateway: Gateway, scope, proto, headers: list[tuple[str, str]]) -> StreamWriter:
+    """Start a streamed 200 response with ``headers``; its writer bounds what a slow client leaves unread
+    (``--max-stream-backlog-mb``)."""
+    backlog = ClientBacklog.watch(gateway.tcp_diag, scope.server, scope.client, gateway.settings.limits,
+                                  gateway.metrics)
+    return StreamWriter(proto.response_stream(200, headers), backlog)
 
 
 class StreamEnd(enum.Enum):
     """How :func:`stream_deltas` ended."""
 
     FINISHED = "finished"  # every choice finished; the door sends its closing events
-    FAILED = "failed"  # a worker failed the request; its error event is sent
+    FAILED = "failed"  # a worker failed the request, or the client read too slowly; the error event is sent
     CLIENT_GONE = "client_gone"  # the client left; the generations are aborted
 
 
@@ -77,13 +107,20 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
                 async for delta in single:
                     out = encode(0, delta)
                     if out and not await writer.send(out):
-                        return StreamEnd.CLIENT_GONE  # closing the deltas aborts the generation
+                        return await _stopped(writer, encode_error)  # closing the deltas aborts the generation
         else:
             async with aclosing(choice_deltas(generations)) as deltas:
                 async for index, delta in deltas:
                     out = encode(index, delta)
                     if out and not await writer.send(out):
-                        return StreamEnd.CLIENT_GONE  # closing `deltas` aborts the generations still running
+                        return await _stopped(writer, encode_error)  # closing `deltas` aborts the generations
     except RequestError as error:
         return StreamEnd.FAILED if await writer.send(encode_error(error)) else StreamEnd.CLIENT_GONE
     return StreamEnd.CLIENT_GONE if any(generation.client_gone for generation in generations) else StreamEnd.FINISHED
+
+
+async def _stopped(writer: StreamWriter, encode_error: Callable[[RequestError], bytes]) -> StreamEnd:
+    """The client left, or read too slowly: then the error event says so (written without waiting)."""
+    if writer.too_slow is None:
+        return StreamEnd.CLIENT_GONE
+    return StreamEnd.FAILED if await writer.send(encode_error(writer.too_slow)) else StreamEnd.CLIENT_GONE

@@ -19,7 +19,7 @@ from ..protocol.errors import EngineError, InvalidRequest, RequestError
 from ..protocol.media import VideoData, VideoGenerationRequest, VideoNvExt, VideoResponse
 from .media_delivery import check_delivery, parse_size, produce
 from .reply import send_json
-from .streaming import StreamWriter, decode_request
+from .streaming import StreamWriter, decode_request, open_stream
 
 _decoder = msgspec.json.Decoder(VideoGenerationRequest)
 MAX_SECONDS = 60.0
@@ -50,7 +50,7 @@ async def stream(gateway: Gateway, scope, proto, body: bytes) -> None:
                 if not isinstance(item, MediaProgress) or not item.frame:
                     continue
                 if writer is None:
-                    writer = StreamWriter(proto.response_stream(200, MJPEG_HEADERS))
+                    writer = open_stream(gateway, scope, proto, MJPEG_HEADERS)
                 if not await writer.send(_part(item.frame)):
                     return  # the client left: leaving the call aborts the worker
     except RequestError:

@@ -64,6 +64,8 @@ COUNTERS: dict[str, str] = {
     "model_cancellation_total": "Requests whose client went away before the end.",
     "disconnected_clients": "Clients that disconnected during a request.",
     "model_migration_total": "Requests moved to another worker mid-generation, by reason.",
+    "http_stream_stalls_total": "Streams that stopped taking tokens because the client read too slowly, by outcome "
+                                "(caught_up, aborted, client_gone).",
 }
 GAUGES: dict[str, str] = {
     "inflight_requests": "Requests being served.",

@@ -28,12 +28,13 @@ from typing import AsyncIterator, Awaitable, Callable
 import msgspec
 
 from ..gateway.discovery import ServedModel
-from ..kv import block_hashes
 from ..gateway.state import Gateway
+from ..kv import block_hashes
 from ..observability.metrics import GenerationObserver
 from ..parsers.base import OutputParser, Segment, merge
 from ..postprocess.pipeline import Delta, OutputPipeline
-from ..protocol.engine import GenerateRequest, GuidedDecoding, SamplingOptions, StopConditions, TokenLogprob
+from ..protocol.engine import (GenerateRequest, GuidedDecoding, RequestOutput, SamplingOptions, StopConditions,
+                               TokenLogprob)
 from ..protocol.errors import ContextLengthExceeded, InvalidRequest, RequestError, WorkerGone
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
 from ..router.select import Route
@@ -197,7 +198,7 @@ class Generation:
                 try:
                     outputs = await self.stream.next()
                 except WorkerGone:
-                    if self.client_gone or not self._migrate():
+                    if self.client_gone or not self._migrate("worker_gone"):
                         raise
                     continue
                 if self.client_gone:
@@ -211,6 +212,10 @@ class Generation:
                 if self.output_ids is not None:
                     for output in outputs:
                         self.output_ids += output.token_ids
+                    if outputs[-1].retryable and self._migrate("engine_error"):
+                        outputs = _without_failure(outputs)
+                        if not outputs:
+                            continue
                 before = self.pipeline.completion_tokens
                 delta = self.pipeline.feed(outputs)
                 if self.pipeline.completion_tokens > before:
@@ -235,11 +240,12 @@ class Generation:
         """Migration is on and can serve this request (structured output cannot resume mid-document)."""
         return self.gateway.settings.router.migration_limit > 0 and self.request.sampling.guided is None
 
-    def _migrate(self) -> bool:
-        """The worker went away before the end: continue on another live worker with the prompt plus the tokens
-        generated so far, the remaining budget and the same sampling (seed advanced), reading on into the same
-        output pipeline, so that the client sees one stream. False when it cannot (limit reached, too long, no
-        other worker): the caller raises the worker's failure."""
+    def _migrate(self, reason: str) -> bool:
+        """The worker went away before the end, or its engine failed the request with a retryable error:
+        continue on another live worker with the prompt plus the tokens generated so far, the remaining budget
+        and the same sampling (seed advanced), reading on into the same output pipeline, so that the client
+        sees one stream. False when it cannot (limit reached, too long, no other worker): the caller reports
+        the worker's failure."""
         settings = self.gateway.settings.router
         generated = self.output_ids
         if generated is None or self.migrations >= settings.migration_limit:
@@ -259,14 +265,15 @@ class Generation:
             sampling=msgspec.structs.replace(request.sampling, seed=seed))
         try:
             submission = self.gateway.submit(self.model, moved, prompt_tokens=len(token_ids),
-                                             block_hashes=block_hashes(token_ids, self.model.block_size).tobytes())
+                                             block_hashes=block_hashes(token_ids, self.model.block_size).tobytes(),
+                                             avoid=self.submission.route.instance_id)
         except RequestError:
             return False  # no other live worker: the original failure stands
-        self.submission.release(abort=False)  # its worker is gone
+        self.submission.release(abort=False)  # its worker is gone, or ended the request
         self.submission, self.stream = submission, submission.stream
         self._worker_prefilled = False
         self.migrations += 1
-        self.gateway.metrics.inc("model_migration_total", (("model", self.model.name), ("reason", "worker_gone")))
+        self.gateway.metrics.inc("model_migration_total", (("model", self.model.name), ("reason", reason)))
         log.info("request migrated", extra={"model": self.model.name, "to": submission.route.instance_id,
                                             "generated": len(generated), "migration": self.migrations})
         return True
@@ -297,6 +304,16 @@ class Generation:
         self._stop_watching()
         self.submission.release()
         self.observer.finished(self.prompt_tokens, 0, 0, cancelled=False, error=False)
+
+
+def _without_failure(outputs: list[RequestOutput]) -> list[RequestOutput]:
+    """A batch whose last output is a retryable failure, without the failure (its tokens, if any, kept)."""
+    failed = outputs[-1]
+    kept = outputs[:-1]
+    if failed.token_ids:
+        kept.append(RequestOutput(failed.request_id, failed.token_ids, logprobs=failed.logprobs,
+                                  cached_tokens=failed.cached_tokens))
+    return kept
 
 
 # ---- several choices -----------------------------------------------------------------------------------

@@ -80,6 +80,14 @@ class AbortRequest(msgspec.Struct, tag="abort", gc=False):
     request_id: str
 
 
+class PauseRequest(msgspec.Struct, tag="pause", gc=False):
+    """Stop (``paused``) or resume sending this request's outputs: its client reads too slowly. An engine that
+    can, stops generating for it; otherwise the worker holds its outputs until it is resumed."""
+
+    request_id: str
+    paused: bool
+
+
 class TokenLogprob(msgspec.Struct, array_like=True, gc=False):
     """Log-probability of a generated token and its best alternatives as (token_id, logprob) pairs."""
 
@@ -92,7 +100,8 @@ class RequestOutput(msgspec.Struct, array_like=True, omit_defaults=True, gc=Fals
     """New tokens of one request; ``finish_reason`` set on the last one (stop | length | abort | error).
 
     With finish reason ``error``: ``error`` says what went wrong, and ``invalid`` that the request was at fault
-    (the engine refused a value: the client gets a 400 with the message, else a 502)."""
+    (the engine refused a value: the client gets a 400 with the message, else a 502); ``retryable`` that another
+    worker may continue it (this one's engine failed, not the request: the gateway migrates it)."""
 
     request_id: str
     token_ids: list[int]
@@ -101,6 +110,7 @@ class RequestOutput(msgspec.Struct, array_like=True, omit_defaults=True, gc=Fals
     error: str | None = None
     cached_tokens: int = 0
     invalid: bool = False
+    retryable: bool = False
 
 
 class OutputBatch(msgspec.Struct, tag="outputs", array_like=True, gc=False):
@@ -199,7 +209,7 @@ class UnaryError(msgspec.Struct, tag="failed", array_like=True, omit_defaults=Tr
 
 UnaryRequest = EmbedRequest | ImageRequest | VideoRequest
 UnaryReply = EmbedResult | MediaResult | UnaryError
-ToWorker = GenerateRequest | AbortRequest | EmbedRequest | ImageRequest | VideoRequest
+ToWorker = GenerateRequest | AbortRequest | PauseRequest | EmbedRequest | ImageRequest | VideoRequest
 FromWorker = OutputBatch | EmbedResult | MediaResult | MediaProgress | UnaryError
 
 to_worker_decoder = msgspec.msgpack.Decoder(ToWorker)

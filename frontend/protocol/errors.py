@@ -111,6 +111,19 @@ def worker_failure(message: str, *, invalid: bool) -> RequestError:
     return InvalidRequest(message) if invalid else EngineError(message)
 
 
+class SlowReader(RequestError):
+    """A streamed response's client read so slowly that the gateway held more than the configured backlog for
+    longer than the configured time (``--max-stream-backlog-mb``, ``--slow-reader-timeout-s``): the request is
+    aborted (408)."""
+
+    status = 408
+    error_type = "timeout_error"
+
+    def __init__(self, backlog_bytes: int, timeout_s: float) -> None:
+        super().__init__(f"the client read the stream too slowly: {backlog_bytes} bytes were still unread after "
+                         f"{timeout_s:g} s; the request was aborted", code="slow_reader")
+
+
 class InternalError(RequestError):
     """A bug in the frontend: logged with its traceback, reported as 500 without internals."""
 

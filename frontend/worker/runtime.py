@@ -2,7 +2,7 @@
 
 Sockets:
     send_to_registry   DEALER  connect  ``registry_endpoint`` (tcp)   Register / Heartbeat / Unregister, Ack back
-    recv_from_gateways ROUTER  bind     tcp://HOST:random              GenerateRequest / AbortRequest in,
+    recv_from_gateways ROUTER  bind     tcp://HOST:random              Generate/Abort/PauseRequest in,
                                                                        OutputBatch out; Embed/Image/VideoRequest
                                                                        in, their replies out (protocol.engine)
 
@@ -10,7 +10,9 @@ An engine implements :class:`Engine`: ``add_request`` and ``abort_request`` for 
 tokens through the :class:`TokenSink` it is given, and/or the coroutines ``embed``, ``generate_images`` and
 ``generate_video`` for the other model types (served by ``unary.py``). Each model type of the card needs its
 method; a missing one is a RegistrationError, and a request for it fails with "this worker does not serve
-...". Outputs emitted in the same event-loop turn are coalesced into one ``OutputBatch`` per gateway, so a
+...". A paused request (its client reads too slowly) is held: its outputs wait in the worker until it is
+resumed, and an engine that can stop generating for it does (``pause_request``). Outputs emitted in the same
+event-loop turn are coalesced into one ``OutputBatch`` per gateway, so a
 step-based engine sends one message per step per gateway.
 
 Both sockets are plain ZeroMQ sockets of one context, drained from the event loop by
@@ -32,8 +34,8 @@ import msgspec
 import zmq
 
 from ..protocol import engine as engine_wire, registry as registry_wire
-from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, ImageRequest, MediaItem, RequestOutput,
-                               TokenLogprob, VideoRequest)
+from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, ImageRequest, MediaItem, PauseRequest,
+                               RequestOutput, TokenLogprob, VideoRequest)
 from ..protocol.errors import FrontendError
 from ..protocol.registry import ModelCard
 from ..transport.sockets import bind_random_port, open_socket
@@ -53,28 +55,48 @@ class RegistrationError(FrontendError):
 
 
 class TokenSink:
-    """Where an engine sends the tokens of one request; ``finished`` after a finish reason was sent."""
+    """Where an engine sends the tokens of one request; ``finished`` after a finish reason was sent. While the
+    gateway has paused the request, outputs are held here (``held``) and sent when it resumes."""
 
-    __slots__ = ("request_id", "_runtime", "_identity", "finished")
+    __slots__ = ("request_id", "_runtime", "_identity", "finished", "held")
 
     def __init__(self, request_id: str, runtime: "WorkerRuntime", identity: bytes) -> None:
         self.request_id = request_id
         self._runtime = runtime
         self._identity = identity
         self.finished = False
+        self.held: list[RequestOutput] | None = None  # a list while paused
 
     def send(self, token_ids: list[int], finish_reason: str | None = None,
              logprobs: list[TokenLogprob] | None = None, error: str | None = None, cached_tokens: int = 0,
-             invalid: bool = False) -> None:
+             invalid: bool = False, retryable: bool = False) -> None:
         """Queue new tokens (and the finish reason on the last call) for the gateway; an ``error`` with
-        ``invalid`` blames the request (the client gets a 400)."""
+        ``invalid`` blames the request (the client gets a 400), one with ``retryable`` this engine (the
+        gateway continues the request on another worker)."""
         if self.finished:
             return
+        output = RequestOutput(self.request_id, token_ids, finish_reason, logprobs, error, cached_tokens, invalid,
+                               retryable)
         if finish_reason is not None:
             self.finished = True
+            if self.held is None:
+                self._runtime._forget(self.request_id)  # a held request is forgotten when it is resumed
+        if self.held is not None:
+            self.held.append(output)
+        else:
+            self._runtime._emit(self._identity, output)
+
+    def pause(self, paused: bool) -> None:
+        """Hold the outputs from now on, or send the held ones and stop holding."""
+        if paused:
+            if self.held is None:
+                self.held = []
+            return
+        held, self.held = self.held, None
+        for output in held or ():
+            self._runtime._emit(self._identity, output)
+        if self.finished:
             self._runtime._forget(self.request_id)
-        output = RequestOutput(self.request_id, token_ids, finish_reason, logprobs, error, cached_tokens, invalid)
-        self._runtime._emit(self._identity, output)
 
 
 class Engine(abc.ABC):
@@ -88,6 +110,10 @@ class Engine(abc.ABC):
 
     def abort_request(self, request_id: str) -> None:
         """Stop generating for a request the client no longer wants (default: nothing)."""
+
+    def pause_request(self, request_id: str, paused: bool) -> None:
+        """Stop (or resume) generating for a request whose client reads too slowly (default: nothing; its
+        outputs are held in the worker until it is resumed)."""
 
     async def embed(self, request: EmbedRequest) -> Sequence[Vector]:
         """One vector per input of ``request.inputs`` (token ids), in order: little-endian float32 bytes (the
@@ -279,6 +305,8 @@ class WorkerRuntime:
             self._start(identity, message)
         elif isinstance(message, AbortRequest):
             self._abort(message.request_id)
+        elif isinstance(message, PauseRequest):
+            self._pause(message.request_id, message.paused)
         else:
             assert self._unary is not None
             self._unary.start(identity, message)
@@ -301,6 +329,13 @@ class WorkerRuntime:
             self.engine.abort_request(request_id)
         elif self._unary is not None:
             self._unary.abort(request_id)
+
+    def _pause(self, request_id: str, paused: bool) -> None:
+        sink = self._routes.get(request_id)
+        if sink is not None:
+            sink.pause(paused)
+            if not sink.finished:
+                self.engine.pause_request(request_id, paused)
 
     def _forget(self, request_id: str) -> None:
         self._routes.pop(request_id, None)

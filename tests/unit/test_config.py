@@ -131,7 +131,7 @@ def test_every_option_settable_from_env():
         "disable_nvext": "true",
         "api_key": "k1,k2", "api_key_file": "/keys.txt", "api_key_exempt": "/live",
         "max_stop_strings": "4", "max_stop_string_length": "64", "max_tools": "8", "max_tool_schema_bytes": "4096",
-        "max_messages": "100",
+        "max_messages": "100", "max_stream_backlog_mb": "2.5", "slow_reader_timeout_s": "5", "max_queued_tokens": "64",
     }
     assert set(samples) == set(OPTIONS_BY_NAME), "a new option needs a sample here"
     env = {OPTIONS_BY_NAME[name].env_var: raw for name, raw in samples.items() if raw is not None}

@@ -45,6 +45,9 @@ SAMPLES = {
     "api_key": "sk-alpha,sk-beta", "api_key_file": "/keys.txt", "api_key_exempt": "/live,/metrics",
     "max_stop_strings": 4, "max_stop_string_length": 64, "max_tools": 8, "max_tool_schema_bytes": 4096,
     "max_messages": 100,
+    "max_stream_backlog_mb": 2.5,
+    "max_queued_tokens": 64,
+    "slow_reader_timeout_s": 5.0,
 }
 
 
@@ -221,7 +224,8 @@ def test_gateway_settings_from_sections(tmp_path):
                                            public_url="https://api.example.com")
     assert settings.api_keys == ApiKeys.from_keys(["sk-alpha", "sk-beta", "sk-gamma"], ("/live", "/metrics"))
     assert settings.limits == LimitsConfig(max_stop_strings=4, max_stop_string_length=64, max_tools=8,
-                                           max_tool_schema_bytes=4096, max_messages=100)
+                                           max_tool_schema_bytes=4096, max_messages=100, max_stream_backlog_mb=2.5,
+                                           max_queued_tokens=64, slow_reader_timeout_s=5.0)
     assert b"sk-" not in msgspec.json.encode(settings)  # digests only reach the HTTP and gRPC processes
     # what the daemon hands the HTTP processes survives JSON
     assert msgspec.json.decode(msgspec.json.encode(settings), type=GatewaySettings) == settings

@@ -44,7 +44,7 @@ class FakeSink:
         self.finished = False
         self.done = asyncio.Event()
 
-    def send(self, token_ids, finish_reason=None, logprobs=None, error=None, cached_tokens=0) -> None:
+    def send(self, token_ids, finish_reason=None, logprobs=None, error=None, cached_tokens=0, retryable=False) -> None:
         assert not self.finished, "send after the finish reason"
         self.calls.append((list(token_ids), finish_reason, logprobs))
         if self.engine is not None:

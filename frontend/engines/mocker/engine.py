@@ -67,7 +67,7 @@ class Sequence:
     """One request inside the engine."""
 
     __slots__ = ("request", "sink", "rng", "position", "generated", "stop_ids", "blocks", "computed",
-                 "cached_tokens", "script")
+                 "cached_tokens", "script", "paused")
 
     def __init__(self, request: GenerateRequest, sink: TokenSink, rng: random.Random, position: int,
                  script: ScriptedOutput | None = None) -> None:
@@ -84,6 +84,7 @@ class Sequence:
         self.blocks = SequenceBlocks(request.token_ids)
         self.computed = 0  # prompt tokens whose KV exists
         self.cached_tokens = 0
+        self.paused = False  # its client reads too slowly: not decoded until resumed
 
     @property
     def prompt_len(self) -> int:
@@ -133,6 +134,14 @@ class MockEngine(Engine):
             self.waiting = deque(s for s in self.waiting if s.request.request_id != request_id)
         self._report_load()
 
+    def pause_request(self, request_id: str, paused: bool) -> None:
+        sequence = self.running.get(request_id)
+        if sequence is None:
+            sequence = next((s for s in self.waiting if s.request.request_id == request_id), None)
+        if sequence is not None:
+            sequence.paused = paused
+            self._wakeup.set()
+
     def _report_load(self) -> None:
         if self.load is not None:
             self.load.report(len(self.running), len(self.waiting), self.cache.used_blocks)
@@ -142,7 +151,7 @@ class MockEngine(Engine):
     async def run(self) -> None:
         """Run steps forever; idle while there is nothing to do."""
         while True:
-            if not self.waiting and not self.running:
+            if not self.waiting and all(s.paused for s in self.running.values()):
                 self._wakeup.clear()
                 await self._wakeup.wait()
             step_ms = self.step()
@@ -162,7 +171,7 @@ class MockEngine(Engine):
     def step(self) -> float:
         """Advance every running request once; returns the simulated duration in milliseconds."""
         self.steps += 1
-        decoding = [s for s in self.running.values() if not s.in_prefill]
+        decoding = [s for s in self.running.values() if not s.in_prefill and not s.paused]
         budget = self.settings.max_num_batched_tokens - len(decoding)
         prefilled = 0
         for sequence in [s for s in self.running.values() if s.in_prefill]:
@@ -211,6 +220,9 @@ class MockEngine(Engine):
             if token is None:
                 self._finish(sequence, [], "stop")
                 return
+            if sequence.generated == sequence.script.fail_after:
+                self._finish(sequence, [], "error", error="the engine failed (scripted)", retryable=True)
+                return
         else:
             token, at_paragraph_end = self.corpus.token_at(sequence.position)
         sequence.position += 1
@@ -257,10 +269,11 @@ class MockEngine(Engine):
 
     def _finish(self, sequence: Sequence, tokens: list[int], reason: str,
                 logprobs: list[TokenLogprob] | None = None, *, error: str | None = None,
-                cached_tokens: int = 0) -> None:
+                cached_tokens: int = 0, retryable: bool = False) -> None:
         del self.running[sequence.request.request_id]
         self.cache.release(sequence.blocks)
-        self._outbox.append((sequence.sink, (tokens, reason, logprobs), {"error": error, "cached_tokens": cached_tokens}))
+        self._outbox.append((sequence.sink, (tokens, reason, logprobs),
+                             {"error": error, "cached_tokens": cached_tokens, "retryable": retryable}))
 
     def _logprobs(self, sequence: Sequence, token: int) -> list[TokenLogprob]:
         """A made-up but seed-deterministic distribution: the chosen token is always the most likely."""

@@ -45,7 +45,7 @@ class VllmEngine(Engine):
 
     def add_request(self, request: GenerateRequest, sink: TokenSink) -> None:
         if self.dead.done():
-            sink.send([], "error", error=self.dead.result())
+            sink.send([], "error", error=self.dead.result(), retryable=True)
             return
         task = asyncio.get_running_loop().create_task(self._generate(request, sink))
         self.tasks[request.request_id] = (task, sink)
@@ -94,7 +94,7 @@ class VllmEngine(Engine):
             log.error("vLLM engine died", extra={"error": reason, "in_flight": len(self.tasks)})
             self.dead.set_result(reason)
         for task, sink in list(self.tasks.values()):
-            sink.send([], "error", error=reason)
+            sink.send([], "error", error=reason, retryable=True)  # another worker can continue it
         self.tasks.clear()
 
 

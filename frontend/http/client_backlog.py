@@ -1,0 +1,95 @@
+"""Backpressure for a client that reads a streamed response slowly.
+
+Granian buffers whatever a stream writes until the client takes it, without limit. So a stream counts the
+bytes it wrote, and every ``check_every`` bytes asks the kernel how many the client's TCP stack acknowledged
+(``transport/tcp_diag.py``). The difference is what this machine holds for the client: Granian's buffer plus
+the socket's send buffer. Above ``max_stream_backlog_mb`` the stream stops pulling outputs, and polls until the
+backlog is under half the limit. Meanwhile the request's queue fills up to ``max_queued_tokens`` and the worker
+is paused (``gateway/engine_client.py``), so that a stalled stream holds a bounded amount. If it is not within ``slow_reader_timeout_s``, the
+request is aborted with :class:`~frontend.protocol.errors.SlowReader` (its error event is the last thing
+written; the worker stops generating).
+
+A keep-alive connection's earlier response may still be in flight when a stream starts; its bytes then count
+as this stream's progress, so the bound holds to within one earlier stream's backlog. On HTTP/2 the count is
+the whole connection's. Where the kernel cannot be asked (not Linux, a unix socket), nothing is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..config.sections import LimitsConfig
+from ..observability.metrics import Metrics
+from ..protocol.errors import SlowReader
+from ..transport.tcp_diag import TcpConnection, TcpDiag
+
+CHECK_EVERY_MAX = 256 << 10  # bytes written between two questions to the kernel, at most
+FIRST_POLL_S = 0.01  # a stalled stream asks again after this long, doubling up to MAX_POLL_S
+MAX_POLL_S = 0.25
+
+
+class ClientBacklog:
+    """The unacknowledged bytes of one streamed response, and the wait for a slow client."""
+
+    __slots__ = ("_diag", "_connection", "_acked_at_start", "limit", "timeout_s", "check_every", "_metrics")
+
+    def __init__(self, diag: TcpDiag, connection: TcpConnection, acked_at_start: int, limits: LimitsConfig,
+                 metrics: Metrics) -> None:
+        self._diag = diag
+        self._connection = connection
+        self._acked_at_start = acked_at_start
+        self.limit = int(limits.max_stream_backlog_mb * (1 << 20))
+        self.timeout_s = limits.slow_reader_timeout_s
+        self.check_every = max(1, min(CHECK_EVERY_MAX, self.limit // 4))
+        self._metrics = metrics
+
+    @classmethod
+    def watch(cls, diag: TcpDiag | None, server: str, client: str, limits: LimitsConfig,
+              metrics: Metrics) -> "ClientBacklog | None":
+        """The backlog of a stream about to start on the connection between ``server`` and ``client`` (Granian's
+        ``scope.server`` and ``scope.client``); None when nothing is bounded (no limit, or the kernel does not
+        know the connection)."""
+        if diag is None or limits.max_stream_backlog_mb <= 0:
+            return None
+        connection = diag.connection(server, client)
+        if connection is None:
+            return None
+        acked = diag.bytes_acked(connection)
+        if acked is None:
+            return None
+        return cls(diag, connection, acked, limits, metrics)
+
+    def unacknowledged(self, written: int) -> int | None:
+        """Bytes of ``written`` the client has not acknowledged; None once the connection is gone."""
+        acked = self._diag.bytes_acked(self._connection)
+        if acked is None:
+            return None
+        return written - (acked - self._acked_at_start)
+
+    async def wait_for_reader(self, written: int) -> bool:
+        """Return once the client holds no more than the limit (at once, nearly always), or, after a stall, half
+        of it; False when the connection is gone. Raises ``SlowReader`` when a stall outlasts the timeout."""
+        backlog = self.unacknowledged(written)
+        if backlog is None:
+            return False
+        if backlog <= self.limit:
+            return True
+        deadline = time.monotonic() + self.timeout_s
+        delay = FIRST_POLL_S
+        while True:
+            await asyncio.sleep(delay)
+            backlog = self.unacknowledged(written)
+            if backlog is None:
+                self._count("client_gone")
+                return False
+            if backlog <= self.limit // 2:
+                self._count("caught_up")
+                return True
+            if time.monotonic() >= deadline:
+                self._count("aborted")
+                raise SlowReader(backlog, self.timeout_s)
+            delay = min(delay * 2, MAX_POLL_S)
+
+    def _count(self, outcome: str) -> None:
+        self._metrics.inc("http_stream_stalls_total", (("outcome", outcome),))
