@@ -75,7 +75,9 @@ class StreamWriter:
             if await backlog.wait_for_reader(self.written):
                 return True
         except SlowReader as error:
-            self.too_slow, self.backlog = error, None
+            # kept without its traceback, whose frames hold this writer: Granian ends the response only when the
+            # transport is freed, which a reference cycle would put off until the garbage collector runs
+            self.too_slow, self.backlog = error.with_traceback(None), None
             return False
         self.closed = True
         return False

@@ -7,6 +7,7 @@ Anthropic's Messages through the anthropic SDK), must end with every requested t
 
 from __future__ import annotations
 
+import json
 import threading
 
 import anthropic
@@ -115,3 +116,45 @@ def test_streams_on_a_killed_worker_finish_on_the_other(pair):
     instances = [i["instance_id"] for i in server.http.get("/health").json()["instances"] if i["model"] == MODEL]
     assert len(instances) == 2  # the registry still lists the killed one: routing skipped it
     wait_until(lambda: workers[1].alive(), 1.0, "the surviving worker")
+
+
+# ---- an engine error marked retryable: the request continues on another worker ----------------------------------
+
+FAILING_MODEL = "flaky"
+FAIL_AFTER = 20
+
+
+def _failing_script(tmp_path) -> str:
+    path = tmp_path / "fails.json"
+    story = " ".join(f"word{i}" for i in range(200))
+    path.write_text(json.dumps([{"match": "", "output": story, "fail_after_tokens": FAIL_AFTER}]))
+    return str(path)
+
+
+def test_a_retryable_engine_error_moves_the_request_to_another_worker(tmp_path):
+    """One worker's engine fails every request after 20 tokens with a retryable error (as vLLM's worker does when
+    its engine dies); round-robin sends every other request to it, and each continues on the healthy worker:
+    every stream ends with all its tokens and no error, unary answers too."""
+    server = Daemon("--router-mode", "round_robin", mock_workers=0, lease_ttl_s="30")
+    try:
+        server.wait_ready()
+        server.start_mocker("--model-name", FAILING_MODEL, "--script", _failing_script(tmp_path))
+        server.start_mocker("--model-name", FAILING_MODEL)
+        server.wait_model(FAILING_MODEL, instances=2)
+        for _ in range(3):
+            body = {"model": FAILING_MODEL, "messages": PROMPT, "max_tokens": 60, "ignore_eos": True, "stream": True,
+                    "stream_options": {"include_usage": True}}
+            with server.http.stream("POST", "/v1/chat/completions", json=body) as response:
+                events, done = sse_events(list(response.iter_lines()))
+            assert done and not [e for e in events if "error" in e], events[-3:]
+            assert events[-1]["usage"]["completion_tokens"] == 60
+            with server.client() as sdk:
+                answer = sdk.completions.create(model=FAILING_MODEL, prompt="Once", max_tokens=50,
+                                                extra_body={"ignore_eos": True})
+            assert answer.usage.completion_tokens == 50 and answer.choices[0].finish_reason == "length"
+        text = server.http.get("/metrics").text
+        moved = [line for line in text.splitlines()
+                 if line.startswith("dynamo_frontend_model_migration_total{") and 'reason="engine_error"' in line]
+        assert moved and float(moved[0].rsplit(" ", 1)[1]) >= 3, moved
+    finally:
+        server.close()
