@@ -217,7 +217,9 @@ def test_stop_string_match_aborts_inside_vllm(frontend):
                "vLLM to stop generating after the stop string matched")
 
 
-def test_engine_death_fails_in_flight_requests_and_the_other_worker_serves(frontend):
+def test_engine_death_moves_in_flight_requests_to_the_other_worker(frontend):
+    """The engine core of the worker serving a stream is killed: the worker fails the request with a retryable
+    error and exits 1; the stream continues on the other worker (migration) and ends with every token."""
     import psutil
 
     victim, survivor = frontend.workers
@@ -231,7 +233,7 @@ def test_engine_death_fails_in_flight_requests_and_the_other_worker_serves(front
         with httpx.Client(base_url=frontend.base_url, timeout=60) as http:
             with http.stream("POST", "/v1/completions", headers={"x-worker-instance-id": instance}, json={
                     "model": MODEL, "prompt": "Long story", "max_tokens": 2000, "ignore_eos": True,
-                    "stream": True}) as response:
+                    "stream": True, "stream_options": {"include_usage": True}}) as response:
                 outcome["lines"] = list(response.iter_lines())
 
     reader = threading.Thread(target=stream)
@@ -240,9 +242,11 @@ def test_engine_death_fails_in_flight_requests_and_the_other_worker_serves(front
                on_timeout=lambda: f"{_health(frontend)}\n{victim.describe()}")
     for process in engine_cores:
         process.kill()
-    reader.join(30)
-    events, _ = sse_events(outcome["lines"])
-    assert "error" in events[-1], events[-1]
+    reader.join(60)
+    events, done = sse_events(outcome["lines"])
+    assert done and not [e for e in events if "error" in e], events[-2:]
+    assert events[-1]["usage"]["completion_tokens"] == 2000
+    assert 'reason="engine_error"' in frontend.http.get("/metrics").text
     assert victim.process.wait(60) == 1, victim.describe()
     wait_until(lambda: all(i["instance_id"] != instance for i in _health(frontend)["instances"]), 10.0,
                "the dead worker to leave /health")
