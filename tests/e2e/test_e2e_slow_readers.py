@@ -16,6 +16,13 @@ import pytest
 from e2e_support import MODEL
 from test_e2e_request_limits import descendants, rss_bytes
 
+from frontend.transport.tcp_diag import open_tcp_diag
+
+_diag = open_tcp_diag()
+pytestmark = pytest.mark.skipif(_diag is None, reason="no sock_diag netlink socket: slow readers are not bounded here")
+if _diag is not None:
+    _diag.close()
+
 TOKENS = 12_000
 BIG_STREAM = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me everything."}], "max_tokens": TOKENS,
               "ignore_eos": True, "stream": True, "logprobs": True, "top_logprobs": 20,
