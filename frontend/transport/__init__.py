@@ -1,2 +1,3 @@
-"""ZeroMQ plumbing every process shares: the socket factory (``sockets``), the asyncio drain loop
-(``zmqloop``), and process helpers (``process``). It imports nothing from the rest of the package."""
+"""Plumbing every process shares: the ZeroMQ socket factory (``sockets``), the asyncio drain loop (``zmqloop``),
+process helpers (``process``), and the kernel's view of a TCP connection (``tcp_diag``). It imports nothing from
+the rest of the package."""
