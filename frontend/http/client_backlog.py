@@ -5,9 +5,9 @@ bytes it wrote, and every ``check_every`` bytes asks the kernel how many the cli
 (``transport/tcp_diag.py``). The difference is what this machine holds for the client: Granian's buffer plus
 the socket's send buffer. Above ``max_stream_backlog_mb`` the stream stops pulling outputs, and polls until the
 backlog is under half the limit. Meanwhile the request's queue fills up to ``max_queued_tokens`` and the worker
-is paused (``gateway/engine_client.py``), so that a stalled stream holds a bounded amount. If it is not within ``slow_reader_timeout_s``, the
-request is aborted with :class:`~frontend.protocol.errors.SlowReader` (its error event is the last thing
-written; the worker stops generating).
+is paused (``gateway/engine_client.py``), so that a stalled stream holds a bounded amount. A backlog still above
+the limit after ``slow_reader_timeout_s`` aborts the request with :class:`~frontend.protocol.errors.SlowReader`
+(its error event is the last thing written; the worker stops generating).
 
 A keep-alive connection's earlier response may still be in flight when a stream starts; its bytes then count
 as this stream's progress, so the bound holds to within one earlier stream's backlog. On HTTP/2 the count is

@@ -2,8 +2,9 @@
 
 A :class:`Generation` owns one engine request's life on a worker: submit (route and stream, one
 :class:`~frontend.gateway.submission.Submission`), read output batches through the output pipeline, abort the
-worker when the client leaves or a stop string matches, release the submission. It knows nothing of HTTP: the caller passes the pinned instance, if any, and
-an awaitable that completes when the client goes away.
+worker when the client leaves or a stop string matches, release the submission; continue on another worker
+when its worker goes away or fails it with a retryable error (migration). It knows nothing of HTTP: the caller
+passes the pinned instance, if any, and an awaitable that completes when the client goes away.
 
 Several choices (``n > 1``, or a batch of completion prompts) are one engine request each, all started
 before the first is read (:class:`Choices`): choice ``i`` of a request with a ``seed`` gets the seed
