@@ -23,7 +23,7 @@ MAX_QUEUED = 8
 
 
 class Ticker(Engine):
-    """Sends token 0, 1, ... one per event-loop turn; records pause calls; ``honours`` pauses or not."""
+    """Sends token 0, 1, ... one a millisecond; records pause calls; ``honours`` pauses or not."""
 
     def __init__(self, honours: bool) -> None:
         self.honours = honours
@@ -41,7 +41,7 @@ class Ticker(Engine):
                 await asyncio.sleep(0.001)
             sink.send([token], "length" if token == request.stop.max_tokens - 1 else None)
             self.sent += 1
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.001)
 
     def pause_request(self, request_id, paused):
         self.pause_calls.append(paused)
@@ -50,7 +50,7 @@ class Ticker(Engine):
 
 @pytest.mark.parametrize("honours", [True, False], ids=["engine-pauses", "worker-holds"])
 def test_a_reader_that_stops_pauses_the_worker_and_loses_nothing(run, honours):
-    async def scenario() -> tuple[list[int], int, Ticker]:
+    async def scenario() -> tuple[list[int], tuple[int, int, int], Ticker]:
         loop = asyncio.get_running_loop()
         context = zmq.Context()
         registry = FakeRegistry(loop, context, lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
@@ -62,8 +62,10 @@ def test_a_reader_that_stops_pauses_the_worker_and_loses_nothing(run, honours):
             client.sync_instances([Instance("w1", runtime.endpoint, CARD)])
             stream = client.submit("w1", GenerateRequest("r1", [5], StopConditions(max_tokens=TOKENS)))
             await until(lambda: engine.pause_calls == [True])  # nobody reads: paused past MAX_QUEUED tokens
-            await asyncio.sleep(0.05)  # what a worker that ignored the pause would keep sending
-            most_queued = sum(len(output.token_ids) for output in stream._items)
+            await asyncio.sleep(0.05)  # what was in flight when the pause landed arrives
+            at_pause = sum(len(output.token_ids) for output in stream._items)
+            await asyncio.sleep(0.1)  # paused: nothing more comes (the engine stopped, or the worker holds it)
+            queued = (at_pause, sum(len(output.token_ids) for output in stream._items), engine.sent)
             tokens: list[int] = []
             finished = False
             while not finished:
@@ -76,12 +78,13 @@ def test_a_reader_that_stops_pauses_the_worker_and_loses_nothing(run, honours):
             await runtime.close()
             registry.close()
             context.term()
-        return tokens, most_queued, engine
+        return tokens, queued, engine
 
-    tokens, most_queued, engine = run(scenario())
+    tokens, (at_pause, while_paused, sent_while_paused), engine = run(scenario())
     assert tokens == list(range(TOKENS))
-    assert most_queued <= MAX_QUEUED + 64, most_queued  # what was in flight when the pause landed, not all 400
+    assert at_pause < TOKENS // 2, at_pause  # past MAX_QUEUED by what was in flight, far from all of them
+    assert while_paused == at_pause
     if honours:  # paused and resumed until the end
         assert engine.pause_calls[:2] == [True, False] and engine.pause_calls[-1] is False
-    else:  # the engine generated on to the end while paused; the worker held what it made
-        assert engine.pause_calls[0] is True and engine.sent == TOKENS
+    else:  # the engine generated on while paused (to the end); the worker held what it made
+        assert engine.pause_calls[0] is True and sent_while_paused > while_paused and engine.sent == TOKENS
