@@ -7,7 +7,8 @@ Replies of unary requests (``MediaProgress``, ``EmbedResult``, ``MediaResult``, 
 
 Flow control: a request's stream holds at most ``max_queued_tokens`` tokens its reader has not taken (a reader
 slower than its worker: a stream waiting for a slow client, a busy process). Past that the worker is told to
-pause the request (``PauseRequest``), and to resume it when the reader takes what is queued.
+pause the request (``PauseRequest``), and to resume it when the reader takes what is queued. What was in flight
+when the pause lands still arrives: the bound is the limit plus the worker's output over one round trip.
 """
 
 from __future__ import annotations

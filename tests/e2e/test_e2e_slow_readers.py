@@ -78,7 +78,9 @@ def test_stalled_streams_hold_a_bounded_amount_and_finish_intact_once_read(start
     clients = [open_stalled(server, "/v1/chat/completions", BIG_STREAM) for _ in range(4)]
     time.sleep(3)  # the mock (no simulated delay) would have generated everything by now
     grown = rss_bytes(http_pid) - before
-    assert grown < 40 << 20, f"dyn-http grew by {grown >> 20} MiB while 4 streams stalled"
+    # measured 5-36 MiB (the tokens in flight when the worker is paused depend on how busy the process is);
+    # without the bound 93-123 MiB
+    assert grown < 56 << 20, f"dyn-http grew by {grown >> 20} MiB while 4 streams stalled"
     texts = [read_to_end(raw) for raw in clients]
     for text in texts:
         assert f'"completion_tokens":{TOKENS}' in text and "data: [DONE]" in text and 'data: {"error"' not in text
