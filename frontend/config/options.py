@@ -192,6 +192,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_concurrent_requests", int, 0,
            "Requests one HTTP worker process serves at once; more get 503 (0 = no limit).", "http",
            validate=_non_negative),
+    Option("stream_coalesce", bool, False, "Overload behaviour: a stream that falls behind its worker sends what "
+           "it has queued as one SSE event (several engine outputs' tokens in one chunk: fewer, larger events). "
+           "Off: one event per engine output, whatever the load.", "http"),
     # ---- per-request limits (frontend/pipeline/prepare.py check_limits; README "Limits") ----
     Option("max_stop_strings", int, 16, "Stop strings one request may give (stop; Anthropic's stop_sequences; the "
            "KServe stop input); more are a 400.", "limits", validate=positive),

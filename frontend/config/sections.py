@@ -48,6 +48,7 @@ class HttpConfig(msgspec.Struct, frozen=True, kw_only=True):
     graceful_shutdown_timeout: float = 30.0
     access_log: bool = False
     max_concurrent_requests: int = 0
+    stream_coalesce: bool = False  # http/streaming.py
 
     @property
     def http_body_limit_bytes(self) -> int:

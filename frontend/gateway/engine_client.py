@@ -105,7 +105,7 @@ class WorkerConnection:
         monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         sock.connect(instance.endpoint)
         self.instance = instance
-        self.drainer = SocketDrainer(client.loop, sock, client._on_batch)
+        self.drainer = SocketDrainer(client.loop, sock, client._on_batch, multipart=False)
         self.monitor = SocketDrainer(client.loop, monitor,
                                      lambda frames: client._on_connection_event(instance.instance_id, frames))
         self.sock = sock
@@ -186,9 +186,9 @@ class EngineClient:
         if connection is not None:
             connection.send(PauseRequest(stream.request_id, paused))
 
-    def _on_batch(self, frames: list[bytes]) -> None:
+    def _on_batch(self, frame: bytes) -> None:
         try:
-            message = wire.from_worker_decoder.decode(frames[-1])
+            message = wire.from_worker_decoder.decode(frame)
         except msgspec.DecodeError:
             self.malformed_batches += 1
             return

@@ -77,6 +77,7 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     media: MediaSettings = MediaSettings()  # generated images and videos served by URL (frontend/stores/media.py)
     api_keys: ApiKeys = ApiKeys()  # digests of --api-key / --api-key-file (gateway/auth.py); empty: no check
     limits: LimitsConfig = LimitsConfig()  # what one request may hold (pipeline/prepare.check_limits)
+    stream_coalesce: bool = False  # --stream-coalesce: a stream that falls behind folds its queue into one event
 
     @classmethod
     def from_config(cls, config: FrontendConfig, endpoints: Endpoints, run_dir: str) -> "GatewaySettings":
@@ -94,5 +95,5 @@ class GatewaySettings(msgspec.Struct, frozen=True):
             apis=ApiSettings.from_config(config.parsers, config.preprocess, run_dir),
             media=MediaSettings.from_config(config.media, run_dir),
             api_keys=ApiKeys.from_config(config.auth),
-            limits=config.limits,
+            limits=config.limits, stream_coalesce=config.http.stream_coalesce,
         )

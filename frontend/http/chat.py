@@ -27,7 +27,7 @@ from ..protocol.openai import (AssistantMessage, ChatChoice, ChatChunkChoice, Ch
                                ChatCompletionRequest, ChatDelta, ChoiceLogprobs, FunctionCall, FunctionCallDelta,
                                ToolCall, ToolCallDelta)
 from .logprobs import chat_logprobs
-from .reply import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
+from .reply import SSE_DONE, SSE_HEADERS, TEXT_SLOT, send_json, sse_error, sse_event, sse_text_event
 from .streaming import StreamEnd, StreamWriter, decode_request, open_stream, stream_deltas
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
@@ -76,8 +76,13 @@ def _choice_feeder(session: ChatSession, choice: SessionChoice, response_id: str
         return sse_event(ChatCompletionChunk(response_id, created, model,
                                              [ChatChunkChoice(index, delta, finish_reason, logprobs)]))
 
+    text_event = sse_text_event(ChatCompletionChunk(response_id, created, model,
+                                                    [ChatChunkChoice(index, ChatDelta(content=TEXT_SLOT))]))
+
     def feed(_index: int, delta: Delta) -> bytes:
         nonlocal tool_index
+        if delta.segments is None and delta.finish_reason is None and not delta.logprobs and metrics is None:
+            return text_event(delta.text) if delta.text else b""  # the common case: a text delta
         logprobs = chat_logprobs(tokenizer, delta.logprobs) if delta.logprobs else None
         if delta.segments is None:
             out = chunk(ChatDelta(content=delta.text), None, logprobs) if delta.text or logprobs else b""

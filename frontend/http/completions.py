@@ -24,7 +24,7 @@ from ..pipeline.prepare import check_limits, served_model
 from ..protocol.errors import InvalidRequest
 from ..protocol.openai import Completion, CompletionChoice, CompletionRequest
 from .logprobs import completion_logprobs
-from .reply import SSE_DONE, SSE_HEADERS, send_json, sse_error, sse_event
+from .reply import SSE_DONE, SSE_HEADERS, TEXT_SLOT, send_json, sse_error, sse_event, sse_text_event
 from .streaming import StreamEnd, StreamWriter, decode_request, open_stream, stream_deltas
 
 _decoder = msgspec.json.Decoder(CompletionRequest)
@@ -130,9 +130,16 @@ class _Run:
             choice = CompletionChoice(index, text, finish_reason, logprobs)
             return sse_event(Completion(self.response_id, created, self.model, [choice], None, nvext=nvext))
 
+        text_events = [sse_text_event(Completion(self.response_id, created, self.model,
+                                                 [CompletionChoice(index, TEXT_SLOT, None)], None))
+                       for index in range(len(generations))]
+
         def feed(index: int, delta) -> bytes:
             if not (delta.text or delta.logprobs or delta.finish_reason):
                 return b""
+            if delta.finish_reason is None and not delta.logprobs and metrics is None:  # the common case
+                offsets[index] += len(delta.text)
+                return text_events[index](delta.text)
             logprobs = completion_logprobs(tokenizer, delta.logprobs, offsets[index]) if delta.logprobs else None
             offsets[index] += len(delta.text)
             nvext = msgspec.UNSET

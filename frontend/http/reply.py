@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import msgspec
 
@@ -55,6 +56,23 @@ def client_closed(exc: BaseException) -> bool:
 
 def sse_event(body: msgspec.Struct) -> bytes:
     return b"data: " + json_encode(body) + b"\n\n"
+
+
+TEXT_SLOT = "\x00text slot\x00"
+"""Where :func:`sse_text_event` puts the text in its template event (no generated text contains it: it is split
+on its JSON encoding, which has escapes)."""
+
+
+def sse_text_event(template: msgspec.Struct) -> Callable[[str], bytes]:
+    """``encode(text)``: the bytes :func:`sse_event` makes of ``template`` with ``TEXT_SLOT`` replaced by
+    ``text``, at the cost of one string encode (the streamed text delta's hot path: no Structs per event)."""
+    prefix, slot, suffix = sse_event(template).partition(json_encode(TEXT_SLOT))
+    assert slot, "the template event holds no TEXT_SLOT"
+
+    def encode(text: str) -> bytes:
+        return prefix + json_encode(text) + suffix
+
+    return encode
 
 
 def sse_error(error: RequestError) -> bytes:

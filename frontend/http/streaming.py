@@ -14,7 +14,7 @@ from typing import Callable
 import msgspec
 
 from ..gateway.state import Gateway
-from ..pipeline.generation import Generation, choice_deltas
+from ..pipeline.generation import Generation, choice_batches
 from ..postprocess.pipeline import Delta
 from ..protocol.errors import InvalidRequest, RequestError, SlowReader
 from ..protocol.limits import depth_problem, json_depth_exceeds
@@ -102,23 +102,30 @@ class StreamEnd(enum.Enum):
 async def stream_deltas(writer: StreamWriter, generations: list[Generation], encode: Callable[[int, Delta], bytes],
                         encode_error: Callable[[RequestError], bytes]) -> StreamEnd:
     """Write every choice's deltas as ``encode(choice index, delta)`` makes them, as they arrive (nothing is
-    written for empty bytes); a worker's failure as ``encode_error(error)``."""
+    written for empty bytes); a worker's failure as ``encode_error(error)``. Each engine output is its own
+    delta (one SSE event) unless ``--stream-coalesce`` folds what a stream has queued into one; the events of
+    the outputs that arrived together go out in one write."""
+    per_output = not generations[0].gateway.settings.stream_coalesce
     try:
-        if len(generations) == 1:  # the common case, without choice_deltas' extra hop per delta
-            async with aclosing(generations[0].deltas()) as single:
-                async for delta in single:
-                    out = encode(0, delta)
+        if len(generations) == 1:  # the common case, without choice_batches' extra hop per batch
+            async with aclosing(generations[0].batches(per_output=per_output)) as single:
+                async for deltas in single:
+                    out = _encoded(encode, 0, deltas)
                     if out and not await writer.send(out):
-                        return await _stopped(writer, encode_error)  # closing the deltas aborts the generation
+                        return await _stopped(writer, encode_error)  # closing the batches aborts the generation
         else:
-            async with aclosing(choice_deltas(generations)) as deltas:
-                async for index, delta in deltas:
-                    out = encode(index, delta)
+            async with aclosing(choice_batches(generations, per_output=per_output)) as batches:
+                async for index, deltas in batches:
+                    out = _encoded(encode, index, deltas)
                     if out and not await writer.send(out):
-                        return await _stopped(writer, encode_error)  # closing `deltas` aborts the generations
+                        return await _stopped(writer, encode_error)  # closing `batches` aborts the generations
     except RequestError as error:
         return StreamEnd.FAILED if await writer.send(encode_error(error)) else StreamEnd.CLIENT_GONE
     return StreamEnd.CLIENT_GONE if any(generation.client_gone for generation in generations) else StreamEnd.FINISHED
+
+
+def _encoded(encode: Callable[[int, Delta], bytes], index: int, deltas: list[Delta]) -> bytes:
+    return encode(index, deltas[0]) if len(deltas) == 1 else b"".join([encode(index, delta) for delta in deltas])
 
 
 async def _stopped(writer: StreamWriter, encode_error: Callable[[RequestError], bytes]) -> StreamEnd:

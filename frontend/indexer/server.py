@@ -242,24 +242,16 @@ def _serve(context: zmq.Context, writer: KvIndexWriter, endpoints: Endpoints, se
     ready.send("ready")
     ready.close()
     version, next_housekeeping = -1, 0.0
+    poller, by_socket = _poller(indexer, recv_from_registry, recv_routed)
     while True:
-        poller = zmq.Poller()
-        poller.register(recv_from_registry, zmq.POLLIN)
-        poller.register(recv_routed, zmq.POLLIN)
-        by_socket = {}
-        for feed in indexer.feeds.values():
-            for sock, handler in ((feed.events, indexer.on_event_frames), (feed.replay, indexer.on_replay_frames),
-                                  (feed.load, indexer.on_load_frames)):
-                if sock is not None:
-                    poller.register(sock, zmq.POLLIN)
-                    by_socket[sock] = (feed, handler)
         for sock, _ in poller.poll(200):
             if sock is recv_from_registry:
                 snapshot = _latest_snapshot(sock)
                 if snapshot is not None and snapshot.version != version:
                     version = snapshot.version
                     indexer.sync(snapshot.instances)
-                    break  # sockets may have closed: rebuild the poller before reading more
+                    poller, by_socket = _poller(indexer, recv_from_registry, recv_routed)
+                    break  # sockets may have closed: read on with the new poller
             elif sock is recv_routed:
                 for frames in _drain(sock):
                     indexer.on_routed(frames[-1])
@@ -272,6 +264,22 @@ def _serve(context: zmq.Context, writer: KvIndexWriter, endpoints: Endpoints, se
             writer.expire_predictions(now - indexer.prediction_ttl_s)
             send_status.send(indexer_wire.encoder.encode(indexer.status()))
             next_housekeeping = now + STATUS_INTERVAL_S
+
+
+def _poller(indexer: Indexer, *always: zmq.Socket) -> tuple[zmq.Poller, dict]:
+    """A poller over ``always`` and every worker feed's sockets (rebuilt when the instance table changes), and
+    each feed socket's (feed, handler)."""
+    poller = zmq.Poller()
+    for sock in always:
+        poller.register(sock, zmq.POLLIN)
+    by_socket = {}
+    for feed in indexer.feeds.values():
+        for sock, handler in ((feed.events, indexer.on_event_frames), (feed.replay, indexer.on_replay_frames),
+                              (feed.load, indexer.on_load_frames)):
+            if sock is not None:
+                poller.register(sock, zmq.POLLIN)
+                by_socket[sock] = (feed, handler)
+    return poller, by_socket
 
 
 def _drain(sock: zmq.Socket) -> list[list[bytes]]:

@@ -10,7 +10,7 @@ Several choices (``n > 1``, or a batch of completion prompts) are one engine req
 before the first is read (:class:`Choices`): choice ``i`` of a request with a ``seed`` gets the seed
 ``seed + i``, so choice 0 is what the same request with ``n = 1`` answers; without a seed the choices are
 independent samples (identical under greedy decoding). They share one disconnect watch and one metrics
-observer (the request counts once); :func:`choice_deltas` interleaves their deltas as they come, and
+observer (the request counts once); :func:`choice_batches` interleaves their deltas as they come, and
 :func:`collect` / :func:`collect_all` read whole generations for unary answers.
 
 Owners release by construction: ``Generation``, ``Choices`` (and ``ChatSession`` over them) are async context
@@ -190,10 +190,20 @@ class Generation:
                      self.prompt_tokens + pipeline.completion_tokens, details)
 
     async def deltas(self) -> AsyncIterator[Delta]:
-        """Deltas until the request finishes or the client leaves; the worker's failure is raised as a
-        :class:`~frontend.protocol.errors.RequestError` (``WorkerGone``, ``EngineError``, or ``InvalidRequest``
-        when the engine refused the request). Always releases the worker side (:meth:`release`)."""
+        """One delta per wake-up: everything that arrived since the last one, folded (for readers that do not
+        stream events: unary answers, gRPC). See :meth:`batches`."""
+        async with aclosing(self.batches(per_output=False)) as batches:
+            async for batch in batches:
+                yield batch[0]
+
+    async def batches(self, *, per_output: bool) -> AsyncIterator[list[Delta]]:
+        """The deltas of every engine output that arrived since the last batch, until the request finishes or
+        the client leaves: one delta per engine output with ``per_output``, else one delta for them all. The
+        worker's failure is raised as a :class:`~frontend.protocol.errors.RequestError` (``WorkerGone``,
+        ``EngineError``, or ``InvalidRequest`` when the engine refused the request) after the deltas of the
+        outputs before it. Always releases the worker side (:meth:`release`)."""
         finished = False
+        pipeline = self.pipeline
         try:
             while not finished:
                 try:
@@ -205,11 +215,7 @@ class Generation:
                 if self.client_gone:
                     return
                 if not self._worker_prefilled:
-                    self._worker_prefilled = True
-                    self.submission.first_token()
-                    if not self._prefilled:
-                        self._prefilled = True
-                        self.first_token_at = time.perf_counter()
+                    self._first_output()
                 if self.output_ids is not None:
                     for output in outputs:
                         self.output_ids += output.token_ids
@@ -217,25 +223,36 @@ class Generation:
                         outputs = _without_failure(outputs)
                         if not outputs:
                             continue
-                before = self.pipeline.completion_tokens
-                delta = self.pipeline.feed(outputs)
-                if self.pipeline.completion_tokens > before:
-                    self.observer.tokens(self.pipeline.completion_tokens - before)
-                finished = delta.finish_reason is not None
-                if finished:
+                before = pipeline.completion_tokens
+                deltas = pipeline.feed_each(outputs) if per_output and len(outputs) > 1 else [pipeline.feed(outputs)]
+                if pipeline.completion_tokens > before:
+                    self.observer.tokens(pipeline.completion_tokens - before)
+                last = deltas[-1]
+                if last.finish_reason is not None:
+                    finished = True
                     self.finished_at = time.perf_counter()
-                if delta.error is not None:
-                    error, delta = delta.error, None
+                if last.error is not None:
+                    error = last.error
+                    if len(deltas) > 1:
+                        yield deltas[:-1]
+                    deltas = last = None
                     try:
                         raise error
                     finally:
                         error = None  # no cycle through this frame: the error's traceback holds it
-                yield delta
+                yield deltas
         except RequestError:
             self._errored = True
             raise
         finally:
             self.release()
+
+    def _first_output(self) -> None:
+        self._worker_prefilled = True
+        self.submission.first_token()
+        if not self._prefilled:
+            self._prefilled = True
+            self.first_token_at = time.perf_counter()
 
     def _may_migrate(self) -> bool:
         """Migration is on and can serve this request (structured output cannot resume mid-document)."""
@@ -434,21 +451,22 @@ def combined_usage(groups: list[list[Generation]]) -> Usage:
     return Usage(prompt, completion, prompt + completion, PromptTokensDetails(cached) if cached else None)
 
 
-async def choice_deltas(generations: list[Generation]) -> AsyncIterator[tuple[int, Delta]]:
-    """``(choice index, delta)`` of one or several generations as they come (a worker's failure raised).
-    Read it inside ``contextlib.aclosing``: closing it stops the generations still running, which aborts them
-    on their workers."""
+async def choice_batches(generations: list[Generation], *, per_output: bool
+                         ) -> AsyncIterator[tuple[int, list[Delta]]]:
+    """``(choice index, deltas)`` of one or several generations as they come (see :meth:`Generation.batches`; a
+    worker's failure raised). Read it inside ``contextlib.aclosing``: closing it stops the generations still
+    running, which aborts them on their workers."""
     if len(generations) == 1:
-        async with aclosing(generations[0].deltas()) as deltas:
-            async for delta in deltas:
-                yield 0, delta
+        async with aclosing(generations[0].batches(per_output=per_output)) as batches:
+            async for batch in batches:
+                yield 0, batch
         return
-    queue: asyncio.Queue[tuple[int, Delta | BaseException | None]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, list[Delta] | BaseException | None]] = asyncio.Queue()
 
     async def pump(index: int, generation: Generation) -> None:
         try:
-            async for delta in generation.deltas():
-                queue.put_nowait((index, delta))
+            async for batch in generation.batches(per_output=per_output):
+                queue.put_nowait((index, batch))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the worker's failure (or a bug): re-raised by the reader

@@ -92,6 +92,16 @@ class OutputPipeline:
             return self._parse(text, logprobs, error)
         return Delta(text, self.finish_reason, logprobs, error)
 
+    def feed_each(self, outputs: list[RequestOutput]) -> list[Delta]:
+        """One delta per output (a streamed response's one event per engine output), up to the first finish."""
+        deltas = []
+        for output in outputs:
+            delta = self.feed([output])
+            deltas.append(delta)
+            if delta.finish_reason is not None:
+                break
+        return deltas
+
     def _parse(self, text: str, logprobs: list[TokenLogprob] | None, error: RequestError | None) -> Delta:
         assert self.parser is not None
         segments = self.parser.feed(text) if text else []

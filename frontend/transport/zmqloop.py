@@ -9,19 +9,22 @@ so every send is followed by a check of ``zmq.EVENTS`` (``after_send``).
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Any, Callable
 
 import zmq
 
 
 class SocketDrainer:
-    """Calls ``on_message(frames)`` for every multipart message that arrives on ``sock``."""
+    """Calls ``on_message(frames)`` for every multipart message that arrives on ``sock``; with ``multipart=False``
+    ``on_message(frame)`` for every frame (a socket whose peers send one frame per message: no per-message
+    frame list)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket,
-                 on_message: Callable[[list[bytes]], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket, on_message: Callable[[Any], None], *,
+                 multipart: bool = True) -> None:
         self.loop = loop
         self.sock = sock
         self.on_message = on_message
+        self._recv = sock.recv_multipart if multipart else sock.recv
         self._fd = sock.getsockopt(zmq.FD)
         self._scheduled = False
         loop.add_reader(self._fd, self.drain)
@@ -30,7 +33,7 @@ class SocketDrainer:
     def drain(self) -> None:
         """Read until the socket has nothing more."""
         self._scheduled = False
-        recv = self.sock.recv_multipart
+        recv = self._recv
         handle = self.on_message
         while True:
             try:

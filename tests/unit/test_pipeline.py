@@ -271,3 +271,31 @@ def test_stages_finish_on_engine_finish(tokenizer):
     assert p.feed([out(ids)]).text == ""
     assert p.feed([out([], "length")]).text == "HELLO WORLD"
     assert stage.finished == 1
+
+
+# ---- feed_each: one delta per engine output (a streamed response's one event per output) -------------------
+
+
+def test_feed_each_gives_one_delta_per_output(tokenizer):
+    ids = tokenizer.encode("one two three four five", add_special_tokens=False).ids
+    each = pipeline(tokenizer).feed_each([out([i]) for i in ids])
+    folded = pipeline(tokenizer).feed([out([i]) for i in ids])
+    assert len(each) == len(ids)
+    assert "".join(d.text for d in each) == folded.text == "one two three four five"
+    assert all(d.finish_reason is None for d in each)
+
+
+def test_feed_each_stops_at_the_first_finish(tokenizer):
+    ids = tokenizer.encode("alpha beta gamma", add_special_tokens=False).ids
+    p = pipeline(tokenizer, stop=["beta"])
+    each = p.feed_each([out([i]) for i in ids] + [out([ids[0]], "length")])
+    assert each[-1].finish_reason == "stop" and p.stopped_by_string
+    assert "".join(d.text for d in each) == "alpha "
+
+
+def test_feed_each_reports_the_error_last(tokenizer):
+    ids = tokenizer.encode("ok then", add_special_tokens=False).ids
+    each = pipeline(tokenizer).feed_each([out([ids[0]]), out([], "error", error="boom"), out([ids[1]])])
+    assert len(each) == 2
+    assert each[0].error is None and each[0].text
+    assert isinstance(each[1].error, EngineError)
