@@ -228,6 +228,11 @@ OPTIONS: tuple[Option, ...] = (
            validate=_paths),
     Option("tokenizer_workers", int, 1, "Tokenizer processes (chat template + tokenization).", "preprocess",
            validate=positive),
+    Option("tokenize_inline_max_bytes", int, 4096, "Requests whose body is at most this many bytes are templated "
+           "and tokenized in the HTTP process (no hop to the tokenizer pool: lower latency and CPU for short prompts; "
+           "each HTTP process then holds the model's tokenizer); larger ones go to the pool, so that a long prompt "
+           "never stalls the streams of an HTTP process (0 = always the pool).", "preprocess",
+           validate=_non_negative),
     Option("disable_nvext", bool, False, "Ignore the nvext object of chat and completion requests and the "
            "worker-pinning headers (x-worker-instance-id), as Dynamo's DYN_DISABLE_FRONTEND_NVEXT does.",
            "preprocess", env_aliases=("DYN_DISABLE_FRONTEND_NVEXT",)),

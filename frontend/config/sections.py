@@ -82,6 +82,7 @@ class PreprocessConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Group ``preprocess``: the tokenizer pool and nvext."""
 
     tokenizer_workers: int = 1
+    tokenize_inline_max_bytes: int = 4096  # tokenizer/client.py
     disable_nvext: bool = False
 
 

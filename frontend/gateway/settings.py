@@ -78,6 +78,7 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     api_keys: ApiKeys = ApiKeys()  # digests of --api-key / --api-key-file (gateway/auth.py); empty: no check
     limits: LimitsConfig = LimitsConfig()  # what one request may hold (pipeline/prepare.check_limits)
     stream_coalesce: bool = False  # --stream-coalesce: a stream that falls behind folds its queue into one event
+    tokenize_inline_max_bytes: int = 0  # --tokenize-inline-max-bytes: shorter request bodies tokenized in-process
 
     @classmethod
     def from_config(cls, config: FrontendConfig, endpoints: Endpoints, run_dir: str) -> "GatewaySettings":
@@ -96,4 +97,5 @@ class GatewaySettings(msgspec.Struct, frozen=True):
             media=MediaSettings.from_config(config.media, run_dir),
             api_keys=ApiKeys.from_config(config.auth),
             limits=config.limits, stream_coalesce=config.http.stream_coalesce,
+            tokenize_inline_max_bytes=config.preprocess.tokenize_inline_max_bytes,
         )

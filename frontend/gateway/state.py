@@ -57,7 +57,8 @@ class Gateway:
         self._metrics_server = SnapshotServer(loop, self.context, self.metrics, settings.metrics_dir)
         self.engines = EngineClient(loop, self.context, settings.limits.max_queued_tokens)
         self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances)
-        self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics)
+        self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics,
+                                         settings.tokenize_inline_max_bytes)
         self.kv_index = KvIndexReader(settings.endpoints.kv_index_name)
         self.media = MediaStore(settings.media)
         self.tcp_diag = open_tcp_diag()  # slow readers of streamed responses (http/client_backlog.py)

@@ -1,4 +1,12 @@
-"""The gateway side of the tokenizer pool: one DEALER connected to every pool process.
+"""The gateway side of tokenization: short requests in this process, the rest in the pool.
+
+A request whose body is at most ``inline_max_bytes`` (``--tokenize-inline-max-bytes``) is templated and tokenized
+right here, once this process has the model loaded (a background thread loads it on first sight; meanwhile the
+pool answers): no round trip to another process for the common short prompt, and the event loop is held at most
+for about a millisecond. Longer requests go to the pool, so that a long prompt never stalls the streams this
+process serves.
+
+The pool: one DEALER connected to every pool process.
 
 ZeroMQ round-robins requests over the connected pool processes; replies are matched to waiting requests
 by ``request_id``. A socket monitor watches the connections: when a pool process goes away (the daemon restarts
@@ -22,6 +30,7 @@ from ..protocol import tokenizer as wire
 from ..protocol.errors import ServiceUnavailable, TemplateError
 from ..transport.sockets import open_socket
 from ..transport.zmqloop import SocketDrainer
+from .tokenization import Tokenization
 
 TOKENIZE_TIMEOUT_S = 30.0
 
@@ -32,7 +41,7 @@ class TokenizerClient:
     """Sends prompts to the pool and awaits token ids."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoints: list[str],
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, inline_max_bytes: int = 0) -> None:
         sock = open_socket(context, zmq.DEALER)
         monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         for endpoint in endpoints:
@@ -44,27 +53,53 @@ class TokenizerClient:
         self._ids = itertools.count()
         self._metrics = metrics
         self._waiting: dict[int, tuple[asyncio.Future[wire.TokenizeResult], bytes]] = {}
+        self.inline_max_bytes = inline_max_bytes
+        self._inline = Tokenization()
+        self._loading: set[str] = set()  # model paths loaded (or being loaded, or failed) for inline use
 
     async def tokenize(self, model_path: str, kind: str, body: bytes, block_size: int) -> tuple[list[int], bytes]:
         """Token ids and block hashes of the request's prompt; TemplateError (400) when it cannot be rendered."""
         request_id = next(self._ids)
         started = time.perf_counter()
-        future = self.loop.create_future()
-        message = wire.encoder.encode(wire.TokenizeRequest(request_id, model_path, kind, body, block_size))
-        self._waiting[request_id] = (future, message)
-        self._send(message)
-        try:
-            result = await asyncio.wait_for(future, TOKENIZE_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise ServiceUnavailable("the tokenizer pool did not answer in time") from None
-        finally:
-            self._waiting.pop(request_id, None)
+        request = wire.TokenizeRequest(request_id, model_path, kind, body, block_size)
+        if len(body) <= self.inline_max_bytes and self._inline_ready(model_path):
+            result = self._inline.handle(request)
+        else:
+            result = await self._pool(request)
         if self._metrics is not None:
             self._metrics.observe("tokenizer_latency_ms", (("operation", "tokenize"),),
                                   (time.perf_counter() - started) * 1000)
         if result.error is not None:
             raise TemplateError(result.error)
         return result.token_ids, result.block_hashes
+
+    def _inline_ready(self, model_path: str) -> bool:
+        """Whether the model is loaded here; on first sight start loading it in a thread (the pool answers
+        meanwhile; a model that fails to load here stays with the pool, which reports its error)."""
+        if self._inline.loaded(model_path):
+            return True
+        if model_path not in self._loading:
+            self._loading.add(model_path)
+            self.loop.run_in_executor(None, self._load_inline, model_path)
+        return False
+
+    def _load_inline(self, model_path: str) -> None:
+        try:
+            self._inline.model(model_path)
+        except Exception as exc:  # noqa: BLE001 (any failure leaves the model to the pool)
+            log.info("tokenizing in the pool only", extra={"model_path": model_path, "error": str(exc)})
+
+    async def _pool(self, request: wire.TokenizeRequest) -> wire.TokenizeResult:
+        future = self.loop.create_future()
+        message = wire.encoder.encode(request)
+        self._waiting[request.request_id] = (future, message)
+        self._send(message)
+        try:
+            return await asyncio.wait_for(future, TOKENIZE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable("the tokenizer pool did not answer in time") from None
+        finally:
+            self._waiting.pop(request.request_id, None)
 
     def _on_reply(self, frames: list[bytes]) -> None:
         try:

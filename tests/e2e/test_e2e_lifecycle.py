@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from e2e_support import MODEL, Daemon, sse_events, wait_until
 
@@ -94,7 +95,7 @@ def _comm(pid: int) -> str:
 def test_requests_waiting_on_a_killed_tokenizer_are_sent_again(start_daemon):
     """A tokenizer process dies with requests inside it: they are sent again (to its successor), not left to
     time out (30 s, then a 503)."""
-    server = start_daemon("--mock-extra-models", "none", mock_workers=1)
+    server = start_daemon("--mock-extra-models", "none", "--tokenize-inline-max-bytes", "0", mock_workers=1)
     [tokenizer] = [pid for pid in descendants(server.pid) if _comm(pid) == "dyn-tokenizer"]
     os.kill(tokenizer, signal.SIGSTOP)  # requests reach it and stay inside
     outcomes: list[object] = []
@@ -114,6 +115,33 @@ def test_requests_waiting_on_a_killed_tokenizer_are_sent_again(start_daemon):
     for thread in threads:
         thread.join(30)
     assert outcomes == [200] * 4, (outcomes, server.log_text())
+
+
+def test_short_prompts_are_tokenized_in_the_http_process(start_daemon, tok):
+    """With the pool stopped, a short request is still answered (tokenized in the HTTP process, with the same
+    ids as the pool's); a request above --tokenize-inline-max-bytes waits for the pool."""
+    server = start_daemon("--mock-extra-models", "none", "--tokenize-inline-max-bytes", "2048", mock_workers=1)
+    messages = [{"role": "user", "content": "A short question about lighthouses?"}]
+
+    def prompt_tokens(content_messages: list[dict], timeout: float) -> int:
+        response = httpx.post(server.base_url + "/v1/chat/completions", timeout=timeout, json={
+            "model": MODEL, "messages": content_messages, "max_tokens": 1})
+        assert response.status_code == 200, response.text
+        return response.json()["usage"]["prompt_tokens"]
+
+    from_pool = prompt_tokens(messages, 10)  # the first sight of the model: the pool answers, this process loads it
+    [tokenizer] = [pid for pid in descendants(server.pid) if _comm(pid) == "dyn-tokenizer"]
+    time.sleep(1.0)  # the background load of the tokenizer in the HTTP process
+    os.kill(tokenizer, signal.SIGSTOP)
+    try:
+        assert prompt_tokens(messages, 5) == from_pool
+        long_messages = [{"role": "user", "content": "lighthouse " * 300}]
+        with pytest.raises(httpx.ReadTimeout):
+            prompt_tokens(long_messages, 1.5)
+    finally:
+        os.kill(tokenizer, signal.SIGCONT)
+    rendered = tok.encode("lighthouse " * 300, add_special_tokens=False).ids
+    assert prompt_tokens(long_messages, 10) > len(rendered)
 
 
 def test_a_registry_restart_fails_no_request(start_daemon):
