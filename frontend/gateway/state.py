@@ -10,16 +10,13 @@ import asyncio
 import itertools
 import os
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import msgspec
 import zmq
 
 from ..kv import KvIndexReader
-from ..observability.metrics import (CURRENT_REQUEST, Metrics, RequestRecord, Snapshot, SnapshotServer, SnapshotWriter,
-                                     error_type_for, gather_snapshots)
+from ..observability.metrics import Metrics, Snapshot, SnapshotServer, SnapshotWriter, gather_snapshots
 from ..protocol import indexer as indexer_wire
 from ..protocol.engine import GenerateRequest, UnaryRequest
 from ..protocol.errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable
@@ -29,6 +26,7 @@ from ..tokenizer.client import TokenizerClient
 from ..transport.sockets import ROUTED_BLOCKS_HWM, open_socket
 from ..transport.tcp_diag import open_tcp_diag
 from ..transport.zmqloop import SocketDrainer
+from .admission import Admission, DrainingFlag
 from .discovery import ModelTable, ServedModel
 from .engine_client import EngineClient
 from .settings import GatewaySettings
@@ -71,34 +69,12 @@ class Gateway:
         self._prefix = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
         self._counter = itertools.count()
         self.inflight = 0
+        self.draining = DrainingFlag(settings.draining_flag)
 
-    @contextmanager
-    def admitted(self, endpoint: str) -> Iterator[RequestRecord]:
-        """Admission and accounting of one request, for every front door (HTTP, gRPC).
-
-        Refused with 503 while the daemon drains or over ``--max-concurrent-requests`` (per process); counted
-        in ``inflight`` (also while its body uploads) and recorded in ``requests_total`` with its endpoint
-        label and error type.
-        """
-        settings = self.settings
-        if os.path.exists(settings.draining_flag):
-            raise ServiceUnavailable("the server is shutting down; retry on another instance")
-        if settings.max_concurrent_requests and self.inflight >= settings.max_concurrent_requests:
-            raise ServiceUnavailable("too many concurrent requests; retry later")
-        self.inflight += 1
-        record = RequestRecord(endpoint)
-        CURRENT_REQUEST.set(record)
-        try:
-            yield record
-        except RequestError as error:
-            record.error_type = error_type_for(error.status)
-            raise
-        except Exception:
-            record.error_type = "internal"
-            raise
-        finally:
-            self.inflight -= 1
-            record.record(self.metrics)
+    def admitted(self, endpoint: str) -> Admission:
+        """Admission and accounting of one request (``with gateway.admitted(endpoint) as record``; see
+        ``admission.Admission``): a 503 while the daemon drains or over ``--max-concurrent-requests``."""
+        return Admission(self, endpoint)
 
     async def metrics_snapshots(self) -> list[Snapshot]:
         """The metrics of every serving process: live values of the running ones (asked over ipc), the last
