@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from e2e_support import MODEL, Daemon, sse_events, wait_until
 
 
