@@ -29,6 +29,12 @@ each other: 0.86-0.9 µs per token one id at a time, 0.30-0.34 µs per token in 
 ``InvalidPrefix`` when the decoded text is not prefix-stable (for example a byte-fallback run with
 an invalid byte). This version keeps streaming in that case.
 
+Byte-level decoders (GPT-2, Llama 3, Qwen, DeepSeek) decode a sequence as the UTF-8 of its tokens' bytes put
+together, so a token whose bytes are complete UTF-8 on their own decodes to the same text wherever it stands.
+For them, at a clean boundary, a step of such tokens is emitted from a per-tokenizer cache of each token's text
+(:class:`TokenPieces`) without any ``decode`` call; any other token (part of a character, or one whose text holds
+U+FFFD) takes the general path above. Every other decoder always takes it.
+
 Limit: with byte-fallback decoders, ``decode()`` turns a whole run of byte tokens into U+FFFD when
 the run holds an invalid byte, including characters that were already emitted. The stream keeps
 those characters, so its text differs from ``decode()`` only for invalid input.
@@ -39,6 +45,7 @@ from __future__ import annotations
 from typing import Final
 
 import tokenizers
+from tokenizers import decoders
 
 REPLACEMENT_CHAR: Final = "\ufffd"
 PROMPT_TAIL_IDS: Final = 5
@@ -50,10 +57,43 @@ in 4, so legitimate text reaches 64 with a probability below 1e-7. A run this lo
 from the model."""
 
 
+class TokenPieces:
+    """Each token's own text, for a byte-level tokenizer, filled as tokens are seen; ``None`` for a token whose
+    text is not self-contained (its bytes are part of a character, or it decodes to U+FFFD)."""
+
+    __slots__ = ("tokenizer", "skip_special_tokens", "cache")
+
+    def __init__(self, tokenizer: tokenizers.Tokenizer, skip_special_tokens: bool) -> None:
+        self.tokenizer = tokenizer  # kept: the table is keyed by its id()
+        self.skip_special_tokens = skip_special_tokens
+        self.cache: dict[int, str | None] = {}
+
+    def piece(self, token_id: int) -> str | None:
+        text = self.tokenizer.decode([token_id], self.skip_special_tokens)
+        piece = None if REPLACEMENT_CHAR in text else text
+        self.cache[token_id] = piece
+        return piece
+
+
+_PIECES: dict[tuple[int, bool], TokenPieces] = {}
+
+
+def token_pieces(tokenizer: tokenizers.Tokenizer, skip_special_tokens: bool) -> TokenPieces | None:
+    """The shared piece table of a byte-level tokenizer (one per tokenizer and ``skip_special_tokens``); None for
+    any other decoder."""
+    if type(tokenizer.decoder) is not decoders.ByteLevel:
+        return None
+    key = (id(tokenizer), skip_special_tokens)
+    table = _PIECES.get(key)
+    if table is None or table.tokenizer is not tokenizer:
+        table = _PIECES[key] = TokenPieces(tokenizer, skip_special_tokens)
+    return table
+
+
 class IncrementalDetokenizer:
     """Turns a stream of token ids into text deltas, never splitting a UTF-8 character."""
 
-    __slots__ = ("_decode", "_skip", "_ids", "_read", "_done_len", "_held_steps")
+    __slots__ = ("_decode", "_skip", "_ids", "_read", "_done_len", "_held_steps", "_pieces")
 
     def __init__(
         self,
@@ -70,6 +110,7 @@ class IncrementalDetokenizer:
         # Length of the window's decoded text that has been emitted (or belongs to the prompt).
         self._done_len = 0
         self._held_steps = 0  # steps since the last advance of the offsets
+        self._pieces = token_pieces(tokenizer, skip_special_tokens)
         if prompt_tail:
             self._seed(prompt_tail[-PROMPT_TAIL_IDS:])  # a copy: the caller's list is not kept
 
@@ -87,6 +128,10 @@ class IncrementalDetokenizer:
         if not token_ids:
             return ""
         ids = self._ids
+        if self._pieces is not None and self._read == len(ids):  # a clean boundary: try the cached pieces
+            text = self._from_pieces(token_ids)
+            if text is not None:
+                return text
         ids.extend(token_ids)
         text = self._decode(ids, self._skip)
         done = self._done_len
@@ -98,6 +143,25 @@ class IncrementalDetokenizer:
             self._held_steps = 0
             return text[done:]
         return self._hold(text)
+
+    def _from_pieces(self, token_ids: list[int]) -> str | None:
+        """The text of ``token_ids`` from the piece table when every one is self-contained (None otherwise);
+        the window becomes the last id, as the general path would leave it."""
+        pieces = self._pieces
+        cache = pieces.cache
+        parts = []
+        for token_id in token_ids:
+            piece = cache.get(token_id, False)
+            if piece is False:
+                piece = pieces.piece(token_id)
+            if piece is None:
+                return None
+            parts.append(piece)
+        self._ids = [token_ids[-1]]
+        self._read = 1
+        self._done_len = len(parts[-1])
+        self._held_steps = 0
+        return "".join(parts)
 
     def flush(self) -> str:
         """At the end of the stream, return any held text (an incomplete UTF-8 sequence decodes with U+FFFD)."""

@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # no packaging config yet: make `frontend` importable from the checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-from frontend.postprocess.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer  # noqa: E402
+from frontend.postprocess.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer, token_pieces  # noqa: E402
 
 TINY_TOKENIZER = REPO_ROOT / "config" / "models" / "tiny" / "tokenizer.json"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -266,3 +267,25 @@ def test_prompt_tail_is_not_mutated(bpe_tok: Tokenizer) -> None:
     det = IncrementalDetokenizer(bpe_tok, prompt_tail=prompt)
     det.step(bpe_tok.encode(" h", add_special_tokens=False).ids)
     assert prompt == before
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_piece_table_path_gives_the_same_deltas_as_decoding(tiny_tok: Tokenizer, data) -> None:
+    """Byte-level tokenizers take the cached-pieces path at clean boundaries: any ids (partial characters, special
+    tokens, invalid byte runs included) in any batches give exactly the deltas of the decode-only path."""
+    vocab = tiny_tok.get_vocab_size()
+    ids = data.draw(st.lists(st.integers(0, vocab - 1) | st.integers(0, 300), max_size=40))
+    seed = data.draw(st.integers(0, 1000))
+    skip = data.draw(st.booleans())
+    fast = IncrementalDetokenizer(tiny_tok, skip_special_tokens=skip, prompt_tail=[9707, 11])
+    plain = IncrementalDetokenizer(tiny_tok, skip_special_tokens=skip, prompt_tail=[9707, 11])
+    plain._pieces = None
+    assert fast._pieces is not None
+    batches = _batches(ids, random.Random(seed))
+    assert [fast.step(b) for b in batches] + [fast.flush()] == [plain.step(b) for b in batches] + [plain.flush()]
+
+
+def test_piece_table_only_for_byte_level_decoders(bpe_tok: Tokenizer, sp_tok: Tokenizer) -> None:
+    assert token_pieces(bpe_tok, True) is token_pieces(bpe_tok, True)
+    assert token_pieces(sp_tok, True) is None
