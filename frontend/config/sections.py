@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from .options import BUNDLED_MODEL_PATH, MOCK_EXTRA_MODELS, OPTIONS_BY_NAME, mock_extra_types
+from .options import BUNDLED_MODEL_PATH, DEFAULT_HTTP_WORKERS, MOCK_EXTRA_MODELS, OPTIONS_BY_NAME, mock_extra_types
 
 MIB = 1024 * 1024
 
@@ -39,7 +39,7 @@ class HttpConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     http_host: str = "0.0.0.0"
     http_port: int = 8000
-    workers: int = os.cpu_count() or 1
+    workers: int = DEFAULT_HTTP_WORKERS
     http_body_limit_mb: float = 192.0
     tls_cert_path: str = ""
     tls_key_path: str = ""
