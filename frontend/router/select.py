@@ -66,6 +66,12 @@ class RouterSettings:
                    migration_limit=router.migration_limit, migration_max_seq_len=router.migration_max_seq_len)
 
 
+SLOT_MAP_TTL_S = 0.1
+"""How old the map from worker to index slot may be in a KV decision's scoring. A slot is reassigned only after its
+worker left, which the process's model table learns at about the same time; the load a route adds is always
+accounted to a verified slot (``slot``, ``_owns``)."""
+
+
 @dataclass
 class Route:
     """Where a request went and the load it added (undone by ``Router.first_token`` / ``Router.finish``)."""
@@ -97,6 +103,7 @@ class Router:
         self.index = index
         self.send_routed = send_routed
         self._slots: dict[str, int] = {}
+        self._slots_read_at = -SLOT_MAP_TTL_S
         self._local_counter = 0
 
     def pick(self, model: Candidate, seq_hashes: Hashes, isl: int, pinned: str | None = None) -> Route:
@@ -145,22 +152,35 @@ class Router:
 
     def _pick_kv(self, model: Candidate, seq_hashes: Hashes, isl: int) -> tuple[str, int]:
         settings = self.settings
+        index = self.index
         # time.monotonic(), the clock the indexer stamps predictions with (system-wide on Linux)
-        matches = self.index.find_matches(seq_hashes, time.monotonic(), settings.predicted_ttl_s) if seq_hashes else {}
-        cached = self.index.stats()["slot_blocks"]  # tie-break: the worker with the fewest cached blocks
+        matches = index.find_matches(seq_hashes, time.monotonic(), settings.predicted_ttl_s) if seq_hashes else {}
+        cached = index.stats()["slot_blocks"]  # tie-break: the worker with the fewest cached blocks
+        slots = self._slot_map()
+        thresholds = self._thresholds_on()
         loads = []
         for instance_id in model.instance_ids:
-            slot = self.slot(instance_id)
+            slot = slots.get(instance_id)
+            if slot is None:
+                slot = self.slot(instance_id)  # new since the map was read (None: the indexer gave it no slot yet)
             blocks, prefill = self._load(slot)
-            if self._busy(model, instance_id, blocks, prefill):
+            if thresholds and self._busy(model, instance_id, blocks, prefill):
                 continue
-            overlap = matches.get(slot, 0) if slot is not None else 0
-            loads.append(WorkerLoad(instance_id, overlap, blocks, prefill, cached.get(slot, 0)))
+            loads.append(WorkerLoad(instance_id, matches.get(slot, 0), blocks, prefill, cached.get(slot, 0)))
         if not loads:
             raise self._all_busy(model)
         chosen = select_worker(loads, isl=isl, block_size=model.block_size, overlap_weight=settings.overlap_weight,
                                temperature=settings.temperature)
         return chosen.instance_id, chosen.overlap_blocks
+
+    def _slot_map(self) -> dict[str, int]:
+        """Worker instance -> index slot, read again from the index at most every ``SLOT_MAP_TTL_S``: a KV decision
+        weighs every worker, and checking each one's slot every time costs more than the decision."""
+        now = time.monotonic()
+        if now - self._slots_read_at >= SLOT_MAP_TTL_S:
+            self._slots = {worker_id: slot for slot, worker_id in self.index.slots()}
+            self._slots_read_at = now
+        return self._slots
 
     def _busy(self, model: Candidate, instance_id: str, blocks: int, prefill_tokens: int) -> bool:
         settings = self.settings

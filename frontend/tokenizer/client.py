@@ -54,7 +54,7 @@ class TokenizerClient:
         self._metrics = metrics
         self._waiting: dict[int, tuple[asyncio.Future[wire.TokenizeResult], bytes]] = {}
         self.inline_max_bytes = inline_max_bytes
-        self._inline = Tokenization()
+        self._inline = Tokenization(release_gil=False)
         self._loading: set[str] = set()  # model paths loaded (or being loaded, or failed) for inline use
 
     async def tokenize(self, model_path: str, kind: str, body: bytes, block_size: int) -> tuple[list[int], bytes]:

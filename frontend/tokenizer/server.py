@@ -26,7 +26,7 @@ def run(index: int, endpoint: str, ready: Connection) -> None:
     """Process entry: serve tokenization requests until terminated."""
     context = zmq.Context()
     recv_from_gateways = open_socket(context, zmq.ROUTER, bind=endpoint)
-    tokenization = Tokenization()
+    tokenization = Tokenization(release_gil=True)
     ready.send("ready")
     ready.close()
     encode = wire.encoder.encode
