@@ -20,6 +20,7 @@ from ..protocol.errors import FrontendError, TemplateError
 from ..protocol.limits import depth_problem
 from .chat_template import ChatTemplate
 from .model_files import load_tokenizer
+from .parallel_encode import PARALLEL_MIN_CHARS, parallel_encoder
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class LoadedModel:
         self.tokenizer: Tokenizer = load_tokenizer(model_path)
         self.template = ChatTemplate.from_model_dir(model_path)
         self.release_gil = release_gil
+        # a pool process (its only Python thread) encodes long texts on several cores, when cutting is exact
+        self.parallel_encode = parallel_encoder(self.tokenizer) if release_gil else None
 
     def chat_prompt_ids(self, body: bytes) -> list[int]:
         request = _chat_decoder.decode(body)
@@ -69,6 +72,8 @@ class LoadedModel:
         return self._encode(prompt, False)
 
     def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        if self.parallel_encode is not None and not add_special_tokens and len(text) >= PARALLEL_MIN_CHARS:
+            return self.parallel_encode(text)
         if self.release_gil:  # the batch call without offsets: the same ids as encode(), 15-40 % sooner
             return self.tokenizer.encode_batch_fast([text], add_special_tokens=add_special_tokens)[0].ids
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
