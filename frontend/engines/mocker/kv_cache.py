@@ -34,12 +34,13 @@ class CacheFull(Exception):
 class SequenceBlocks:
     """The blocks one request holds and how many of them are hashed (full and published)."""
 
-    __slots__ = ("block_ids", "hashes", "tokens")
+    __slots__ = ("block_ids", "hashes", "tokens", "prompt_hashes")
 
     def __init__(self, tokens: list[int]) -> None:
         self.tokens = array("I", tokens)
         self.block_ids: list[int] = []
         self.hashes: list[int] = []
+        self.prompt_hashes: list[int] = []  # of the prompt's full blocks, computed once at admission
 
 
 class KvCache:
@@ -66,10 +67,15 @@ class KvCache:
         return self.num_blocks - self.free_blocks
 
     def prompt_hashes(self, tokens: array) -> list[int]:
-        hashes, parent, size = [], None, self.block_size
-        for start in range(0, len(tokens) - size + 1, size):
-            parent = engine_block_hash(parent, tokens[start:start + size])
+        """The chained hashes of the full blocks of ``tokens`` (what ``engine_block_hash`` gives block by block)."""
+        hashes, size = [], self.block_size
+        raw, step = tokens.tobytes(), size * tokens.itemsize
+        pack, digest = _U64.pack, xxhash.xxh3_64_intdigest
+        prefix = b""
+        for start in range(0, len(tokens) // size * step, step):
+            parent = digest(prefix + raw[start:start + step], seed=0)
             hashes.append(parent)
+            prefix = pack(parent)
         return hashes
 
     def cached_prefix(self, hashes: list[int]) -> int:
@@ -87,7 +93,7 @@ class KvCache:
 
         Raises CacheFull (and holds nothing) when the prompt does not fit.
         """
-        hashes = self.prompt_hashes(sequence.tokens)
+        hashes = sequence.prompt_hashes = self.prompt_hashes(sequence.tokens)
         hits = self.cached_prefix(hashes)
         needed = -(-(len(sequence.tokens) + 1) // self.block_size) - hits
         if needed > self.free_blocks - sum(1 for h in hashes[:hits] if h in self.evictable):
@@ -115,10 +121,11 @@ class KvCache:
         if full <= first_new:
             return
         parent = sequence.hashes[-1] if sequence.hashes else None
-        stored_hashes, stored_tokens = [], []
+        known = sequence.prompt_hashes  # the prompt's blocks were hashed at admission
+        stored_hashes, stored_tokens = [], array("I")
         for index in range(first_new, full):
             tokens = sequence.tokens[index * size:(index + 1) * size]
-            block_hash = engine_block_hash(parent, tokens)
+            block_hash = known[index] if index < len(known) else engine_block_hash(parent, tokens)
             block_id = sequence.block_ids[index]
             sequence.hashes.append(block_hash)
             if block_hash not in self.cached:
@@ -129,7 +136,7 @@ class KvCache:
             parent = block_hash
         if stored_hashes and self.publisher is not None:
             stored_parent = sequence.hashes[first_new - 1] if first_new else None
-            self.publisher.stored(stored_hashes, stored_parent, stored_tokens, size)
+            self.publisher.stored(stored_hashes, stored_parent, stored_tokens.tolist(), size)
 
     def release(self, sequence: SequenceBlocks) -> None:
         """Drop the request's references; hashed blocks stay cached (evictable), others become free."""
