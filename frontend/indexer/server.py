@@ -11,9 +11,10 @@ Sockets:
 A worker gets a slot in the index when it registers and loses it (with all its blocks) when it goes. A worker
 that advertises a ``load_endpoint`` reports its own load, which the indexer stores in the slot for the routers
 (in every router mode).
-With ``use_kv_events`` off, only the routers' own decisions (RoutedBlocks) populate the index, each for
-``ttl_s`` (approximate mode); with events on, those decisions count for ``pending_ttl_s`` until the
-worker's events confirm them.
+With ``use_kv_events`` off (``--no-kv-events``), only the routers' own decisions (RoutedBlocks) populate the
+index, each for ``ttl_s`` (approximate mode); with events on, those decisions count for ``pending_ttl_s`` until
+the worker's events confirm them. KV events are followed only with ``--router-mode kv``: no other router reads
+the blocks, and decoding every worker's events cost ~6 µs of CPU per streamed token under round-robin.
 """
 
 from __future__ import annotations
@@ -237,7 +238,9 @@ def _serve(context: zmq.Context, writer: KvIndexWriter, endpoints: Endpoints, se
     recv_from_registry = open_socket(context, zmq.SUB, subscribe=b"", connect=endpoints.registry_pub)
     recv_routed = open_socket(context, zmq.PULL, bind=endpoints.indexer_routed)
     send_status = open_socket(context, zmq.PUB, bind=endpoints.indexer_status)
-    indexer = Indexer(context, writer, use_kv_events=settings.kv_events, ttl_s=settings.router_ttl_s,
+    # only the kv router reads the blocks: in the other modes the indexer follows the workers' load reports only
+    use_kv_events = settings.kv_events and settings.router_mode == "kv"
+    indexer = Indexer(context, writer, use_kv_events=use_kv_events, ttl_s=settings.router_ttl_s,
                       pending_ttl_s=settings.router_pending_ttl_s)
     ready.send("ready")
     ready.close()
