@@ -59,8 +59,9 @@ class StartupError(FrontendError):
     """A child process did not become ready."""
 
 
-def _child_main(title: str, log_level: str, log_format: str, target: Callable[..., None], args: tuple) -> None:
-    die_with_parent()
+def _child_main(title: str, log_level: str, log_format: str, target: Callable[..., None], args: tuple,
+                parent: int) -> None:
+    die_with_parent(parent=parent)  # the daemon may have died while this child was still importing
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon decides
     signal.signal(signal.SIGTERM, _exit_cleanly)  # run finally blocks (the indexer unlinks its shared memory)
     set_process_title(title)
@@ -191,7 +192,8 @@ class Supervisor:
             general = self.config.general
             chosen = restart_args if restart_args is not None and child.deaths else args
             process = _spawn.Process(target=_child_main, name=name, daemon=False,
-                                     args=(title, general.log_level, general.log_format, target, (*chosen, sender)))
+                                     args=(title, general.log_level, general.log_format, target, (*chosen, sender),
+                                           os.getpid()))
             process.start()
             sender.close()
             _await_ready(name, receiver, process)

@@ -11,11 +11,13 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 
 
-def die_with_parent(signum: int = signal.SIGTERM) -> None:
+def die_with_parent(signum: int = signal.SIGTERM, parent: int | None = None) -> None:
     """Ask the kernel to send ``signum`` to this process when its parent exits (Linux only). A parent that
-    died before this call (the request only covers later deaths) gets the same answer at once."""
+    died before this call (the request only covers later deaths) gets the same answer at once: pass the parent's
+    pid as the parent knew it (``parent``) when it may have died before this process could ask (a spawned child
+    spends a second importing first)."""
     if sys.platform.startswith("linux"):
-        parent = os.getppid()
+        parent = os.getppid() if parent is None else parent
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
         if os.getppid() != parent:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing
+import os
+import signal
+import sys
 import threading
 import time
 
@@ -14,6 +18,7 @@ from async_support import until
 
 from frontend.transport.sockets import (DEFAULT_HWM, KV_EVENTS_HWM, LINGER_MS, ROUTED_BLOCKS_HWM, bind_random_port,
                                         open_socket)
+from frontend.transport.process import die_with_parent
 from frontend.transport.zmqloop import SocketDrainer
 
 _names = itertools.count()
@@ -242,3 +247,17 @@ def test_close_stops_watching_and_closes_the_socket(context, endpoint, run):
     assert receiver.closed
     sender.close()
     assert _term_returns(context)
+
+
+def _ask_with_a_parent_that_is_gone() -> None:
+    die_with_parent(parent=os.getppid() + 1_000_000)  # "the parent I was started by": not the one alive now
+    time.sleep(5)
+
+
+def test_a_child_whose_parent_died_before_it_asked_exits_at_once():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux only")
+    child = multiprocessing.get_context("fork").Process(target=_ask_with_a_parent_that_is_gone)
+    child.start()
+    child.join(4)
+    assert child.exitcode == -signal.SIGTERM
