@@ -176,11 +176,13 @@ class Router:
     def _slot_map(self) -> dict[str, int]:
         """Worker instance -> index slot, read again from the index at most every ``SLOT_MAP_TTL_S``: a KV decision
         weighs every worker, and checking each one's slot every time costs more than the decision."""
-        now = time.monotonic()
-        if now - self._slots_read_at >= SLOT_MAP_TTL_S:
-            self._slots = {worker_id: slot for slot, worker_id in self.index.slots()}
-            self._slots_read_at = now
+        if time.monotonic() - self._slots_read_at >= SLOT_MAP_TTL_S:
+            self._read_slot_map()
         return self._slots
+
+    def _read_slot_map(self) -> None:
+        self._slots = {worker_id: slot for slot, worker_id in self.index.slots()}
+        self._slots_read_at = time.monotonic()
 
     def _busy(self, model: Candidate, instance_id: str, blocks: int, prefill_tokens: int) -> bool:
         settings = self.settings
@@ -223,6 +225,6 @@ class Router:
             return None
         slot = self._slots.get(instance_id)
         if slot is None or self.index.worker_id(slot) != instance_id:
-            self._slots = {worker_id: slot for slot, worker_id in self.index.slots()}
+            self._read_slot_map()
             slot = self._slots.get(instance_id)
         return slot

@@ -23,8 +23,13 @@ _U64 = struct.Struct("<Q")
 
 def engine_block_hash(parent: int | None, tokens: array) -> int:
     """The mock engine's hash of one full block given its parent's hash."""
+    return _chained_hash(parent, tokens.tobytes())
+
+
+def _chained_hash(parent: int | None, block: bytes) -> int:
+    """``engine_block_hash`` of a block's token bytes."""
     prefix = _U64.pack(parent) if parent is not None else b""
-    return xxhash.xxh3_64_intdigest(prefix + tokens.tobytes(), seed=0)
+    return xxhash.xxh3_64_intdigest(prefix + block, seed=0)
 
 
 class CacheFull(Exception):
@@ -68,14 +73,11 @@ class KvCache:
 
     def prompt_hashes(self, tokens: array) -> list[int]:
         """The chained hashes of the full blocks of ``tokens`` (what ``engine_block_hash`` gives block by block)."""
-        hashes, size = [], self.block_size
-        raw, step = tokens.tobytes(), size * tokens.itemsize
-        pack, digest = _U64.pack, xxhash.xxh3_64_intdigest
-        prefix = b""
+        hashes, parent, size = [], None, self.block_size
+        raw, step = tokens.tobytes(), size * tokens.itemsize  # sliced as bytes: no array slice per block
         for start in range(0, len(tokens) // size * step, step):
-            parent = digest(prefix + raw[start:start + step], seed=0)
+            parent = _chained_hash(parent, raw[start:start + step])
             hashes.append(parent)
-            prefix = pack(parent)
         return hashes
 
     def cached_prefix(self, hashes: list[int]) -> int:
