@@ -175,9 +175,10 @@ def _mock_extras(value: str) -> str | None:
         if unknown else None
 
 DEFAULT_HTTP_WORKERS = max(1, (os.cpu_count() or 2) // 2)
-"""Measured on 2 cores with the mock workers (bench note of issue 14): 1 HTTP process serves as many requests as 2
-at 15-20 % less CPU per request and ~25 % less per streamed token (each engine step reaches one process in one
-message instead of two halves)."""
+"""Measured on 2 cores with the mock workers (bench note of issue 14): 1 HTTP process used 15-20 % less CPU per
+request and ~25 % less per streamed token than 2 (each engine step reaches one process in one message instead of
+two halves); its unary throughput was the same in one comparison and 15-20 % lower in another, and it caps the
+frontend at one core."""
 
 OPTIONS: tuple[Option, ...] = (
     Option("config", str, "", "TOML config file; its keys are the option names with underscores.", "general"),
