@@ -42,17 +42,32 @@ class ServedModel:
         self.total_kv_blocks: dict[str, int] = {}
 
 
+# How long a starting gateway process waits for its first table (the registry answers a new subscriber at
+# once); past it the process starts with an empty table, filled by the next periodic snapshot.
+FIRST_SNAPSHOT_WAIT_S = 3.0
+
+
 class ModelTable:
-    """Models by name, replaced as a whole on every registry snapshot with a new version."""
+    """Models by name, replaced as a whole on every registry snapshot with a new version.
+
+    The constructor waits (at most ``first_snapshot_wait_s``) for the registry's first snapshot, so a process
+    that starts serving already knows the models the daemon's other processes serve.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoint: str,
-                 on_instances: Callable[[list[Instance]], None]) -> None:
-        sock = open_socket(context, zmq.SUB, subscribe=b"", connect=endpoint)
-        self._drainer = SocketDrainer(loop, sock, self._on_snapshot)
+                 on_instances: Callable[[list[Instance]], None],
+                 first_snapshot_wait_s: float = FIRST_SNAPSHOT_WAIT_S) -> None:
         self._on_instances = on_instances
         self.version = -1
         self.models: dict[str, ServedModel] = {}
         self.instances: list[Instance] = []
+        sock = open_socket(context, zmq.SUB, subscribe=b"", connect=endpoint)
+        if sock.poll(int(first_snapshot_wait_s * 1000)):
+            self._on_snapshot(sock.recv_multipart())
+        else:
+            log.warning("no model table from the registry yet; starting with none",
+                        extra={"waited_s": first_snapshot_wait_s})
+        self._drainer = SocketDrainer(loop, sock, self._on_snapshot)
 
     def _on_snapshot(self, frames: list[bytes]) -> None:
         try:

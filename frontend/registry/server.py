@@ -2,10 +2,13 @@
 
 Sockets (see ``frontend.protocol.registry`` for the messages):
     recv_from_workers  ROUTER  bind    ``--registry-endpoint`` (tcp)   Register / Heartbeat / Unregister -> Ack
-    send_to_gateways   PUB     bind    ipc in the run directory        Snapshot on change and every second
+    send_to_gateways   XPUB    bind    ipc in the run directory        Snapshot on change, every second, and at
+                                                                        once to a gateway that subscribes
 
 A lease lasts ``--lease-ttl-s`` seconds from the last heartbeat; an expired instance is dropped and the new
-table published, so gateways stop routing to it and a model whose last instance went away disappears.
+table published, so gateways stop routing to it and a model whose last instance went away disappears. A gateway
+process that starts (a Granian worker, a respawned one) gets the table as soon as it subscribes, so it never
+answers "model not found" for a model the other processes serve.
 """
 
 from __future__ import annotations
@@ -116,6 +119,17 @@ def handle(leases: Leases, payload: bytes, now: float) -> wire.Ack:
     return leases.unregister(message.instance_id)
 
 
+def _new_subscribers(sock: zmq.Socket) -> bool:
+    """Read the XPUB's pending (un)subscription messages; whether any was a subscription."""
+    subscribed = False
+    while True:
+        try:
+            message = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return subscribed
+        subscribed = subscribed or message[:1] == b"\x01"
+
+
 def run(namespace: str, ttl_s: float, endpoints: Endpoints, recover_s: float, ready: Connection) -> None:
     """Process entry: serve the registry until terminated.
 
@@ -125,7 +139,8 @@ def run(namespace: str, ttl_s: float, endpoints: Endpoints, recover_s: float, re
     """
     context = zmq.Context()
     recv_from_workers = open_socket(context, zmq.ROUTER, bind=endpoints.registry)
-    send_to_gateways = open_socket(context, zmq.PUB, bind=endpoints.registry_pub)
+    send_to_gateways = open_socket(context, zmq.XPUB, bind=endpoints.registry_pub)
+    send_to_gateways.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber's subscription, not only the first
     leases = Leases(namespace, ttl_s)
     ready.send("ready")
     ready.close()
@@ -135,8 +150,12 @@ def run(namespace: str, ttl_s: float, endpoints: Endpoints, recover_s: float, re
                     extra={"seconds": recover_s})
     poller = zmq.Poller()
     poller.register(recv_from_workers, zmq.POLLIN)
+    poller.register(send_to_gateways, zmq.POLLIN)
     while True:
-        if poller.poll(250):
+        ready_sockets = dict(poller.poll(250))
+        if send_to_gateways in ready_sockets and _new_subscribers(send_to_gateways) and published_version >= 0:
+            send_to_gateways.send(wire.encoder.encode(leases.snapshot()))  # not during recovery: see above
+        if recv_from_workers in ready_sockets:
             while True:
                 try:
                     identity, payload = recv_from_workers.recv_multipart(zmq.NOBLOCK)

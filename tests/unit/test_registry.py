@@ -292,6 +292,17 @@ def test_run_serves_registrations_and_publishes_snapshots(tmp_path):
         worker.connect(endpoints.registry)
         # The empty table is republished every second: once one arrives, the subscription is live.
         assert wire.snapshot_decoder.decode(_poll_recv(sub, 3000)[0]).instances == []
+        # A subscriber that joins gets the table at once, not at the next periodic publish (four in a row
+        # within half the period: by chance alone, one run in sixteen).
+        for _ in range(4):
+            late = context.socket(zmq.SUB)
+            late.setsockopt(zmq.LINGER, 0)
+            late.setsockopt(zmq.SUBSCRIBE, b"")
+            late.connect(endpoints.registry_pub)
+            try:
+                assert wire.snapshot_decoder.decode(_poll_recv(late, 500)[0]).instances == []
+            finally:
+                late.close()
 
         worker.send(encode(register("w1")))
         ack = wire.ack_decoder.decode(_poll_recv(worker)[0])
