@@ -21,11 +21,13 @@ import msgspec
 
 from ..gateway.state import Gateway
 from ..parsers.base import CONTENT, REASONING, TOOL_CALL, Segment
-from ..pipeline.chat_session import ChatOutcome, ChatSession, collect_chat, open_session, segments_of, tool_choice_of
+from ..pipeline.chat_session import ChatSession, collect_chat, open_session, segments_of, tool_choice_of
+from ..pipeline.guided import SCHEMA_FIELD
 from ..pipeline.prepare import served_model
 from ..postprocess.pipeline import Delta
 from ..protocol import anthropic as an
-from ..protocol.errors import NotFoundRoute, RequestError
+from ..protocol.errors import ContextLengthExceeded, NotFoundRoute, RequestError
+from ..protocol.openai import Usage
 from .anthropic_input import to_chat_request
 from .reply import JSON_HEADERS, SSE_HEADERS, json_encode, send_json
 from .streaming import StreamWriter, decode_request, open_stream, stream_deltas
@@ -33,7 +35,9 @@ from .streaming import StreamWriter, decode_request, open_stream, stream_deltas
 _decoder = msgspec.json.Decoder(an.MessagesRequest)
 _count_decoder = msgspec.json.Decoder(an.CountTokensRequest)
 
-_FIELD_NAMES = {"stop": "stop_sequences"}  # chat field -> Anthropic's, in the 400s of the request limits
+# chat field -> Anthropic's, in 400s
+_FIELD_NAMES = {"stop": "stop_sequences", "response_format": "output_config.format",
+                SCHEMA_FIELD: "output_config.format.schema"}
 # our status -> (Anthropic's status, error type)
 _ERRORS = {400: (400, "invalid_request_error"), 401: (401, "authentication_error"), 404: (404, "not_found_error"),
            405: (405, "invalid_request_error"), 408: (408, "timeout_error"), 413: (413, "request_too_large"),
@@ -44,7 +48,18 @@ def send_error(proto, error: RequestError) -> None:
     """An error as ``{"type": "error", "error": {"type", "message"}}`` with Anthropic's status."""
     status, kind = _ERRORS.get(error.status, (error.status, "api_error"))
     headers = JSON_HEADERS + [("retry-after", "1")] if status == 529 else JSON_HEADERS
-    proto.response_bytes(status, headers, json_encode(an.ErrorBody(an.ErrorInfo(kind, error.message))))
+    proto.response_bytes(status, headers, json_encode(an.ErrorBody(an.ErrorInfo(kind, _message(error)))))
+
+
+def _message(error: RequestError) -> str:
+    """The error's message; a context-window overflow in Anthropic's words, which its clients recognise."""
+    if not isinstance(error, ContextLengthExceeded) or not error.context_length:
+        return error.message
+    prompt, limit, requested = error.prompt_tokens, error.context_length, error.requested
+    if prompt > limit or requested is None:
+        return f"prompt is too long: {prompt} tokens > {limit} maximum"
+    return (f"input length and `max_tokens` exceed context limit: {prompt} + {requested} > {limit}, "
+            "decrease input length or `max_tokens` and try again")
 
 
 async def messages(gateway: Gateway, scope, proto, body: bytes) -> None:
@@ -65,7 +80,7 @@ async def messages(gateway: Gateway, scope, proto, body: bytes) -> None:
             blocks = [_block(segment) for segment in outcome.segments]
             stop_reason, stop_sequence = _stop(session, outcome.finish_reason)
             send_json(proto, 200, an.Message(message_id, session.model.name, blocks, stop_reason, stop_sequence,
-                                             _usage(outcome)))
+                                             _usage(outcome.usage)))
 
 
 async def count_tokens(gateway: Gateway, scope, proto, body: bytes) -> None:
@@ -74,7 +89,7 @@ async def count_tokens(gateway: Gateway, scope, proto, body: bytes) -> None:
     chat = to_chat_request(decode_request(_count_decoder, body))
     tool_choice_of(chat)
     model = served_model(gateway, chat.model, "chat")
-    prompt_ids, _ = await gateway.tokenizer.tokenize(model.card.model_path, "chat", msgspec.json.encode(chat), 0)
+    prompt_ids, _ = await gateway.tokenizer.tokenize(model.files_path, "chat", msgspec.json.encode(chat), 0)
     send_json(proto, 200, an.TokenCount(len(prompt_ids)))
 
 
@@ -104,34 +119,37 @@ def _stop(session: ChatSession, finish_reason: str) -> tuple[str, str | None]:
     return {"tool_calls": "tool_use", "length": "max_tokens"}.get(finish_reason, "end_turn"), None
 
 
-def _usage(outcome: ChatOutcome) -> an.MessageUsage:
-    usage = outcome.usage
+def _usage(usage: Usage) -> an.MessageUsage:
+    """Anthropic's usage: ``input_tokens`` without the prompt tokens read from the cache."""
     cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
     return an.MessageUsage(usage.prompt_tokens - cached, usage.completion_tokens, 0, cached)
 
 
 async def _stream(session: ChatSession, writer: StreamWriter, message_id: str) -> None:
-    start = an.Message(message_id, session.model.name, [], None, None,
-                       an.MessageUsage(session.generation.prompt_tokens, 0))
-    if not await writer.send(_sse([an.MessageStart(start), an.Ping()])):
-        return
+    """The event stream. ``message_start`` goes out with the first output, which tells how much of the prompt the
+    worker found cached: its usage and the final ``message_delta``'s carry the same input split."""
     blocks = _BlockStream()
     segments: list[Segment] = []
+    start: an.MessageUsage | None = None
 
     def encode(_index: int, delta: Delta) -> bytes:
+        nonlocal start
+        events: list[an.StreamEvent] = []
+        if start is None:
+            start = _usage(session.usage())
+            events += [an.MessageStart(an.Message(message_id, session.model.name, [], None, None, start)), an.Ping()]
         parsed = segments_of(delta.segments, delta.text)
         segments.extend(parsed)
-        events = blocks.add(parsed)
+        events += blocks.add(parsed)
         if delta.finish_reason is not None:
-            outcome = ChatOutcome(segments, session.finish_reason(delta.finish_reason), [], session.stop_sequence,
-                                  session.usage())
+            finish_reason = session.finish_reason(delta.finish_reason)
+            usage = msgspec.structs.replace(start, output_tokens=session.usage().completion_tokens)
             events += blocks.close()
-            events += [an.MessageDelta(an.StopDelta(*_stop(session, outcome.finish_reason)), _usage(outcome)),
-                       an.MessageStop()]
+            events += [an.MessageDelta(an.StopDelta(*_stop(session, finish_reason)), usage), an.MessageStop()]
         return _sse(events) if events else b""
 
     def encode_error(error: RequestError) -> bytes:
-        return _sse([an.ErrorBody(an.ErrorInfo(_ERRORS.get(error.status, (0, "api_error"))[1], error.message))])
+        return _sse([an.ErrorBody(an.ErrorInfo(_ERRORS.get(error.status, (0, "api_error"))[1], _message(error)))])
 
     await stream_deltas(writer, [session.generation], encode, encode_error)
 

@@ -19,6 +19,7 @@ import msgspec
 from ..gateway.state import Gateway
 from ..parsers.base import REASONING, TOOL_CALL, Segment
 from ..pipeline.chat_session import ChatOutcome, ChatSession, collect_chat, open_session, segments_of
+from ..pipeline.guided import SCHEMA_FIELD
 from ..postprocess.pipeline import Delta
 from ..protocol import responses as rs
 from ..protocol.errors import InvalidRequest, MethodNotAllowed, NotFoundRoute, RequestError
@@ -33,6 +34,8 @@ ITEM_PREFIX = "/v1/responses/"
 
 log = logging.getLogger(__name__)
 
+# chat field -> the Responses API's, in 400s
+_FIELD_NAMES = {"messages": "input", "response_format": "text.format", SCHEMA_FIELD: "text.format.schema"}
 _decoder = msgspec.json.Decoder(rs.ResponsesRequest)
 _conversation_decoder = msgspec.json.Decoder(list[ChatMessage])
 _stores: dict[str, ResponseStore] = {}
@@ -59,7 +62,7 @@ async def create(gateway: Gateway, scope, proto, body: bytes) -> None:
     history = await _history(store, request.previous_response_id)
     chat_request, conversation = to_chat_request(request, history)
     session = await open_session(gateway, chat_request, msgspec.json.encode(chat_request), scope.headers,
-                                 proto.client_disconnect(), names={"messages": "input"})
+                                 proto.client_disconnect(), names=_FIELD_NAMES)
     run = _Run(request, session, conversation, store if request.store else None)
     async with session:
         if request.stream:

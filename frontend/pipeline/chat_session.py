@@ -28,7 +28,7 @@ from ..protocol.engine import GuidedDecoding, TokenLogprob
 from ..protocol.errors import InvalidRequest
 from ..protocol.openai import ChatCompletionRequest, Usage
 from .generation import Choices, Generation, collect_all, engine_request, reject_unsupported
-from .guided import guided_decoding
+from .guided import check_forced_call, guided_decoding
 from .nvext import Extensions, check_token_ids, extensions, raw_chat_prompt
 from .prepare import check_limits, served_model
 
@@ -138,27 +138,21 @@ class ChatSession:
 async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: bytes, headers: Mapping[str, str],
                        disconnected: Awaitable[None] | None, names: Mapping[str, str] | None = None) -> ChatSession:
     """Validate, tokenize and start the generations; ``body`` is the request as JSON for the tokenizer. ``names``:
-    the door's own names of fields whose limits are checked (``prepare.check_limits``), for its 400s."""
+    the door's own names of fields whose limits are checked (``prepare.check_limits``) and of ``response_format``
+    (``guided.py``), for its 400s."""
     check_limits(request, gateway.settings.limits, len(body), names)
     ext = extensions(request, headers, gateway.settings.apis.nvext)
     reject_unsupported(request)
     if not request.messages:
         raise InvalidRequest("messages must contain at least one message", param="messages")
     tools = tool_choice_of(request)
-    guided = guided_decoding(request, ext.nvext)
-    if tools.forced and guided is not None:
-        param = "response_format" if request.response_format is not None else "tool_choice"
-        raise InvalidRequest("structured output (response_format or guided_*) cannot be combined with "
-                             "tool_choice required or a named function", param=param)
+    guided = _constraint(request, tools, ext, names)
     model = served_model(gateway, request.model, "chat")
     if ext.token_data is None and not ext.raw_prompt:
         prompt_ids, block_hashes = await gateway.tokenizer.tokenize(model.card.model_path, "chat", body,
                                                                     model.block_size)
     else:
         prompt_ids, block_hashes = await _given_prompt(gateway, model, request, ext)
-    if tools.forced:  # the call(s) as a JSON schema, for engines with guided decoding
-        schema = forced_response_format(tools.definitions, tools.function, request.parallel_tool_calls is not False)
-        guided = GuidedDecoding(json=schema["json_schema"]["schema"])
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
     max_tokens = request.max_completion_tokens or request.max_tokens
     chains: list[ParseChain | None] = []
@@ -177,6 +171,18 @@ async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: b
                                       choice=i),
         pinned=ext.pinned, ext=ext, parser=parser if make_chain is not None else None)
     return ChatSession(choices, model, choices.groups[0][0].stream.request_id, chains, ext, prompt_ids)
+
+
+def _constraint(request: ChatCompletionRequest, tools: ToolChoice, ext: Extensions,
+                names: Mapping[str, str] | None) -> GuidedDecoding | None:
+    """The engine's structured-output constraint: a forced call's JSON schema (for engines with guided decoding),
+    which wins over a ``response_format`` it can satisfy (``guided.py``), else the request's own."""
+    guided = guided_decoding(request, ext.nvext, names)
+    if not tools.forced:
+        return guided
+    check_forced_call(request, guided, tools.function is not None or len(tools.definitions) == 1, names)
+    schema = forced_response_format(tools.definitions, tools.function, request.parallel_tool_calls is not False)
+    return GuidedDecoding(json=schema["json_schema"]["schema"])
 
 
 async def _given_prompt(gateway: Gateway, model: ServedModel, request: ChatCompletionRequest,

@@ -77,14 +77,16 @@ def max_new_tokens(requested: int | None, prompt_len: int, model: ServedModel, m
     context = model.card.context_length
     if prompt_len >= context:
         raise ContextLengthExceeded(f"This model's maximum context length is {context} tokens, but the prompt "
-                                    f"has {prompt_len} tokens.", prompt_param)
+                                    f"has {prompt_len} tokens.", prompt_param, prompt_tokens=prompt_len,
+                                    context_length=context, requested=requested)
     if requested is None:
         requested = context - prompt_len
     elif prompt_len + requested > context:
         raise ContextLengthExceeded(f"This model's maximum context length is {context} tokens. However, you "
                                     f"requested {prompt_len + requested} tokens ({prompt_len} in the prompt, "
                                     f"{requested} for the completion). Please reduce the length of the prompt "
-                                    f"or the maximum number of tokens.", prompt_param)
+                                    f"or the maximum number of tokens.", prompt_param, prompt_tokens=prompt_len,
+                                    context_length=context, requested=requested)
     if min_tokens > requested:
         raise InvalidRequest(f"min_tokens ({min_tokens}) is greater than max_tokens ({requested})",
                              param="min_tokens")

@@ -13,14 +13,27 @@ At most one constraint per request (400 otherwise, naming both fields):
 
 ``response_format: {"type": "text"}`` is no constraint. ``guided_decoding_backend`` and
 ``guided_whitespace_pattern`` are passed through. Dynamo's deprecated ``nvext.guided_*`` copies apply when
-no root-level constraint is given. ``tool_choice: required`` or a named function is a constraint too
-(``chat_session.py`` adds its schema), so it cannot be combined with any of these.
+no root-level constraint is given.
+
+A forced tool call (``tool_choice`` naming a function, or ``required``) is a constraint too: the output is the
+call, and ``chat_session.py`` gives the engine its schema. With structured output (:func:`check_forced_call`):
+
+* ``response_format`` json_schema / json_object (the Responses API's ``text.format``, Anthropic's
+  ``output_config.format``) and a call to one function (named, or ``required`` with one tool) are accepted: the
+  call's constraint wins, and the function's arguments are the structured output (instructor's RESPONSES_TOOLS
+  mode sends both, the tool's parameters and the format being the same schema);
+* ``response_format`` with ``required`` and several tools is a 400 naming the format field the client sent: the
+  model may call any of the tools, whose arguments cannot all be the one format;
+* ``guided_*`` (and their ``nvext`` copies) with any forced call is a 400 naming ``tool_choice``: they constrain
+  the output text, which is the call's JSON.
+
+Errors about ``response_format`` name the field as the front door calls it (``names``, e.g. ``text.format``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import msgspec
 
@@ -32,24 +45,29 @@ from ..protocol.openai import (ChatCompletionRequest, CompletionRequest, NvExt, 
 
 JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
 MAX_SCHEMA_DEPTH = 128  # nesting of a JSON Schema's objects and arrays (engines cap grammar nesting too)
+SCHEMA_FIELD = "response_format.json_schema.schema"
 
 
-def guided_decoding(request: ChatCompletionRequest | CompletionRequest, nvext: NvExt | None) -> GuidedDecoding | None:
-    """The request's structured-output constraint, validated; None when it has none."""
+def guided_decoding(request: ChatCompletionRequest | CompletionRequest, nvext: NvExt | None,
+                    names: Mapping[str, str] | None = None) -> GuidedDecoding | None:
+    """The request's structured-output constraint, validated; None when it has none. ``names``: the front door's
+    names of ``response_format`` and ``response_format.json_schema.schema``, for its 400s."""
     if request.response_format is None and request.guided_json is None and request.guided_regex is None \
             and request.guided_choice is None and request.guided_grammar is None and nvext is None:
         return None  # the common case, checked first
     found: list[tuple[str, GuidedDecoding]] = []
+    names = names or {}
+    format_param = names.get("response_format", "response_format")
     response_format = _response_format(request.response_format)
     if isinstance(response_format, ResponseFormatJsonObject):
-        found.append(("response_format", GuidedDecoding(json=dict(JSON_OBJECT_SCHEMA))))
+        found.append((format_param, GuidedDecoding(json=dict(JSON_OBJECT_SCHEMA))))
     elif isinstance(response_format, ResponseFormatJsonSchema):
         schema = response_format.json_schema.schema
+        schema_param = names.get(SCHEMA_FIELD, SCHEMA_FIELD)
         if schema is None:
             raise InvalidRequest("response_format json_schema needs json_schema.schema (a JSON Schema object)",
-                                 param="response_format.json_schema.schema")
-        found.append(("response_format", GuidedDecoding(json=check_schema(
-            schema, "response_format.json_schema.schema"))))
+                                 param=schema_param)  # the other doors check their schema field first
+        found.append((format_param, GuidedDecoding(json=check_schema(schema, schema_param))))
     root = _guided_fields(request.guided_json, request.guided_regex, request.guided_choice, request.guided_grammar,
                           "")
     if not found and not root and nvext is not None:
@@ -59,13 +77,29 @@ def guided_decoding(request: ChatCompletionRequest | CompletionRequest, nvext: N
     if not found:
         return None
     if len(found) > 1:
-        names = ", ".join(name for name, _ in found)
-        raise InvalidRequest(f"only one structured-output constraint may be given per request, got {names}",
+        given = ", ".join(name for name, _ in found)
+        raise InvalidRequest(f"only one structured-output constraint may be given per request, got {given}",
                              param=found[1][0])
     guided = found[0][1]
     guided.backend = request.guided_decoding_backend or (nvext.guided_decoding_backend if nvext else None)
     guided.whitespace_pattern = request.guided_whitespace_pattern
     return guided
+
+
+def check_forced_call(request: ChatCompletionRequest, guided: GuidedDecoding | None, one_function: bool,
+                      names: Mapping[str, str] | None = None) -> None:
+    """A forced tool call with the request's structured output ``guided``: a 400 where they contradict (see the
+    module docstring); ``one_function``: the call can only be to one function."""
+    if guided is None:
+        return
+    if not isinstance(_response_format(request.response_format), (ResponseFormatJsonObject,
+                                                                   ResponseFormatJsonSchema)):
+        raise InvalidRequest("guided_* structured output cannot be combined with tool_choice required or a named "
+                             "function: the output is the tool call", param="tool_choice")
+    if not one_function:
+        param = (names or {}).get("response_format", "response_format")
+        raise InvalidRequest(f"{param} cannot be combined with tool_choice required and several tools: name the "
+                             "function whose arguments are the structured output", param=param)
 
 
 def _response_format(value: Any) -> ResponseFormat | None:

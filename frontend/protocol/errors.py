@@ -38,10 +38,15 @@ class TemplateError(InvalidRequest):
 
 
 class ContextLengthExceeded(InvalidRequest):
-    """Prompt plus max_tokens is longer than the model's context window (400)."""
+    """Prompt plus max_tokens is longer than the model's context window (400). The counts (``requested``: the
+    completion budget asked for, None when none was) let a front door word the error its own way."""
 
-    def __init__(self, message: str, param: str = "messages") -> None:
+    def __init__(self, message: str, param: str = "messages", *, prompt_tokens: int = 0, context_length: int = 0,
+                 requested: int | None = None) -> None:
         super().__init__(message, param=param, code="context_length_exceeded")
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+        self.requested = requested
 
 
 class ModelNotFound(RequestError):

@@ -1,14 +1,16 @@
 """The Anthropic Messages API (/v1/messages, /v1/messages/count_tokens) through the daemon with scripted mock
 workers and the official anthropic SDK: unary, messages.stream and its accumulator, tool use, thinking,
-stop sequences, count_tokens and errors in Anthropic's shape."""
+stop sequences, count_tokens, errors in Anthropic's shape and words, cached prompt tokens in the stream's usage."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 
 import anthropic
 import pytest
+from e2e_support import MODEL
 from scripted_support import HARMONY, QWEN, start_scripted_models
 
 TOOLS = [{"name": "get_weather", "description": "Current weather of a city.",
@@ -207,3 +209,33 @@ def test_sdk_raises_typed_errors(claude, scripted):
     assert caught.value.body["error"]["type"] == "not_found_error"
     with pytest.raises(anthropic.BadRequestError):
         claude.messages.count_tokens(model=QWEN, messages=[{"role": "user", "content": [{"type": "document"}]}])
+
+
+def test_context_overflow_in_anthropics_words(claude):
+    """Anthropic's clients recognise an overflow by its wording; the OpenAI doors keep theirs."""
+    prompt = "hello " * 12000  # about 36000 tokens: over tiny's 32768
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.messages.create(model=MODEL, max_tokens=10, messages=ask(prompt))
+    error = caught.value.body["error"]
+    assert error["type"] == "invalid_request_error"
+    assert re.fullmatch(r"prompt is too long: \d+ tokens > 32768 maximum", error["message"]), error
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.messages.create(model=MODEL, max_tokens=40000, messages=ask("hi"))
+    assert re.fullmatch(r"input length and `max_tokens` exceed context limit: \d+ \+ 40000 > 32768, decrease input "
+                        r"length or `max_tokens` and try again", caught.value.body["error"]["message"])
+
+
+def test_stream_start_and_end_report_the_same_cached_prompt_tokens(claude):
+    """message_start waits for the first output, which says how much of the prompt was cached: its usage and the
+    final message_delta's split the prompt the same way (input_tokens without cache_read_input_tokens)."""
+    prompt = " ".join(f"cached{i}" for i in range(200))
+    splits = []
+    for _ in range(4):  # two workers in turn: the third and fourth requests find their prefix cached
+        events = list(claude.messages.create(model=MODEL, max_tokens=3, messages=ask(prompt), stream=True))
+        start = events[0].message.usage
+        end = [event for event in events if event.type == "message_delta"][0].usage
+        assert (start.input_tokens, start.cache_read_input_tokens) == \
+            (end.input_tokens, end.cache_read_input_tokens), (start, end)
+        splits.append((start.input_tokens, start.cache_read_input_tokens))
+    assert len({sum(split) for split in splits}) == 1  # the same prompt length every time
+    assert max(cached for _, cached in splits) > 0, splits

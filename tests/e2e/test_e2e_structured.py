@@ -1,12 +1,14 @@
 """Structured output end to end: response_format (json_object, json_schema) and guided_* are validated (400s
 naming the field) and reach the worker, whose mock engine answers with conforming JSON or one of the choices;
-the openai SDK's ``parse`` helper reads the answers into pydantic models."""
+the openai SDK's ``parse`` helper reads the answers into pydantic models; a named tool_choice with a
+response_format (or the Responses API's text.format) is answered with the call."""
 
 from __future__ import annotations
 
 import json
 
 import jsonschema
+import openai
 import pydantic
 import pytest
 from e2e_support import MODEL, error_of
@@ -143,3 +145,57 @@ def test_structured_output_on_responses_and_anthropic(daemon):
     bad = daemon.http.post("/v1/responses", json={"model": MODEL, "input": "A city", "text": {
         "format": {"type": "json_schema", "name": "x", "schema": {"type": 12}}}})
     assert bad.status_code == 400, bad.text
+    assert error_of(bad)["param"] == "text.format.schema"  # the field the client sent
+
+
+CITY_TOOL = {"type": "function", "function": {"name": "city", "description": "Record a city.", "parameters": CITY}}
+
+
+def test_named_tool_choice_with_response_format_on_chat(client):
+    """instructor's TOOLS modes: a named tool_choice and a response_format together; the call wins, and its
+    arguments are the structured output."""
+    for stream in (False, True):
+        kwargs = dict(seed=10, tools=[CITY_TOOL], tool_choice={"type": "function", "function": {"name": "city"}},
+                      response_format=JSON_SCHEMA_FORMAT)
+        if stream:
+            chunks = list(chat(client, stream=True, **kwargs))
+            arguments = "".join(call.function.arguments or "" for chunk in chunks if chunk.choices
+                                for call in chunk.choices[0].delta.tool_calls or [])
+            finish_reason = chunks[-1].choices[0].finish_reason
+        else:
+            choice = chat(client, **kwargs).choices[0]
+            assert [call.function.name for call in choice.message.tool_calls] == ["city"]
+            arguments, finish_reason = choice.message.tool_calls[0].function.arguments, choice.finish_reason
+        assert finish_reason == "tool_calls"
+        jsonschema.validate(json.loads(arguments), CITY)
+
+
+def test_named_tool_choice_with_text_format_on_responses(client):
+    """instructor's RESPONSES_TOOLS mode: the tool's parameters and text.format are the same schema."""
+    response = client.responses.create(
+        model=MODEL, input="Describe a city.", max_output_tokens=400,
+        tools=[{"type": "function", "name": "city", "parameters": CITY, "strict": True}],
+        tool_choice={"type": "function", "name": "city"},
+        text={"format": {"type": "json_schema", "name": "City", "schema": CITY, "strict": True}})
+    assert response.status == "completed"
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert [call.name for call in calls] == ["city"]
+    jsonschema.validate(json.loads(calls[0].arguments), CITY)
+
+
+def test_required_call_among_several_tools_with_a_format_is_a_400(client):
+    """The model may call either tool: their arguments cannot all be the one format. The 400 names the field as
+    each API calls it."""
+    other = {"type": "function", "function": {"name": "other", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(client, tools=[CITY_TOOL, other], tool_choice="required", response_format=JSON_SCHEMA_FORMAT)
+    assert caught.value.param == "response_format" and "several tools" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model=MODEL, input="Describe a city.", tool_choice="required",
+            tools=[{"type": "function", "name": "city", "parameters": CITY},
+                   {"type": "function", "name": "other", "parameters": {"type": "object"}}],
+            text={"format": {"type": "json_schema", "name": "City", "schema": CITY}})
+    assert caught.value.param == "text.format" and "several tools" in caught.value.message
+    one = chat(client, seed=11, tools=[CITY_TOOL], tool_choice="required", response_format=JSON_SCHEMA_FORMAT)
+    assert one.choices[0].message.tool_calls[0].function.name == "city"  # one tool: as if named

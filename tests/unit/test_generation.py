@@ -146,6 +146,7 @@ def test_over_context_request_rejected():
     assert error.code == "context_length_exceeded"
     assert error.error_type == "invalid_request_error"
     assert "100" in error.message and "101" in error.message
+    assert (error.prompt_tokens, error.requested, error.context_length) == (30, 71, 100)  # for a door's own words
 
 
 @pytest.mark.parametrize("prompt_len", [100, 150])
@@ -155,6 +156,7 @@ def test_prompt_filling_context_rejected(prompt_len):
     assert info.value.code == "context_length_exceeded"
     assert info.value.status == 400
     assert str(prompt_len) in info.value.message
+    assert (info.value.prompt_tokens, info.value.requested, info.value.context_length) == (prompt_len, None, 100)
     with pytest.raises(ContextLengthExceeded):
         max_new_tokens(1, prompt_len, served_model(100), 0)
 

@@ -1,5 +1,5 @@
-"""Structured-output validation (frontend.pipeline.guided): at most one constraint, valid schemas and regexes, 400s
-that name the field."""
+"""Structured-output validation (frontend.pipeline.guided): at most one constraint, valid schemas and regexes, what a
+forced tool call may be combined with, 400s that name the field (as the front door calls it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import msgspec
 import pytest
 
-from frontend.pipeline.guided import check_schema, guided_decoding
+from frontend.pipeline.guided import SCHEMA_FIELD, check_forced_call, check_schema, guided_decoding
 from frontend.pipeline.nvext import as_nvext
 from frontend.protocol.engine import GuidedDecoding
 from frontend.protocol.errors import InvalidRequest
@@ -133,3 +133,39 @@ def test_schema_with_other_draft_and_refs():
     schema = {"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"n": {"type": "number"}},
               "type": "object", "properties": {"x": {"$ref": "#/definitions/n"}}}
     assert check_schema(schema, "guided_json") is schema
+
+
+RESPONSES_NAMES = {"response_format": "text.format", SCHEMA_FIELD: "text.format.schema"}
+SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMA}}
+
+
+def test_a_door_names_its_own_format_field():
+    """The Responses API's 400s name ``text.format``, the field its client sent."""
+    request = chat(response_format={"type": "json_schema", "json_schema": {"schema": {"type": "objekt"}}})
+    with pytest.raises(InvalidRequest) as info:
+        guided_decoding(request, None, RESPONSES_NAMES)
+    assert info.value.param == "text.format.schema" and "text.format.schema" in info.value.message
+    both = chat(response_format={"type": "json_object"}, guided_choice=["a"])
+    with pytest.raises(InvalidRequest, match="text.format, guided_choice"):
+        guided_decoding(both, None, RESPONSES_NAMES)
+
+
+@pytest.mark.parametrize("response_format", [SCHEMA_FORMAT, {"type": "json_object"}])
+def test_a_call_to_one_function_satisfies_the_response_format(response_format):
+    """instructor's RESPONSES_TOOLS mode sends a named tool_choice and the same schema as text.format."""
+    request = chat(response_format=response_format)
+    check_forced_call(request, guided_decoding(request, None), True)
+    check_forced_call(request, None, False)  # no structured output: nothing to combine
+
+
+def test_forced_call_contradictions_name_the_field_sent():
+    request = chat(response_format=SCHEMA_FORMAT)
+    for names, param in ((None, "response_format"), (RESPONSES_NAMES, "text.format")):
+        with pytest.raises(InvalidRequest, match="several tools") as info:
+            check_forced_call(request, guided_decoding(request, None, names), False, names)
+        assert info.value.param == param and info.value.message.startswith(param)
+    for fields in ({"guided_json": SCHEMA}, {"guided_regex": "a+"}, {"nvext": {"guided_choice": ["a"]}},
+                   {"response_format": {"type": "text"}, "guided_json": SCHEMA}):
+        with pytest.raises(InvalidRequest, match="cannot be combined") as info:
+            check_forced_call(chat(**fields), guided(**fields), True)
+        assert info.value.param == "tool_choice"
