@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import msgspec
 
+from .. import __version__
 from ..protocol.errors import ConfigError
+from .dynamo_flags import add_ignored_flags, ignored_settings, pop_ignored
 from .options import OPTIONS, OPTIONS_BY_NAME, SECRET_MASK, Option
 from .sections import FrontendConfig
 
@@ -47,15 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
                                help=option.help_text)
     parser.add_argument("--dump-config", action="store_true", help="Print the resolved configuration as TOML "
                         "and exit.")
+    parser.add_argument("--version", action="version", version=f"dynamo-py-frontend {__version__}")
+    add_ignored_flags(parser)
     return parser
+
+
+class Resolved(NamedTuple):
+    """What the command line and environment resolve to."""
+
+    config: FrontendConfig
+    dump: bool  # --dump-config: print the configuration and exit
+    ignored: list[str]  # the NVIDIA Dynamo flags given that this daemon ignores, each "--flag (why)"
 
 
 def load_config(argv: Sequence[str] | None = None,
                 environ: Mapping[str, str] | None = None) -> tuple[FrontendConfig, bool]:
     """Resolve the configuration. Returns ``(config, dump_requested)``; raises ConfigError naming the flag."""
+    resolved = resolve(argv, environ)
+    return resolved.config, resolved.dump
+
+
+def resolve(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Resolved:
+    """Resolve the configuration and the ignored Dynamo flags; raises ConfigError naming the flag."""
     environ = os.environ if environ is None else environ
     cli = vars(build_parser().parse_args(argv))
     dump = bool(cli.pop("dump_config", False))
+    ignored = ignored_settings(pop_ignored(cli), environ)
     values: dict[str, Any] = {option.name: option.default for option in OPTIONS}
     config_path = cli.get("config") or environ.get(OPTIONS_BY_NAME["config"].env_var, "")
     if config_path:
@@ -67,7 +86,7 @@ def load_config(argv: Sequence[str] | None = None,
             values[option.name] = value
     for name, raw in cli.items():
         values[name] = OPTIONS_BY_NAME[name].parse(raw, "command line")
-    return FrontendConfig.from_values(values), dump
+    return Resolved(FrontendConfig.from_values(values), dump, ignored)
 
 
 def _read_file(path: str) -> dict[str, Any]:

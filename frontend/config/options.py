@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..protocol.errors import ConfigError
+from .log_spec import log_spec_problem
 from .parser_names import check_reasoning_parsers, check_tool_parsers
 
 
@@ -35,6 +36,7 @@ class Option:
     flag_aliases: tuple[str, ...] = ()  # more flags for the same option, e.g. --kv-block-size
     repeatable: bool = False  # a str option whose flag may be given several times (values joined with commas)
     secret: bool = False  # never shown: "***" in --dump-config and in error messages
+    none_is_default: bool = False  # the value "None" (Dynamo's way to unset a threshold) means the default (off)
 
     @property
     def flag(self) -> str:
@@ -69,6 +71,8 @@ class Option:
         with commas. A secret option's value is never in an error message."""
         if self.repeatable and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
             raw = ",".join(raw)
+        if self.none_is_default and isinstance(raw, str) and raw.strip().lower() == "none":
+            return self.default
         shown = "***" if self.secret else repr(raw)
         try:
             value = _convert(self.kind, raw)
@@ -192,10 +196,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("tls_cert_path", str, "", "PEM certificate (chain) for HTTPS; needs --tls-key-path.", "http"),
     Option("tls_key_path", str, "", "PEM private key of --tls-cert-path.", "http"),
     Option("tls_client_ca_path", str, "", "PEM CA bundle: clients must present a certificate it signed (mutual "
-           "TLS).", "http"),
+           "TLS).", "http", flag_aliases=("--tls-client-ca-cert-path",), env_aliases=("DYN_TLS_CLIENT_CA_CERT_PATH",)),
     Option("tls_min_version", str, "1.2", "Oldest TLS version accepted.", "http", choices=("1.2", "1.3")),
     Option("graceful_shutdown_timeout", float, 30.0, "On SIGTERM/SIGINT, seconds in-flight requests get to "
-           "finish before the HTTP workers are killed.", "http", validate=_non_negative),
+           "finish before the HTTP workers are killed.", "http", validate=_non_negative,
+           env_aliases=("DYN_HTTP_GRACEFUL_SHUTDOWN_TIMEOUT_SECS",)),
     Option("access_log", bool, False, "Log every HTTP request (Granian's access log).", "http"),
     Option("max_concurrent_requests", int, 0,
            "Requests one HTTP worker process serves at once; more get 503 (0 = no limit).", "http",
@@ -244,25 +249,47 @@ OPTIONS: tuple[Option, ...] = (
     Option("disable_nvext", bool, False, "Ignore the nvext object of chat and completion requests and the "
            "worker-pinning headers (x-worker-instance-id), as Dynamo's DYN_DISABLE_FRONTEND_NVEXT does.",
            "preprocess", env_aliases=("DYN_DISABLE_FRONTEND_NVEXT",)),
-    Option("router_mode", str, "round_robin", "How a worker is picked for a request.", "router",
-           choices=("round_robin", "random", "kv"), aliases={"round-robin": "round_robin"}),
+    Option("router_mode", str, "round_robin", "How a worker is picked for a request: round_robin and random "
+           "spread requests; kv weighs each worker's cached prefix against its load; least_loaded takes the worker "
+           "with the fewest active requests; power_of_two the less loaded of two drawn at random; direct only the "
+           "worker the request names (x-worker-instance-id header or nvext.backend_instance_id; 400 without one).",
+           "router", choices=("round_robin", "random", "kv", "least_loaded", "power_of_two", "direct"),
+           aliases={"round-robin": "round_robin", "least-loaded": "least_loaded", "power-of-two": "power_of_two"}),
     Option("kv_overlap_score_weight", float, 1.0,
            "KV routing: weight of the prefill cost against the decode cost (0 = load balancing only).", "router",
-           validate=_non_negative),
+           validate=_non_negative, flag_aliases=("--router-kv-overlap-score-weight",),
+           env_aliases=("DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT", "DYN_OVERLAP_SCORE_WEIGHT")),
     Option("router_temperature", float, 0.0,
            "KV routing: 0 picks the cheapest worker; above 0 samples from softmax(-cost/T).", "router",
            validate=_non_negative),
     Option("kv_events", bool, True,
            "KV routing: follow the workers' KV events (--no-kv-events: only the router's own decisions, "
-           "each remembered for --router-ttl-s).", "router"),
+           "each remembered for --router-ttl-s).", "router", flag_aliases=("--router-kv-events",),
+           env_aliases=("DYN_ROUTER_USE_KV_EVENTS",)),
     Option("router_ttl_s", float, 120.0, "Approximate mode (--no-kv-events): how long a routed prefix "
-           "counts as cached.", "router", validate=positive),
-    Option("router_pending_ttl_s", float, 10.0, "KV routing with events: how long a routed prefix counts as "
-           "cached before the worker's events confirm it.", "router", validate=positive),
+           "counts as cached.", "router", validate=positive, flag_aliases=("--router-ttl-secs",),
+           env_aliases=("DYN_ROUTER_TTL_SECS",)),
+    Option("router_pending_ttl_s", float, 0.0, "KV routing with events (predict-on-route): how long a routed "
+           "prefix counts as cached on its worker before the worker's events confirm it; 0 = off, as in Dynamo "
+           "(a burst of requests sharing a new prefix then spreads until the first one's events arrive).", "router",
+           validate=_non_negative, flag_aliases=("--router-predicted-ttl-secs",),
+           env_aliases=("DYN_ROUTER_PREDICTED_TTL_SECS",), none_is_default=True),
     Option("active_decode_blocks_threshold", float, 0.0, "A worker whose active blocks exceed this fraction of "
-           "its KV blocks gets no new requests (0 = off); all busy is a 503.", "router", validate=_non_negative),
+           "its KV blocks gets no new requests (0 or None = off); all workers busy is --overload-status-code.",
+           "router", validate=_non_negative, none_is_default=True),
     Option("active_prefill_tokens_threshold", int, 0, "A worker with more active prefill tokens than this gets "
-           "no new requests (0 = off); all busy is a 503.", "router", validate=_non_negative),
+           "no new requests (0 or None = off); all workers busy is --overload-status-code.", "router",
+           validate=_non_negative, none_is_default=True),
+    Option("active_prefill_tokens_threshold_frac", float, 0.0, "A worker with more active prefill tokens than this "
+           "fraction of its max_num_batched_tokens (from its model card) gets no new requests (0 or None = off).",
+           "router", validate=_non_negative, none_is_default=True),
+    Option("overload_status_code", int, 529, "HTTP status of a request refused because every worker of its model "
+           "is busy (Dynamo's DYN_HTTP_OVERLOAD_STATUS_CODE; 529 = overloaded, 503 is the other common choice). A "
+           "model with no live worker at all is a 503.", "router", env_aliases=("DYN_HTTP_OVERLOAD_STATUS_CODE",),
+           validate=lambda v: None if 400 <= v <= 599 else "must be an HTTP error status (400-599)"),
+    Option("disable_frontend_admin_api", bool, False, "Turn off the admin endpoint GET/POST /busy_threshold "
+           "(reads and changes the busy thresholds per model at run time).", "router",
+           env_aliases=("DYN_DISABLE_FRONTEND_ADMIN_API",)),
     Option("kv_index_capacity_blocks", int, 262144, "Blocks the shared KV index can hold (memory is fixed: "
            "about 100 bytes per block).", "router", validate=positive),
     Option("kv_index_max_workers", int, 64, "Worker instances the shared KV index can track (up to 256).",
@@ -272,7 +299,18 @@ OPTIONS: tuple[Option, ...] = (
            "Not for structured output.", "router", validate=_non_negative),
     Option("migration_max_seq_len", int, 0, "Longest prompt + generated sequence that migrates (0 = any).",
            "router", validate=_non_negative),
-    Option("namespace", str, "dynamo", "Only workers registering in this namespace are served.", "discovery"),
+    Option("namespace", str, "", "Only workers registering in this namespace are served (empty: every "
+           "namespace, as in Dynamo).", "discovery"),
+    Option("namespace_prefix", str, "", "Only workers whose namespace starts with this are served; takes "
+           "precedence over --namespace.", "discovery"),
+    Option("model_name", str, "", "With --model-path: the name that model is served under (default: the "
+           "directory's name). Built-in mock workers serve it.", "discovery"),
+    Option("model_path", str, "", "A local model directory (config, tokenizer, chat template): the model named "
+           "--model-name reads its files from here rather than from the path in its workers' model card (workers "
+           "on other machines); built-in mock workers serve it.", "discovery"),
+    Option("kv_cache_block_size", int, 0, "KV block size the router hashes prompts with, for every model (0 = each "
+           "model card's own; must equal the workers' block size for KV routing to find their blocks).",
+           "discovery", validate=_non_negative),
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570",
            "ZeroMQ endpoint of the registry where workers register and heartbeat.", "discovery",
            validate=_zmq_endpoint),
@@ -290,12 +328,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("mock_extra_models", str, ",".join(MOCK_EXTRA_MODELS), "With --mock-workers above 0, also start one "
            "mock worker per listed model type: embedding (model tiny-embed), images (tiny-image), videos "
            "(tiny-video); none for none.", "mocker", validate=_mock_extras),
+    Option("dump_config_to", str, "", "Write the resolved configuration as TOML to this file at start-up, then "
+           "serve (--dump-config prints it and exits).", "general"),
     Option("metrics_prefix", str, "dynamo_frontend", "Prefix of every Prometheus metric name on /metrics.",
            "general", validate=lambda v: None if v.replace("_", "a").isalnum() else "letters, digits and _ only"),
-    Option("log_level", str, "warning", "Log level of every process.", "general",
-           choices=("debug", "info", "warning", "error")),
-    Option("log_format", str, "text", "Log lines as logfmt-style text or JSON.", "general",
-           choices=("text", "json")),
+    Option("log_level", str, "warning", "Log level of every process: debug, info, warning or error (trace and "
+           "warn as in Dynamo), optionally followed by per-logger levels as Dynamo's DYN_LOG takes them: "
+           "info,frontend.router=debug (a Rust-style target a::b means logger a.b).", "general",
+           validate=log_spec_problem, env_aliases=("DYN_LOG",)),
+    Option("log_format", str, "text", "Log lines as logfmt-style text or JSON (DYN_LOGGING_JSONL=1 means json).",
+           "general", choices=("text", "json"), env_aliases=("DYN_LOGGING_JSONL",),
+           aliases={"1": "json", "true": "json", "0": "text", "false": "text"}),
+    Option("otel_export_enabled", bool, False, "Export OpenTelemetry traces of requests over OTLP (endpoint, "
+           "protocol, service name, sampler from the standard OTEL_* variables; README \"Tracing\").", "general",
+           env_aliases=("OTEL_EXPORT_ENABLED",)),
     Option("run_dir", str, "", "Directory for IPC sockets (default: a new private temporary directory).", "general"),
     # ---- generated images and videos served by URL (frontend/stores/media.py) ----
     Option("media_store_path", str, "", "Directory of generated images and videos answered by URL, shared by "

@@ -10,7 +10,7 @@ only (the ``*_bytes`` properties).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -28,9 +28,11 @@ class GeneralConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Group ``general``: config file, logging, metrics names, run directory."""
 
     config: str = ""
+    dump_config_to: str = ""
     metrics_prefix: str = "dynamo_frontend"
     log_level: str = "warning"
     log_format: str = "text"
+    otel_export_enabled: bool = False
     run_dir: str = ""
 
 
@@ -94,9 +96,12 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     router_temperature: float = 0.0
     kv_events: bool = True
     router_ttl_s: float = 120.0
-    router_pending_ttl_s: float = 10.0
+    router_pending_ttl_s: float = 0.0
     active_decode_blocks_threshold: float = 0.0
     active_prefill_tokens_threshold: int = 0
+    active_prefill_tokens_threshold_frac: float = 0.0
+    overload_status_code: int = 529
+    disable_frontend_admin_api: bool = False
     kv_index_capacity_blocks: int = 262144
     kv_index_max_workers: int = 64
     migration_limit: int = 3
@@ -108,12 +113,50 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
         return self.router_pending_ttl_s if self.kv_events else self.router_ttl_s
 
 
+class NamespaceFilter(NamedTuple):
+    """The worker namespaces a daemon serves: ``prefix`` (when set) wins over ``exact``; neither: every one."""
+
+    exact: str = ""
+    prefix: str = ""
+
+    def accepts(self, namespace: str) -> bool:
+        if self.prefix:
+            return namespace.startswith(self.prefix)
+        return not self.exact or namespace == self.exact
+
+    def describe(self) -> str:
+        if self.prefix:
+            return f"namespaces starting with {self.prefix!r}"
+        return f"namespace {self.exact!r}" if self.exact else "every namespace"
+
+
 class DiscoveryConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Group ``discovery``: the registry workers register with."""
 
-    namespace: str = "dynamo"
+    namespace: str = ""
+    namespace_prefix: str = ""
+    model_name: str = ""
+    model_path: str = ""
+    kv_cache_block_size: int = 0
     registry_endpoint: str = "tcp://127.0.0.1:5570"
     lease_ttl_s: float = 10.0
+
+    @property
+    def namespaces(self) -> NamespaceFilter:
+        """Which worker namespaces the registry accepts."""
+        return NamespaceFilter(self.namespace, self.namespace_prefix)
+
+    @property
+    def worker_namespace(self) -> str:
+        """The namespace the built-in mock workers register in: one the registry accepts."""
+        return self.namespace_prefix or self.namespace or "dynamo"
+
+    @property
+    def served_model_name(self) -> str:
+        """The name ``--model-path``'s model is served under (empty without ``--model-path``)."""
+        if not self.model_path:
+            return ""
+        return self.model_name or os.path.basename(os.path.normpath(self.model_path))
 
 
 class MockerConfig(msgspec.Struct, frozen=True, kw_only=True):

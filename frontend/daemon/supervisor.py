@@ -35,11 +35,13 @@ from typing import Any, Callable
 import msgspec
 
 from ..config.options import MOCK_EXTRA_MODELS
+from ..config.log_spec import root_level
 from ..config.sections import FrontendConfig, GeneralConfig, HttpConfig
 from ..config.topology import Endpoints
 from ..gateway.settings import SETTINGS_ENV, GatewaySettings
 from ..observability.logs import setup_logging
-from ..protocol.errors import FrontendError
+from ..observability.tracing import ENABLED_ENV, sdk_missing
+from ..protocol.errors import ConfigError, FrontendError
 from ..transport.process import die_with_parent, set_process_title
 from .sdnotify import Notifier
 from .tls import check_tls
@@ -161,7 +163,7 @@ class Supervisor:
         from ..tokenizer import server as tokenizer_server
 
         config = self.config
-        registry_args = (config.discovery.namespace, config.discovery.lease_ttl_s, self.endpoints)
+        registry_args = (config.discovery.namespaces, config.discovery.lease_ttl_s, self.endpoints)
         self._start_ready("registry", "dyn-registry", registry_server.run, (*registry_args, 0.0),
                           restart_args=(*registry_args, config.discovery.lease_ttl_s))
         self._start_ready("indexer", "dyn-indexer", indexer_server.run, (self.endpoints, config.router))
@@ -207,14 +209,15 @@ class Supervisor:
         """A mock worker of the chat model, or (``extra_type``) of that --mock-extra-models model."""
         discovery, mocker, general = self.config.discovery, self.config.mocker, self.config.general
         argv = [sys.executable, "-m", "frontend.mocker", "--exit-with-parent",
-                "--registry-endpoint", discovery.registry_endpoint, "--namespace", discovery.namespace,
-                "--speedup-ratio", repr(mocker.mock_speedup_ratio), "--model-path", mocker.mock_model_path,
+                "--registry-endpoint", discovery.registry_endpoint, "--namespace", discovery.worker_namespace,
+                "--speedup-ratio", repr(mocker.mock_speedup_ratio),
+                "--model-path", discovery.model_path or mocker.mock_model_path,
                 "--log-level", general.log_level, "--log-format", general.log_format]
         if extra_type is not None:
             argv += ["--model-name", MOCK_EXTRA_MODELS[extra_type], "--model-types", extra_type, "--kv-events", "off"]
-        elif mocker.mock_model_name:
-            argv += ["--model-name", mocker.mock_model_name]
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        elif discovery.model_name or mocker.mock_model_name:
+            argv += ["--model-name", discovery.model_name or mocker.mock_model_name]
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=_mocker_env(general))
 
     # ---- watch and restart -------------------------------------------------------------------------------
 
@@ -272,6 +275,12 @@ class Supervisor:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def _mocker_env(general: GeneralConfig) -> dict[str, str] | None:
+    """The mock workers' environment: the daemon's, with ``OTEL_EXPORT_ENABLED`` when the frontend traces (the
+    option may come from the flag or the config file), so that their spans join the requests' traces."""
+    return {**os.environ, ENABLED_ENV: "1"} if general.otel_export_enabled else None
+
+
 def _unlink_shared_memory(name: str) -> None:
     try:
         os.unlink(os.path.join("/dev/shm", name.lstrip("/")))
@@ -306,7 +315,7 @@ def _granian(http: HttpConfig, general: GeneralConfig, tls: bool):
     return Granian(
         "frontend.http.app:app", address=http.http_host, port=http.http_port,
         interface=Interfaces.RSGI, workers=http.workers, loop=Loops.uvloop,
-        log_enabled=True, log_level=general.log_level, log_access=http.access_log,
+        log_enabled=True, log_level=root_level(general.log_level), log_access=http.access_log,
         respawn_failed_workers=True, workers_kill_timeout=max(1, math.ceil(http.graceful_shutdown_timeout)),
         **options,
     )
@@ -327,10 +336,17 @@ def _announce(supervisor: Supervisor, notifier: Notifier) -> None:
             notifier.watchdog()
 
 
-def serve(config: FrontendConfig) -> int:
-    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+def serve(config: FrontendConfig, ignored_flags: list[str] | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code. ``ignored_flags``: NVIDIA Dynamo flags
+    given that this daemon accepts and ignores (``config/dynamo_flags.py``), named in one warning."""
     setup_logging(config.general.log_level, "daemon", config.general.log_format)
+    if ignored_flags:
+        log.warning("ignoring NVIDIA Dynamo flags this frontend does not implement",
+                    extra={"flags": "; ".join(ignored_flags)})
     tls = check_tls(config.http)
+    problem = sdk_missing() if config.general.otel_export_enabled else None
+    if problem is not None:
+        raise ConfigError(f"--otel-export-enabled: {problem}")
     notifier = Notifier()
     supervisor = Supervisor(config)
     try:

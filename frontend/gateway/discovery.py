@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import msgspec
 import zmq
@@ -31,15 +31,31 @@ class ServedModel:
     its prompts go to the worker as text. Handlers check the model's types before using the tokenizer.
     """
 
-    def __init__(self, card: ModelCard) -> None:
+    def __init__(self, card: ModelCard, overrides: "ModelOverrides") -> None:
         self.card = card
         self.name = card.name
         self.created = int(time.time())
-        self.tokenizer: Tokenizer | None = load_tokenizer(card.model_path) if card.tokenized() else None
-        self.eos_token_ids = eos_token_ids(card.model_path, self.tokenizer) if self.tokenizer is not None else []
-        self.block_size = card.kv_block_size
+        self.files_path = overrides.files_path(card)
+        self.tokenizer: Tokenizer | None = load_tokenizer(self.files_path) if card.tokenized() else None
+        self.eos_token_ids = eos_token_ids(self.files_path, self.tokenizer) if self.tokenizer is not None else []
+        self.block_size = overrides.kv_cache_block_size or card.kv_block_size
         self.instance_ids: list[str] = []
         self.total_kv_blocks: dict[str, int] = {}
+        self.max_batched_tokens: dict[str, int] = {}
+
+
+class ModelOverrides(NamedTuple):
+    """What the daemon's flags change in the models its workers register: ``--model-name`` / ``--model-path``
+    (that model's tokenizer and template files are read from a local directory rather than the card's path,
+    which may be on the worker's machine) and ``--kv-cache-block-size`` (every model's routing block size)."""
+
+    model_name: str = ""
+    model_path: str = ""
+    kv_cache_block_size: int = 0
+
+    def files_path(self, card: ModelCard) -> str:
+        """Where the frontend reads ``card``'s model files from."""
+        return self.model_path if self.model_path and card.name == self.model_name else card.model_path
 
 
 # How long a starting gateway process waits for its first table (the registry answers a new subscriber at
@@ -55,9 +71,10 @@ class ModelTable:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoint: str,
-                 on_instances: Callable[[list[Instance]], None],
+                 on_instances: Callable[[list[Instance]], None], overrides: ModelOverrides = ModelOverrides(),
                  first_snapshot_wait_s: float = FIRST_SNAPSHOT_WAIT_S) -> None:
         self._on_instances = on_instances
+        self._overrides = overrides
         self.version = -1
         self.models: dict[str, ServedModel] = {}
         self.instances: list[Instance] = []
@@ -88,28 +105,32 @@ class ModelTable:
             if model is None:
                 model = self.models.get(instance.card.name)
                 if model is None or model.card != instance.card:
-                    model = self._load(instance.card)
+                    model = self._load(instance.card, self._overrides)
                     if model is None:
                         continue
                 model.instance_ids = []
                 model.total_kv_blocks = {}
+                model.max_batched_tokens = {}
                 models[instance.card.name] = model
             if instance.draining:
                 continue  # finishing its requests (still connected), but routed nothing new
             model.instance_ids.append(instance.instance_id)
-            total = instance.card.runtime_config.get("total_kv_blocks")
-            if isinstance(total, int):
-                model.total_kv_blocks[instance.instance_id] = total
+            runtime = instance.card.runtime_config
+            for key, per_instance in (("total_kv_blocks", model.total_kv_blocks),
+                                      ("max_num_batched_tokens", model.max_batched_tokens)):
+                value = runtime.get(key)
+                if isinstance(value, int):
+                    per_instance[instance.instance_id] = value
         self.models = models
         self.instances = list(instances)
         self._on_instances(self.instances)
 
     @staticmethod
-    def _load(card: ModelCard) -> ServedModel | None:
+    def _load(card: ModelCard, overrides: ModelOverrides) -> ServedModel | None:
         try:
-            return ServedModel(card)
+            return ServedModel(card, overrides)
         except Exception as exc:  # unreadable model files: the model is not served, the rest is
-            log.error("cannot load model files", extra={"model": card.name, "path": card.model_path,
+            log.error("cannot load model files", extra={"model": card.name, "path": overrides.files_path(card),
                                                         "error": str(exc)})
             return None
 

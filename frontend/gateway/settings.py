@@ -19,6 +19,7 @@ STORE_FILE = "responses.sqlite3"
 # in the daemon's run directory:
 HTTP_READY_DIR = "http-ready"  # one file per HTTP process that is serving
 DRAINING_FLAG = "draining"  # exists once the daemon is shutting down
+BUSY_THRESHOLDS_FILE = "busy-thresholds.json"  # per-model thresholds set through the admin API
 METRICS_DIR = "metrics"  # metrics snapshots of the serving processes
 
 
@@ -79,6 +80,11 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     limits: LimitsConfig = LimitsConfig()  # what one request may hold (pipeline/prepare.check_limits)
     stream_coalesce: bool = False  # --stream-coalesce: a stream that falls behind folds its queue into one event
     tokenize_inline_max_bytes: int = 0  # --tokenize-inline-max-bytes: shorter request bodies tokenized in-process
+    busy_thresholds_path: str = ""  # run-time busy thresholds per model (router/thresholds.py); "": none
+    admin_api: bool = True  # GET/POST /busy_threshold (off: DYN_DISABLE_FRONTEND_ADMIN_API)
+    local_model: tuple[str, str] = ("", "")  # --model-name, --model-path: that model's files are read from there
+    kv_cache_block_size: int = 0  # --kv-cache-block-size: every model's block size for routing (0: its card's)
+    otel_export_enabled: bool = False  # --otel-export-enabled: OpenTelemetry traces (observability/tracing.py)
 
     @classmethod
     def from_config(cls, config: FrontendConfig, endpoints: Endpoints, run_dir: str) -> "GatewaySettings":
@@ -88,7 +94,7 @@ class GatewaySettings(msgspec.Struct, frozen=True):
         general = config.general
         return cls(
             endpoints=endpoints, router=RouterSettings.from_config(config.router),
-            namespace=config.discovery.namespace, body_limit_bytes=config.http.http_body_limit_bytes,
+            namespace=config.discovery.worker_namespace, body_limit_bytes=config.http.http_body_limit_bytes,
             max_concurrent_requests=config.http.max_concurrent_requests, log_level=general.log_level,
             log_format=general.log_format, http_ready_dir=os.path.join(run_dir, HTTP_READY_DIR),
             draining_flag=os.path.join(run_dir, DRAINING_FLAG), metrics_dir=os.path.join(run_dir, METRICS_DIR),
@@ -98,4 +104,9 @@ class GatewaySettings(msgspec.Struct, frozen=True):
             api_keys=ApiKeys.from_config(config.auth),
             limits=config.limits, stream_coalesce=config.http.stream_coalesce,
             tokenize_inline_max_bytes=config.preprocess.tokenize_inline_max_bytes,
+            busy_thresholds_path=os.path.join(run_dir, BUSY_THRESHOLDS_FILE),
+            admin_api=not config.router.disable_frontend_admin_api,
+            local_model=(config.discovery.served_model_name, config.discovery.model_path),
+            kv_cache_block_size=config.discovery.kv_cache_block_size,
+            otel_export_enabled=general.otel_export_enabled,
         )

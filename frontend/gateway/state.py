@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -17,17 +18,19 @@ import zmq
 
 from ..kv import KvIndexReader
 from ..observability.metrics import Metrics, Snapshot, SnapshotServer, SnapshotWriter, gather_snapshots
+from ..observability.tracing import CURRENT_TRACE, start_tracing
 from ..protocol import indexer as indexer_wire
 from ..protocol.engine import GenerateRequest, UnaryRequest
 from ..protocol.errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable
 from ..router.select import Router
+from ..router.thresholds import ThresholdTable
 from ..stores.media import MediaStore
 from ..tokenizer.client import TokenizerClient
 from ..transport.sockets import ROUTED_BLOCKS_HWM, open_socket
 from ..transport.tcp_diag import open_tcp_diag
 from ..transport.zmqloop import SocketDrainer
 from .admission import Admission, DrainingFlag
-from .discovery import ModelTable, ServedModel
+from .discovery import ModelOverrides, ModelTable, ServedModel
 from .engine_client import EngineClient
 from .settings import GatewaySettings
 from .submission import Submission
@@ -41,6 +44,7 @@ class Reachable:
     instance_ids: list[str]
     block_size: int
     total_kv_blocks: dict[str, int]
+    max_batched_tokens: dict[str, int]
 
 
 class Gateway:
@@ -51,10 +55,12 @@ class Gateway:
         self.settings = settings
         self.context = zmq.Context()
         self.metrics = Metrics()
+        self.tracing = start_tracing(settings.otel_export_enabled)  # None while off
         self._metrics_writer = SnapshotWriter(loop, self.metrics, settings.metrics_dir)
         self._metrics_server = SnapshotServer(loop, self.context, self.metrics, settings.metrics_dir)
         self.engines = EngineClient(loop, self.context, settings.limits.max_queued_tokens)
-        self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances)
+        self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances,
+                                 ModelOverrides(*settings.local_model, settings.kv_cache_block_size))
         self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics,
                                          settings.tokenize_inline_max_bytes)
         self.kv_index = KvIndexReader(settings.endpoints.kv_index_name)
@@ -62,7 +68,8 @@ class Gateway:
         self.tcp_diag = open_tcp_diag()  # slow readers of streamed responses (http/client_backlog.py)
         self._send_routed = open_socket(self.context, zmq.PUSH, sndhwm=ROUTED_BLOCKS_HWM,
                                         connect=settings.endpoints.indexer_routed)
-        self.router = Router(settings.router, self.kv_index, self._routed)
+        self.busy_thresholds = ThresholdTable(settings.router.busy, settings.busy_thresholds_path)
+        self.router = Router(settings.router, self.kv_index, self._routed, self.busy_thresholds)
         self.indexer_status = indexer_wire.IndexerStatus({}, [])
         status = open_socket(self.context, zmq.SUB, subscribe=b"", connect=settings.endpoints.indexer_status)
         self._status = SocketDrainer(loop, status, self._on_indexer_status)
@@ -95,11 +102,16 @@ class Gateway:
                block_hashes: bytes = b"", pinned: str | None = None, avoid: str | None = None) -> Submission:
         """Route and send a request (a generation's prompt, or a unary request's input tokens, counted as
         prefill); the caller owns the :class:`Submission` and must release it (``async with``). 503 when
-        the model has no live instance (other than ``avoid``, an instance that just failed the request)."""
+        the model has no live instance (other than ``avoid``, an instance that just failed the request). With
+        tracing on, the request's trace gets a ``route`` span and a generation carries its context to the worker."""
+        trace = CURRENT_TRACE.get()
+        started = time.perf_counter() if trace is not None else 0.0
         route = self.router.pick(self._reachable(model, avoid), block_hashes, prompt_tokens, pinned)
         if route.instance_id not in self.engines.connections:
             self.router.finish(route)
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+        if trace is not None:
+            request = trace.routed(request, started, model.name, model.block_size, route)
         try:
             stream = self.engines.submit(route.instance_id, request)
         except OverflowError:  # MessagePack carries 64-bit integers: e.g. a JSON schema's bound of 2**64
@@ -116,7 +128,7 @@ class Gateway:
         if not unreachable or not unreachable.intersection(model.instance_ids):
             return model
         return Reachable(model.name, [i for i in model.instance_ids if i not in unreachable], model.block_size,
-                         model.total_kv_blocks)
+                         model.total_kv_blocks, model.max_batched_tokens)
 
     def _routed(self, instance_id: str, block_hashes: bytes) -> None:
         try:
@@ -143,3 +155,5 @@ class Gateway:
         if self.tcp_diag is not None:
             self.tcp_diag.close()
         self.context.term()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still queued

@@ -51,7 +51,7 @@ async def start(gateway: Gateway, request: pb.ModelInferRequest, headers: Mappin
         raise InvalidRequest("input `streaming`: streamed responses need the ModelStreamInfer RPC", param="streaming")
     require_live(model)  # before tokenizing
     body = msgspec.json.encode({"prompt": completion.prompt})
-    prompt_ids, hashes = await gateway.tokenizer.tokenize(model.card.model_path, "completion", body, model.block_size)
+    prompt_ids, hashes = await gateway.tokenizer.tokenize(model.files_path, "completion", body, model.block_size)
     if not prompt_ids:
         raise InvalidRequest("input `text_input` must not be empty", param="text_input")
     engine_req = engine_request(gateway, completion, model, prompt_ids, completion.max_tokens, None)

@@ -82,7 +82,7 @@ async def _tokenize(gateway: Gateway, model, request: CompletionRequest, body: b
             single = msgspec.json.encode({"prompt": prompt, "add_special_tokens": False})
         else:
             single = body if not batch and isinstance(request.prompt, str) else msgspec.json.encode({"prompt": prompt})
-        ids, hashes = await gateway.tokenizer.tokenize(model.card.model_path, "completion", single, model.block_size)
+        ids, hashes = await gateway.tokenizer.tokenize(model.files_path, "completion", single, model.block_size)
         if not ids:
             raise InvalidRequest("prompt must not be empty", param="prompt")
         return ids, hashes

@@ -101,7 +101,7 @@ async def _token_inputs(gateway: Gateway, model: ServedModel, value: str | list)
 
 async def _tokenize(gateway: Gateway, model: ServedModel, text: str) -> list[int]:
     body = msgspec.json.encode({"prompt": text})
-    token_ids, _ = await gateway.tokenizer.tokenize(model.card.model_path, "completion", body, 0)
+    token_ids, _ = await gateway.tokenizer.tokenize(model.files_path, "completion", body, 0)
     return token_ids
 
 

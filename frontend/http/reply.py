@@ -7,7 +7,7 @@ from typing import Callable
 
 import msgspec
 
-from ..protocol.errors import InternalError, RequestError
+from ..protocol.errors import InternalError, RequestError, ServiceUnavailable
 from ..protocol.openai import ErrorDetail, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def error_body(error: RequestError) -> ErrorResponse:
 
 def send_error(proto, error: RequestError) -> None:
     headers = JSON_HEADERS
-    if error.status == 503:
+    if isinstance(error, ServiceUnavailable):  # 503, and the overload status of every worker busy (529)
         headers = JSON_HEADERS + [("retry-after", "1")]
     elif error.status == 401:  # no or a wrong API key (RFC 6750)
         headers = JSON_HEADERS + [("www-authenticate", "Bearer")]

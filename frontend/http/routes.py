@@ -14,7 +14,8 @@ from ..protocol.openai import (ChatCompletion, ChatCompletionChunk, ChatCompleti
                                CompletionRequest, ErrorResponse, ModelList)
 from ..protocol.responses import ResponseObject, ResponsesRequest, ResponseStreamEvent
 from ..protocol.tokenize_api import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
-from . import anthropic, chat, completions, embeddings, images, info, media, openapi, responses_api, tokenize, videos
+from . import (admin, anthropic, chat, completions, embeddings, images, info, media, openapi, responses_api, tokenize,
+               videos)
 from .openapi import GENERATION_ERRORS, INFO_ERRORS, HealthReport, HealthUnavailable, LiveStatus
 from .route import Route
 
@@ -211,6 +212,22 @@ API_ROUTES: tuple[Route, ...] = (
         response_content_type="text/plain; version=0.0.4; charset=utf-8", errors=INFO_ERRORS),
     Route("ANY", responses_api.ITEM_PREFIX + "{id}", handler=responses_api.item, label="responses_item",
           prefix=responses_api.ITEM_PREFIX),  # GET, DELETE /v1/responses/{id}: not in the spec
+    Route(
+        "GET", "/busy_threshold", "Busy thresholds of every model", tag="admin", operation_id="listBusyThresholds",
+        handler=admin.list_thresholds,
+        description="Admin API (off with DYN_DISABLE_FRONTEND_ADMIN_API): each served model's busy thresholds; "
+                    "a worker over one gets no new requests, and a request whose workers are all busy is refused "
+                    "with --overload-status-code (529 by default). 0 = that check is off.",
+        response=admin.ThresholdList, errors=(401, 404)),
+    Route(
+        "POST", "/busy_threshold", "Change a model's busy thresholds", tag="admin",
+        operation_id="updateBusyThresholds", handler=admin.update_thresholds, label="busy_threshold",
+        description="Admin API: sets the given thresholds of `model` in every HTTP process (a field left out "
+                    "keeps its value; null or 0 turns the check off) and answers the model's thresholds.",
+        request=admin.BusyThresholdUpdate,
+        request_examples={"decode": {"summary": "Busy above 90 % of the KV blocks",
+                                     "value": {"model": "tiny", "active_decode_blocks_threshold": 0.9}}},
+        response=admin.ModelThresholds, errors=(400, 401, 404)),
 )
 
 

@@ -25,7 +25,7 @@ async def tokenize(gateway: Gateway, scope, proto, body: bytes) -> None:
     if (request.prompt is None) == (request.messages is None):
         raise InvalidRequest("give exactly one of prompt and messages", param="prompt")
     model = _model(gateway, request.model)
-    path = model.card.model_path
+    path = model.files_path
     if request.messages is not None:
         if request.add_special_tokens:
             raise InvalidRequest("add_special_tokens with messages is not supported (the chat template adds "

@@ -15,6 +15,8 @@ from contextvars import ContextVar
 
 import orjson
 
+from ..config.log_spec import parse_log_spec
+
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -78,10 +80,14 @@ def _quote(value: object) -> str:
 
 
 def setup_logging(level: str, process_name: str, log_format: str = "text") -> None:
-    """Route the root logger to stderr at ``level`` in ``log_format`` (text | json)."""
+    """Route the root logger to stderr in ``log_format`` (text | json) at ``level``: a ``--log-level`` value, a
+    level with optional per-logger levels (``info,frontend.router=debug``; ``config/log_spec.py``)."""
+    spec = parse_log_spec(level)
     handler = logging.StreamHandler(sys.stderr)
     formatter = JsonFormatter if log_format == "json" else TextFormatter
     handler.setFormatter(formatter(process_name))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(spec.root.upper())
+    for name, logger_level in spec.loggers.items():
+        logging.getLogger(name).setLevel(logger_level.upper())

@@ -98,6 +98,15 @@ class ServiceUnavailable(RequestError):
     error_type = "service_unavailable"
 
 
+class WorkersBusy(ServiceUnavailable):
+    """Every worker of the model is over its busy thresholds: load shedding. ``status`` is the daemon's
+    ``--overload-status-code`` (529 by default, as Dynamo's DYN_HTTP_OVERLOAD_STATUS_CODE)."""
+
+    def __init__(self, message: str, *, status: int = 529) -> None:
+        super().__init__(message, code="all_workers_busy")
+        self.status = status
+
+
 class EngineError(RequestError):
     """The worker reported an error while generating (502: the gateway is fine, the backend is not)."""
 

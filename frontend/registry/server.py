@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 import msgspec
 import zmq
 
+from ..config.sections import NamespaceFilter
 from ..config.topology import Endpoints
 from ..protocol import registry as wire
 from ..transport.sockets import open_socket
@@ -32,17 +33,17 @@ PUBLISH_INTERVAL_S = 1.0
 class Leases:
     """Live instances keyed by id, with their lease deadlines; pure logic, no sockets."""
 
-    def __init__(self, namespace: str, ttl_s: float) -> None:
-        self.namespace = namespace
+    def __init__(self, namespaces: NamespaceFilter, ttl_s: float) -> None:
+        self.namespaces = namespaces
         self.ttl_s = ttl_s
         self.instances: dict[str, wire.Instance] = {}
         self.deadlines: dict[str, float] = {}
         self.version = 0
 
     def register(self, message: wire.Register, now: float) -> wire.Ack:
-        if message.namespace != self.namespace:
+        if not self.namespaces.accepts(message.namespace):
             return wire.Ack(ok=False, error=f"namespace {message.namespace!r} is not served here "
-                                            f"(this frontend serves {self.namespace!r})")
+                                            f"(this frontend serves {self.namespaces.describe()})")
         conflict = self._conflict(message)
         if conflict:
             return wire.Ack(ok=False, error=conflict)
@@ -130,7 +131,7 @@ def _new_subscribers(sock: zmq.Socket) -> bool:
         subscribed = subscribed or message[:1] == b"\x01"
 
 
-def run(namespace: str, ttl_s: float, endpoints: Endpoints, recover_s: float, ready: Connection) -> None:
+def run(namespaces: NamespaceFilter, ttl_s: float, endpoints: Endpoints, recover_s: float, ready: Connection) -> None:
     """Process entry: serve the registry until terminated.
 
     ``recover_s`` > 0 (the daemon restarted a registry that died): publish nothing for that long, so that the
@@ -141,7 +142,7 @@ def run(namespace: str, ttl_s: float, endpoints: Endpoints, recover_s: float, re
     recv_from_workers = open_socket(context, zmq.ROUTER, bind=endpoints.registry)
     send_to_gateways = open_socket(context, zmq.XPUB, bind=endpoints.registry_pub)
     send_to_gateways.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber's subscription, not only the first
-    leases = Leases(namespace, ttl_s)
+    leases = Leases(namespaces, ttl_s)
     ready.send("ready")
     ready.close()
     published_version, next_publish = -1, time.monotonic() + recover_s

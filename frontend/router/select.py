@@ -1,13 +1,16 @@
 """Picking a worker instance for a request and accounting its load in shared memory.
 
-Modes: ``round_robin`` (one counter shared by all HTTP processes), ``random``, and ``kv`` (prefix overlap
-from the shared KV block index plus every worker's active load, see ``cost.py``). A request can pin an
-instance. In every mode the chosen worker's shared load counters (requests, blocks, prefill tokens) are
+Modes: ``round_robin`` (one counter shared by all HTTP processes), ``random``, ``kv`` (prefix overlap
+from the shared KV block index plus every worker's active load, see ``cost.py``), and Dynamo's
+``least_loaded`` (the fewest active requests), ``power_of_two`` (the less loaded of two drawn at random) and
+``direct`` (only the instance the request pins; a request that pins none is a 400). A request can pin an
+instance in every mode. Active requests are those this daemon routed, or the worker's own report of its running
+and waiting requests when that is higher. In every mode the chosen worker's shared load counters (requests, blocks, prefill tokens) are
 raised at routing, lowered by the prefill tokens at the first token, and by the rest when the request ends,
 so that every HTTP process sees the load the others put on a worker. A worker that reports its own load
 (``protocol.load``, stored in the index by the indexer) counts with the larger of the two block counts, so
-the busy thresholds follow what the engine really holds. The thresholds apply in every mode; a pinned
-instance is taken even when busy.
+the busy thresholds follow what the engine really holds. The thresholds (``thresholds.py``, per model) apply in
+every mode; a pinned instance is taken even when busy. Every worker busy is ``WorkersBusy`` (529 by default).
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..config.sections import RouterConfig
-from ..protocol.errors import ServiceUnavailable
+from ..protocol.errors import InvalidRequest, ServiceUnavailable, WorkersBusy
 from .cost import WorkerLoad, select_worker
+from .thresholds import BusyThresholds, ThresholdTable
+
+MODES = ("round_robin", "random", "kv", "least_loaded", "power_of_two", "direct")
 
 Hashes = bytes | list[int]  # u64 sequence hashes: array('Q') bytes on the hot path, lists in tests
 
@@ -50,9 +56,9 @@ class RouterSettings:
     mode: str = "round_robin"
     overlap_weight: float = 1.0
     temperature: float = 0.0
-    predicted_ttl_s: float = 10.0
-    active_decode_blocks_threshold: float = 0.0  # fraction of the worker's KV blocks; 0 = off
-    active_prefill_tokens_threshold: int = 0  # 0 = off
+    predicted_ttl_s: float = 0.0
+    busy: BusyThresholds = BusyThresholds()  # every model's, until the admin API changes one
+    overload_status_code: int = 529  # every worker of the model busy
     migration_limit: int = 3  # times a request continues on another worker when its worker goes away
     migration_max_seq_len: int = 0  # longest prompt + generated sequence that migrates; 0 = any
 
@@ -61,9 +67,11 @@ class RouterSettings:
         """What an HTTP process routes with, from the daemon's ``router`` section."""
         return cls(mode=router.router_mode, overlap_weight=router.kv_overlap_score_weight,
                    temperature=router.router_temperature, predicted_ttl_s=router.prediction_ttl_s,
-                   active_decode_blocks_threshold=router.active_decode_blocks_threshold,
-                   active_prefill_tokens_threshold=router.active_prefill_tokens_threshold,
-                   migration_limit=router.migration_limit, migration_max_seq_len=router.migration_max_seq_len)
+                   busy=BusyThresholds(
+                       active_decode_blocks_threshold=router.active_decode_blocks_threshold,
+                       active_prefill_tokens_threshold=router.active_prefill_tokens_threshold,
+                       active_prefill_tokens_threshold_frac=router.active_prefill_tokens_threshold_frac),
+                   overload_status_code=router.overload_status_code, migration_limit=router.migration_limit, migration_max_seq_len=router.migration_max_seq_len)
 
 
 SLOT_MAP_TTL_S = 0.1
@@ -90,50 +98,75 @@ class Candidate(Protocol):
     instance_ids: list[str]
     block_size: int
     total_kv_blocks: dict[str, int]
+    max_batched_tokens: dict[str, int]
 
 
 class Router:
     """One per HTTP process; all shared state lives in the index's shared memory."""
 
     def __init__(self, settings: RouterSettings, index: SharedIndex | None = None,
-                 send_routed: Callable[[str, Hashes], None] | None = None) -> None:
-        if settings.mode not in ("round_robin", "random", "kv"):
+                 send_routed: Callable[[str, Hashes], None] | None = None,
+                 thresholds: ThresholdTable | None = None) -> None:
+        if settings.mode not in MODES:
             raise ValueError(f"unknown router mode {settings.mode!r}")
         self.settings = settings
         self.index = index
         self.send_routed = send_routed
+        self.thresholds = thresholds if thresholds is not None else ThresholdTable(settings.busy)
         self._slots: dict[str, int] = {}
         self._slots_read_at = -SLOT_MAP_TTL_S
         self._local_counter = 0
 
     def pick(self, model: Candidate, seq_hashes: Hashes, isl: int, pinned: str | None = None) -> Route:
-        """Choose a live instance of ``model``; 503 when there is none (or all are busy)."""
+        """Choose a live instance of ``model``: 503 when there is none, ``WorkersBusy`` when all are busy."""
         instances = model.instance_ids
         if not instances:
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
+        mode = self.settings.mode
         if pinned is not None:
             if pinned not in instances:
                 raise ServiceUnavailable(f"worker instance `{pinned}` does not serve model `{model.name}`")
             chosen, overlap = pinned, 0
-        elif self.settings.mode == "kv" and self.index is not None:
+        elif mode == "direct":
+            raise InvalidRequest("--router-mode direct: the request must name its worker (header "
+                                 "x-worker-instance-id or nvext.backend_instance_id)")
+        elif mode == "kv" and self.index is not None:
             chosen, overlap = self._pick_kv(model, seq_hashes, isl)
         else:
-            candidates = [i for i in instances if not self._busy(model, i, *self._load(self.slot(i)))] \
-                if self._thresholds_on() else instances
-            if not candidates:
-                raise self._all_busy(model)
-            if self.settings.mode == "random":
-                chosen, overlap = random.choice(candidates), 0
-            else:
-                chosen, overlap = candidates[self._next_round_robin(model.name) % len(candidates)], 0
+            chosen, overlap = self._pick_by_load(model, mode), 0
         return self._account(model, chosen, seq_hashes, isl, overlap)
 
-    def _thresholds_on(self) -> bool:
-        return bool(self.settings.active_decode_blocks_threshold or self.settings.active_prefill_tokens_threshold)
+    def _pick_by_load(self, model: Candidate, mode: str) -> str:
+        """round_robin, random, least_loaded, power_of_two: among the instances that are not busy."""
+        thresholds = self.thresholds.of(model.name) if self.thresholds.any_on else None
+        candidates = model.instance_ids
+        if thresholds is not None and thresholds.on:
+            candidates = [i for i in candidates if not self._busy(model, i, thresholds, *self._load(self.slot(i)))]
+            if not candidates:
+                raise self._all_busy(model)
+        if mode == "random":
+            return random.choice(candidates)
+        if mode == "least_loaded":
+            return self._least_active(candidates)
+        if mode == "power_of_two":
+            return self._least_active(random.sample(candidates, 2) if len(candidates) > 2 else candidates)
+        return candidates[self._next_round_robin(model.name) % len(candidates)]
 
-    @staticmethod
-    def _all_busy(model: Candidate) -> ServiceUnavailable:
-        return ServiceUnavailable(f"all workers of model `{model.name}` are busy; retry later")
+    def _least_active(self, candidates: list[str]) -> str:
+        """The instance with the fewest active requests (ties: one of them at random)."""
+        active = [(self._active_requests(self.slot(i)), i) for i in candidates]
+        fewest = min(count for count, _ in active)
+        return random.choice([i for count, i in active if count == fewest])
+
+    def _active_requests(self, slot: int | None) -> int:
+        if slot is None:
+            return 0
+        running, waiting, _ = self.index.reported_load(slot)
+        return max(self.index.load(slot)[0], running + waiting)
+
+    def _all_busy(self, model: Candidate) -> WorkersBusy:
+        return WorkersBusy(f"all workers of model `{model.name}` are busy; retry later",
+                           status=self.settings.overload_status_code)
 
     def _load(self, slot: int | None) -> tuple[int, int]:
         """(active blocks, active prefill tokens) of an instance's slot: routed load, or the worker's own report
@@ -157,14 +190,16 @@ class Router:
         matches = index.find_matches(seq_hashes, time.monotonic(), settings.predicted_ttl_s) if seq_hashes else {}
         cached = index.stats()["slot_blocks"]  # tie-break: the worker with the fewest cached blocks
         slots = self._slot_map()
-        thresholds = self._thresholds_on()
+        thresholds = self.thresholds.of(model.name) if self.thresholds.any_on else None
+        if thresholds is not None and not thresholds.on:
+            thresholds = None
         loads = []
         for instance_id in model.instance_ids:
             slot = slots.get(instance_id)
             if slot is None:
                 slot = self.slot(instance_id)  # new since the map was read (None: the indexer gave it no slot yet)
             blocks, prefill = self._load(slot)
-            if thresholds and self._busy(model, instance_id, blocks, prefill):
+            if thresholds is not None and self._busy(model, instance_id, thresholds, blocks, prefill):
                 continue
             loads.append(WorkerLoad(instance_id, matches.get(slot, 0), blocks, prefill, cached.get(slot, 0)))
         if not loads:
@@ -184,13 +219,11 @@ class Router:
         self._slots = {worker_id: slot for slot, worker_id in self.index.slots()}
         self._slots_read_at = time.monotonic()
 
-    def _busy(self, model: Candidate, instance_id: str, blocks: int, prefill_tokens: int) -> bool:
-        settings = self.settings
-        if settings.active_prefill_tokens_threshold and prefill_tokens > settings.active_prefill_tokens_threshold:
-            return True
-        total = model.total_kv_blocks.get(instance_id, 0)
-        threshold = settings.active_decode_blocks_threshold
-        return bool(threshold and total and blocks / total > threshold)
+    @staticmethod
+    def _busy(model: Candidate, instance_id: str, thresholds: BusyThresholds, blocks: int,
+              prefill_tokens: int) -> bool:
+        return thresholds.busy(blocks, model.total_kv_blocks.get(instance_id, 0), prefill_tokens,
+                               model.max_batched_tokens.get(instance_id, 0))
 
     def _account(self, model: Candidate, instance_id: str, seq_hashes: Hashes, isl: int,
                  overlap: int) -> Route:

@@ -132,6 +132,9 @@ def test_every_option_settable_from_env():
         "api_key": "k1,k2", "api_key_file": "/keys.txt", "api_key_exempt": "/live",
         "max_stop_strings": "4", "max_stop_string_length": "64", "max_tools": "8", "max_tool_schema_bytes": "4096",
         "max_messages": "100", "max_stream_backlog_mb": "2.5", "slow_reader_timeout_s": "5", "max_queued_tokens": "64",
+        "active_prefill_tokens_threshold_frac": "1.5", "overload_status_code": "503",
+        "disable_frontend_admin_api": "true", "namespace_prefix": "ns-", "model_name": "m", "model_path": "/models/m",
+        "kv_cache_block_size": "32", "dump_config_to": "/tmp/config.toml", "otel_export_enabled": "true",
     }
     assert set(samples) == set(OPTIONS_BY_NAME), "a new option needs a sample here"
     env = {OPTIONS_BY_NAME[name].env_var: raw for name, raw in samples.items() if raw is not None}
@@ -217,7 +220,7 @@ def test_unknown_choice_in_env_names_flag_and_env():
     (["--http-body-limit-mb", "lots"], "--http-body-limit-mb"),
     (["--mock-speedup-ratio", "nan"], "--mock-speedup-ratio"),
     (["--registry-endpoint", "127.0.0.1:5570"], "--registry-endpoint"),
-    (["--log-level", "trace"], "--log-level"),
+    (["--log-level", "verbose"], "--log-level"),
 ])
 def test_invalid_cli_value_names_flag(argv, flag):
     with pytest.raises(ConfigError) as info:

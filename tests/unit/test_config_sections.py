@@ -21,6 +21,7 @@ from frontend.engines.vllm import main as vllm_main
 from frontend.gateway.auth import ApiKeys
 from frontend.gateway.settings import ApiSettings, GatewaySettings
 from frontend.router.select import RouterSettings
+from frontend.router.thresholds import BusyThresholds
 from frontend.stores.media import MediaSettings
 from frontend.worker.cli import add_flags, worker_flags
 
@@ -48,6 +49,10 @@ SAMPLES = {
     "max_stream_backlog_mb": 2.5,
     "max_queued_tokens": 64,
     "slow_reader_timeout_s": 5.0,
+    "otel_export_enabled": True,
+    "active_prefill_tokens_threshold_frac": 1.5, "overload_status_code": 503, "disable_frontend_admin_api": True,
+    "namespace_prefix": "ns-", "model_name": "m", "model_path": "/models/m", "kv_cache_block_size": 32,
+    "dump_config_to": "/tmp/config.toml",
 }
 
 
@@ -206,19 +211,24 @@ def test_gateway_settings_from_sections(tmp_path):
     config, _ = load_config([], env)
     run_dir = str(tmp_path)
     settings = GatewaySettings.from_config(config, endpoints(run_dir), run_dir)
-    assert settings.namespace == "ns"
+    assert settings.namespace == "ns-"  # --namespace-prefix wins; the mock workers register there
     assert settings.body_limit_bytes == mib_to_bytes(2.5)
     assert (settings.max_concurrent_requests, settings.log_level, settings.log_format) == (7, "debug", "json")
     assert settings.stream_coalesce is True
     assert settings.tokenize_inline_max_bytes == 100
+    assert settings.otel_export_enabled is True
     assert settings.metrics_prefix == "my_frontend"
     assert settings.http_ready_dir == os.path.join(run_dir, "http-ready")
     assert settings.draining_flag == os.path.join(run_dir, "draining")
     assert settings.metrics_dir == os.path.join(run_dir, "metrics")
-    assert settings.router == RouterSettings(mode="kv", overlap_weight=0.5, temperature=0.3, predicted_ttl_s=60.0,
-                                             active_decode_blocks_threshold=0.9,
-                                             active_prefill_tokens_threshold=10000, migration_limit=1,
-                                             migration_max_seq_len=4096)
+    assert settings.router == RouterSettings(
+        mode="kv", overlap_weight=0.5, temperature=0.3, predicted_ttl_s=60.0,
+        busy=BusyThresholds(active_decode_blocks_threshold=0.9, active_prefill_tokens_threshold=10000,
+                            active_prefill_tokens_threshold_frac=1.5),
+        overload_status_code=503, migration_limit=1, migration_max_seq_len=4096)
+    assert settings.admin_api is False
+    assert settings.busy_thresholds_path == os.path.join(run_dir, "busy-thresholds.json")
+    assert settings.local_model == ("m", "/models/m") and settings.kv_cache_block_size == 32
     assert settings.apis == ApiSettings(tool_call_parsers={"*": "hermes"}, reasoning_parsers={"m": "qwen3"},
                                         anthropic_api=False, responses_store_path="", responses_store_ttl_s=60.0,
                                         responses_store_max_bytes=8 * MIB, nvext=False)
@@ -245,7 +255,7 @@ def test_gateway_settings_defaults_live_in_the_run_directory(tmp_path):
     assert settings.api_keys.exempt == ("/live", "/health", "/metrics", "/docs", "/openapi.json")
 
 
-@pytest.mark.parametrize("kv_events, expected", [(True, 10.0), (False, 120.0)])
+@pytest.mark.parametrize("kv_events, expected", [(True, 0.0), (False, 120.0)])
 def test_router_prediction_ttl_follows_kv_events(kv_events, expected):
     router = RouterConfig(kv_events=kv_events)
     assert router.prediction_ttl_s == expected

@@ -8,6 +8,7 @@ import msgspec
 import pytest
 import zmq
 
+from frontend.config.sections import NamespaceFilter
 from frontend.config.topology import Endpoints
 from frontend.protocol import registry as wire
 from frontend.registry.server import Leases, handle, run
@@ -31,7 +32,7 @@ def encode(message) -> bytes:
 
 @pytest.fixture
 def leases() -> Leases:
-    return Leases(NS, TTL)
+    return Leases(NamespaceFilter(NS), TTL)
 
 
 # ---- register ------------------------------------------------------------------------------------
@@ -104,6 +105,20 @@ def test_namespace_mismatch_refused(leases):
     assert "'other'" in ack.error and repr(NS) in ack.error
     assert leases.instances == {}
     assert leases.version == 0
+
+
+@pytest.mark.parametrize("namespaces, accepted, refused", [
+    (NamespaceFilter(), ["dynamo", "other", ""], []),  # --namespace unset: every namespace, as in Dynamo
+    (NamespaceFilter("ns"), ["ns"], ["ns-1", "other"]),
+    (NamespaceFilter("ignored", "ns"), ["ns", "ns-abc123"], ["ignored", "other"]),  # the prefix wins
+])
+def test_namespace_filter(namespaces, accepted, refused):
+    leases = Leases(namespaces, TTL)
+    for index, namespace in enumerate(accepted):
+        assert leases.register(register(f"w{index}", namespace=namespace), now=0.0).ok, namespace
+    for namespace in refused:
+        ack = leases.register(register("x", namespace=namespace), now=0.0)
+        assert not ack.ok and namespaces.describe() in ack.error, namespace
 
 
 @pytest.mark.parametrize("different", [
@@ -277,7 +292,7 @@ def test_run_serves_registrations_and_publishes_snapshots(tmp_path):
                           indexer_status=f"ipc://{tmp_path}/status", kv_index_name="unused")
     spawn = multiprocessing.get_context("spawn")
     parent_end, child_end = spawn.Pipe()
-    process = spawn.Process(target=run, args=(NS, 0.5, endpoints, 0.0, child_end), daemon=True)
+    process = spawn.Process(target=run, args=(NamespaceFilter(NS), 0.5, endpoints, 0.0, child_end), daemon=True)
     process.start()
     context = zmq.Context()
     worker = context.socket(zmq.DEALER)
