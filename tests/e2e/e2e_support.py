@@ -142,12 +142,13 @@ class Daemon(_Logged):
 
     def __init__(self, *extra: str, mock_workers: int = 2, speedup: str = FAST, lease_ttl_s: str = "2",
                  env: dict[str, str] | None = None, extra_models: tuple[str, ...] = (),
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, model: str = MODEL) -> None:
         self.http_port = free_port()
         self.registry_port = free_port()
         self.registry_endpoint = f"tcp://127.0.0.1:{self.registry_port}"
         self.base_url = f"http://127.0.0.1:{self.http_port}"
         self.mock_workers = mock_workers
+        self.model = model  # the chat model the mock workers serve (--model-name / --mock-model-name)
         self.extra_models = [EXTRA_MODELS[kind] for kind in extra_models] if mock_workers else []
         argv = [sys.executable, "-m", "frontend", "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
                 "--registry-endpoint", self.registry_endpoint, "--workers", "1", "--tokenizer-workers", "1",
@@ -189,7 +190,7 @@ class Daemon(_Logged):
             if health.status_code != 200 or len(health.json()["instances"]) < expected:
                 return False
             # every HTTP process has its own model table: ask on fresh connections, which Granian spreads
-            return all({MODEL, *self.extra_models} <= set(self.model_ids(fresh=True)) for _ in range(6))
+            return all({self.model, *self.extra_models} <= set(self.model_ids(fresh=True)) for _ in range(6))
 
         wait_until(ready, timeout, "the daemon to become ready", interval=0.1, on_timeout=self.describe)
         return self
