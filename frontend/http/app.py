@@ -98,8 +98,11 @@ class GatewayApp:
                 reply = route.handler(gateway, proto)
                 if reply is not None:
                     await reply  # /metrics asks the other processes
-            else:
+            elif gateway.tracing is None:
                 await self._post(gateway, scope, proto, route)
+            else:  # one trace per request, child of the client's traceparent (observability/tracing.py)
+                with gateway.tracing.request(scope.method, route.path, scope.headers):
+                    await self._post(gateway, scope, proto, route)
         except RequestError as error:
             of_path(ERROR_RENDERERS, scope.path, send_error)(proto, error)
         except Exception as exc:

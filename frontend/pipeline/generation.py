@@ -32,6 +32,7 @@ from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
 from ..kv import block_hashes
 from ..observability.metrics import GenerationObserver
+from ..observability.tracing import CURRENT_TRACE, TracedObserver
 from ..parsers.base import OutputParser, Segment, merge
 from ..postprocess.pipeline import Delta, OutputPipeline
 from ..protocol.engine import (GenerateRequest, GuidedDecoding, RequestOutput, SamplingOptions, StopConditions,
@@ -125,6 +126,14 @@ def engine_request(gateway: Gateway, request: AnyRequest, model: ServedModel, pr
                            [] if ignore_eos else model.eos_token_ids, logprobs, model.name)
 
 
+def new_observer(gateway: Gateway, model: ServedModel, stream: bool) -> GenerationObserver | TracedObserver:
+    """A request's metrics observer; with tracing on, one that also gives the request's trace its first token and
+    totals (``observability.tracing.TracedObserver``)."""
+    observer = GenerationObserver(gateway.metrics, model.name, stream)
+    trace = CURRENT_TRACE.get()
+    return observer if trace is None else trace.observe(observer, model.name)
+
+
 class Generation:
     """One request running on a worker, read as a sequence of :class:`Delta`.
 
@@ -158,7 +167,7 @@ class Generation:
         self.submission = gateway.submit(model, engine_req, prompt_tokens=self.prompt_tokens,
                                          block_hashes=block_hashes, pinned=pinned)
         self.stream = self.submission.stream
-        self.observer = observer or GenerationObserver(gateway.metrics, model.name, request.stream)
+        self.observer = observer or new_observer(gateway, model, request.stream)
         self.started = self.observer.started  # perf_counter() when the HTTP request arrived
         self.first_token_at = 0.0
         self.finished_at = 0.0
@@ -346,7 +355,7 @@ class SharedObserver:
     __slots__ = ("observer", "started", "pending", "prompt_tokens", "output_tokens", "cached_tokens",
                  "cancelled", "error")
 
-    def __init__(self, observer: GenerationObserver, choices: int, prompt_tokens: int) -> None:
+    def __init__(self, observer: GenerationObserver | TracedObserver, choices: int, prompt_tokens: int) -> None:
         self.observer = observer
         self.started = observer.started
         self.pending = choices
@@ -397,9 +406,8 @@ class Choices:
                                            pinned=pinned, disconnected=self._disconnected,
                                            parser=parser() if parser else None, ext=ext)])
             return self
-        observer = SharedObserver(
-            GenerationObserver(gateway.metrics, model.name, request.stream), len(prompts) * n,
-            sum(len(ids) for ids in prompts))
+        observer = SharedObserver(new_observer(gateway, model, request.stream), len(prompts) * n,
+                                  sum(len(ids) for ids in prompts))
         started = 0
         try:
             for ids, block_hashes in zip(prompts, hashes):

@@ -72,6 +72,9 @@ class GenerateRequest(msgspec.Struct, tag="generate", omit_defaults=True, gc=Fal
     eos_token_ids: list[int] = []
     logprobs: int | None = None  # None: no logprobs; N >= 0: the chosen token's plus N alternatives
     model: str = ""
+    # W3C trace context (traceparent, tracestate) of the gateway's request span, set only while tracing is on
+    # (frontend/observability/tracing.py): a worker that traces opens its span as a child of it
+    trace_context: dict[str, str] | None = None
 
 
 class AbortRequest(msgspec.Struct, tag="abort", gc=False):

@@ -26,6 +26,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ..observability.metrics import Metrics
+from ..observability.tracing import CURRENT_TRACE
 from ..protocol import tokenizer as wire
 from ..protocol.errors import ServiceUnavailable, TemplateError
 from ..transport.sockets import open_socket
@@ -62,13 +63,14 @@ class TokenizerClient:
         request_id = next(self._ids)
         started = time.perf_counter()
         request = wire.TokenizeRequest(request_id, model_path, kind, body, block_size)
-        if len(body) <= self.inline_max_bytes and self._inline_ready(model_path):
-            result = self._inline.handle(request)
-        else:
-            result = await self._pool(request)
+        inline = len(body) <= self.inline_max_bytes and self._inline_ready(model_path)
+        result = self._inline.handle(request) if inline else await self._pool(request)
         if self._metrics is not None:
             self._metrics.observe("tokenizer_latency_ms", (("operation", "tokenize"),),
                                   (time.perf_counter() - started) * 1000)
+        trace = CURRENT_TRACE.get()
+        if trace is not None:
+            trace.tokenized(started, len(result.token_ids), inline)
         if result.error is not None:
             raise TemplateError(result.error)
         return result.token_ids, result.block_hashes

@@ -13,7 +13,10 @@ method; a missing one is a RegistrationError, and a request for it fails with "t
 ...". A paused request (its client reads too slowly) is held: its outputs wait in the worker until it is
 resumed, and an engine that can stop generating for it does (``pause_request``). Outputs emitted in the same
 event-loop turn are coalesced into one ``OutputBatch`` per gateway, so a
-step-based engine sends one message per step per gateway.
+step-based engine sends one message per step per gateway. With ``OTEL_EXPORT_ENABLED`` the runtime traces: a
+request whose gateway traces it (``GenerateRequest.trace_context``) gets a ``worker.generate`` span, child of the
+gateway's request span, from its arrival to its finish reason or abort (``TokenSink.span``; see
+``frontend/observability/tracing.py``).
 
 Both sockets are plain ZeroMQ sockets of one context, drained from the event loop by
 ``frontend.transport.zmqloop.SocketDrainer`` (no zmq.asyncio future per message).
@@ -28,11 +31,12 @@ import os
 import signal
 import time
 import uuid
-from typing import Awaitable, Sequence
+from typing import TYPE_CHECKING, Awaitable, Sequence
 
 import msgspec
 import zmq
 
+from ..observability.tracing import end_worker_span, start_worker_tracing
 from ..protocol import engine as engine_wire, registry as registry_wire
 from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, ImageRequest, MediaItem, PauseRequest,
                                RequestOutput, TokenLogprob, VideoRequest)
@@ -42,6 +46,9 @@ from ..transport.sockets import bind_random_port, open_socket
 from ..transport.zmqloop import SocketDrainer
 from .checksum import model_checksum
 from .unary import TYPE_METHODS, InvalidInput, NotServed, ProgressSink, UnaryServer, Vector
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +63,11 @@ class RegistrationError(FrontendError):
 
 class TokenSink:
     """Where an engine sends the tokens of one request; ``finished`` after a finish reason was sent. While the
-    gateway has paused the request, outputs are held here (``held``) and sent when it resumes."""
+    gateway has paused the request, outputs are held here (``held``) and sent when it resumes. ``span``: the
+    request's ``worker.generate`` span while this worker traces and the gateway sent a trace context
+    (``request.trace_context``), else None; it ends with the finish reason."""
 
-    __slots__ = ("request_id", "_runtime", "_identity", "finished", "held")
+    __slots__ = ("request_id", "_runtime", "_identity", "finished", "held", "span")
 
     def __init__(self, request_id: str, runtime: "WorkerRuntime", identity: bytes) -> None:
         self.request_id = request_id
@@ -66,6 +75,7 @@ class TokenSink:
         self._identity = identity
         self.finished = False
         self.held: list[RequestOutput] | None = None  # a list while paused
+        self.span: Span | None = None
 
     def send(self, token_ids: list[int], finish_reason: str | None = None,
              logprobs: list[TokenLogprob] | None = None, error: str | None = None, cached_tokens: int = 0,
@@ -79,6 +89,8 @@ class TokenSink:
                                retryable)
         if finish_reason is not None:
             self.finished = True
+            if self.span is not None:
+                end_worker_span(self.span, finish_reason)
             if self.held is None:
                 self._runtime._forget(self.request_id)  # a held request is forgotten when it is resumed
         if self.held is not None:
@@ -165,6 +177,7 @@ class WorkerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unary: UnaryServer | None = None
         self.malformed_frames = 0
+        self.tracing = start_worker_tracing()  # None unless OTEL_EXPORT_ENABLED (observability/tracing.py)
 
     # ---- registration -------------------------------------------------------------------------------
 
@@ -286,6 +299,8 @@ class WorkerRuntime:
             self._registry = None
         if self._owns_context:
             self.context.term()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still queued
 
     # ---- request plane ------------------------------------------------------------------------------
 
@@ -313,6 +328,8 @@ class WorkerRuntime:
 
     def _start(self, identity: bytes, request: GenerateRequest) -> None:
         sink = TokenSink(request.request_id, self, identity)
+        if self.tracing is not None and request.trace_context:
+            sink.span = self.tracing.worker_span(request, self.instance_id)
         self._routes[request.request_id] = sink
         try:
             self.engine.add_request(request, sink)
@@ -325,6 +342,8 @@ class WorkerRuntime:
     def _abort(self, request_id: str) -> None:
         sink = self._routes.pop(request_id, None)
         if sink is not None:
+            if sink.span is not None and not sink.finished:
+                end_worker_span(sink.span, "aborted")
             sink.finished = True
             self.engine.abort_request(request_id)
         elif self._unary is not None:
