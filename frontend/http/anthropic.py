@@ -41,7 +41,8 @@ _FIELD_NAMES = {"stop": "stop_sequences", "response_format": "output_config.form
 # our status -> (Anthropic's status, error type)
 _ERRORS = {400: (400, "invalid_request_error"), 401: (401, "authentication_error"), 404: (404, "not_found_error"),
            405: (405, "invalid_request_error"), 408: (408, "timeout_error"), 413: (413, "request_too_large"),
-           500: (500, "api_error"), 502: (500, "api_error"), 503: (529, "overloaded_error")}
+           500: (500, "api_error"), 502: (500, "api_error"), 503: (529, "overloaded_error"),
+           529: (529, "overloaded_error")}
 
 
 def send_error(proto, error: RequestError) -> None:

@@ -200,7 +200,7 @@ class GenerationObserver:
             self.record.error_type = "backend_error"
 
 ERROR_TYPES = {400: "validation", 404: "not_found", 405: "validation", 413: "validation", 500: "internal",
-               502: "backend_error", 503: "unavailable"}
+               502: "backend_error", 503: "unavailable", 529: "overload"}
 
 
 def error_type_for(status: int) -> str:

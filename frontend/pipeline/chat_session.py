@@ -149,7 +149,7 @@ async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: b
     guided = _constraint(request, tools, ext, names)
     model = served_model(gateway, request.model, "chat")
     if ext.token_data is None and not ext.raw_prompt:
-        prompt_ids, block_hashes = await gateway.tokenizer.tokenize(model.card.model_path, "chat", body,
+        prompt_ids, block_hashes = await gateway.tokenizer.tokenize(model.files_path, "chat", body,
                                                                     model.block_size)
     else:
         prompt_ids, block_hashes = await _given_prompt(gateway, model, request, ext)
@@ -192,7 +192,7 @@ async def _given_prompt(gateway: Gateway, model: ServedModel, request: ChatCompl
         check_token_ids(ext.token_data, model.tokenizer.get_vocab_size(), "nvext.token_data")
         return list(ext.token_data), compute_block_hashes(ext.token_data, model.block_size).tobytes()
     raw = msgspec.json.encode({"prompt": raw_chat_prompt(request), "add_special_tokens": False})
-    prompt_ids, hashes = await gateway.tokenizer.tokenize(model.card.model_path, "completion", raw, model.block_size)
+    prompt_ids, hashes = await gateway.tokenizer.tokenize(model.files_path, "completion", raw, model.block_size)
     if not prompt_ids:
         raise InvalidRequest("nvext.use_raw_prompt: the messages have no text", param="messages")
     return prompt_ids, hashes
