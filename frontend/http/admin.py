@@ -9,24 +9,28 @@ off. The answer is the model's thresholds after the change (a body with only ``m
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
 import msgspec
 
 from ..gateway.state import Gateway
-from ..protocol.errors import InvalidRequest, ModelNotFound, NotFoundRoute
+from ..protocol.errors import ModelNotFound, NotFoundRoute
 from ..router.thresholds import BusyThresholds
 from .reply import send_json
 from .streaming import decode_request
 
 
+Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1e9)]
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+
+
 class BusyThresholdUpdate(msgspec.Struct, forbid_unknown_fields=True):
     """POST /busy_threshold's body."""
 
-    model: str
-    active_decode_blocks_threshold: float | None | msgspec.UnsetType = msgspec.UNSET
-    active_prefill_tokens_threshold: int | None | msgspec.UnsetType = msgspec.UNSET
-    active_prefill_tokens_threshold_frac: float | None | msgspec.UnsetType = msgspec.UNSET
+    model: Annotated[str, msgspec.Meta(max_length=1024)]
+    active_decode_blocks_threshold: Fraction | None | msgspec.UnsetType = msgspec.UNSET
+    active_prefill_tokens_threshold: TokenCount | None | msgspec.UnsetType = msgspec.UNSET
+    active_prefill_tokens_threshold_frac: Fraction | None | msgspec.UnsetType = msgspec.UNSET
 
 
 class ModelThresholds(BusyThresholds, frozen=True, kw_only=True):
@@ -74,11 +78,7 @@ async def update_thresholds(gateway: Gateway, scope, proto, body: bytes) -> None
         value = getattr(update, field.name)
         if value is msgspec.UNSET:
             continue
-        value = field.default if value is None else value
-        if not math.isfinite(value) or value < 0:
-            raise InvalidRequest(f"{field.name} must be a finite number, 0 or more (0 or null: off)",
-                                 param=field.name)
-        changes[field.name] = value
+        changes[field.name] = field.default if value is None else value  # the bounds are checked by decoding
     if changes:
         current = msgspec.structs.replace(current, **changes)
         table.set(update.model, current)

@@ -142,6 +142,21 @@ def test_all_workers_busy_is_529_and_thresholds_change_at_run_time(start_daemon)
         holder.join(30)
 
 
+@pytest.mark.parametrize("body", [
+    b"", b"{", b"[]", b'{"model": 7}', b'{"model": "tiny", "active_decode_blocks_threshold": "high"}',
+    b'{"model": "tiny", "active_decode_blocks_threshold": NaN}', b'{"model": "tiny", "active_decode_blocks_threshold": 1e999}',
+    b'{"model": "tiny", "active_prefill_tokens_threshold": 1.5}', b'{"model": "tiny", "surprise": 1}',
+    b'{"model": "tiny", "active_prefill_tokens_threshold": 99999999999999999999999}',
+    b'{"model": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"model": "' + b"m" * 1_000_000 + b'"}',
+])
+def test_admin_api_refuses_bad_bodies_with_a_400_or_404(daemon, body):
+    """The shared daemon's thresholds stay untouched by anything that is not a well-formed change."""
+    before = daemon.http.get("/busy_threshold").json()
+    answer = daemon.http.post("/busy_threshold", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code in (400, 404) and set(answer.json()) == {"error"}, answer.text[:300]
+    assert daemon.http.get("/busy_threshold").json() == before
+
+
 def test_admin_api_can_be_turned_off(start_daemon):
     server = start_daemon(mock_workers=1, env={"DYN_DISABLE_FRONTEND_ADMIN_API": "true"})
     assert server.http.get("/busy_threshold").status_code == 404

@@ -238,7 +238,7 @@ def test_model_card_conflict_is_refused(bare):
 
 def test_busy_threshold_follows_the_load_the_worker_reports(start_daemon):
     """One long generation fills the engine's KV cache while the routers' own count stays at its 1-block prompt:
-    the worker's report makes it busy (503), and once the engine frees its blocks requests go through again."""
+    the worker's report makes it busy (529, Dynamo's overload status), and once the engine frees its blocks requests go through again."""
     server = start_daemon("--active-decode-blocks-threshold", "0.5", mock_workers=0)
     server.start_mocker("--model-name", "filler", "--num-gpu-blocks", "40", "--kv-block-size", "16", speedup="1")
     server.wait_model("filler")
@@ -253,7 +253,7 @@ def test_busy_threshold_follows_the_load_the_worker_reports(start_daemon):
             next(lines)
             wait_until(lambda: engine_blocks() > 20, 10.0, "the engine to report more than half its blocks used")
             busy = server.http.post("/v1/completions", json={**body, "max_tokens": 2})
-            assert busy.status_code == 503 and "busy" in error_of(busy)["message"], busy.text
+            assert busy.status_code == 529 and "busy" in error_of(busy)["message"], busy.text
             list(lines)
     wait_until(lambda: engine_blocks() <= 20, 5.0, "the engine to report its blocks freed")
     assert server.http.post("/v1/completions", json={**body, "max_tokens": 2}).status_code == 200
