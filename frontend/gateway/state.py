@@ -17,12 +17,13 @@ import msgspec
 import zmq
 
 from ..kv import KvIndexReader
-from ..observability.metrics import Metrics, Snapshot, SnapshotServer, SnapshotWriter, gather_snapshots
+from ..observability.metrics import (Metrics, Snapshot, SnapshotServer, SnapshotWriter, current_endpoint,
+                                     gather_snapshots)
 from ..observability.tracing import CURRENT_TRACE, start_tracing
 from ..protocol import indexer as indexer_wire
 from ..protocol.engine import GenerateRequest, UnaryRequest
-from ..protocol.errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable
-from ..router.select import Router
+from ..protocol.errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable, WorkersBusy
+from ..router.select import Route, Router
 from ..router.thresholds import ThresholdTable
 from ..stores.media import MediaStore
 from ..tokenizer.client import TokenizerClient
@@ -106,7 +107,7 @@ class Gateway:
         tracing on, the request's trace gets a ``route`` span and a generation carries its context to the worker."""
         trace = CURRENT_TRACE.get()
         started = time.perf_counter() if trace is not None else 0.0
-        route = self.router.pick(self._reachable(model, avoid), block_hashes, prompt_tokens, pinned)
+        route = self._route(model, request, block_hashes, prompt_tokens, pinned, avoid)
         if route.instance_id not in self.engines.connections:
             self.router.finish(route)
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
@@ -118,6 +119,19 @@ class Gateway:
             self.router.finish(route)
             raise InvalidRequest("a number in the request is outside the 64-bit integer range") from None
         return Submission(self.engines, self.router, route, stream)
+
+    def _route(self, model: ServedModel, request: GenerateRequest | UnaryRequest, block_hashes: bytes,
+               prompt_tokens: int, pinned: str | None, avoid: str | None) -> Route:
+        """The router's pick, in the metrics: a request refused because every worker is busy
+        (``model_rejection_total``), the predicted hit rate of a KV routing decision (``kv_hit_rate``)."""
+        try:
+            route = self.router.pick(self._reachable(model, avoid), block_hashes, prompt_tokens, pinned)
+        except WorkersBusy:
+            self.metrics.model_rejected(model.name, current_endpoint())
+            raise
+        if self.settings.router.mode == "kv" and pinned is None and isinstance(request, GenerateRequest):
+            self.metrics.kv_routed(model.name, route.overlap_blocks, -(-prompt_tokens // model.block_size))
+        return route
 
     def _reachable(self, model: ServedModel, avoid: str | None = None) -> ServedModel | Reachable:
         """The model as the router should see it: without instances whose connection is lost (the registry

@@ -98,6 +98,8 @@ class GatewayApp:
                 reply = route.handler(gateway, proto)
                 if reply is not None:
                     await reply  # /metrics asks the other processes
+            elif not route.label:  # a parameter route outside admission and the request metrics
+                route.handler(gateway, scope, proto)
             elif gateway.tracing is None:
                 await self._post(gateway, scope, proto, route)
             else:  # one trace per request, child of the client's traceparent (observability/tracing.py)

@@ -1,21 +1,37 @@
-"""GET endpoints that describe the service: /v1/models, /health, /live."""
+"""GET endpoints that describe the service: /v1/models, /v1/models/{model}, /health, /live, /metrics."""
 
 from __future__ import annotations
 
+from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
 from ..observability.metrics import merge, render
+from ..protocol.errors import MethodNotAllowed
 from ..protocol.openai import ModelEntry, ModelList
 from .reply import send_json
 
+MODEL_PREFIX = "/v1/models/"
+SHUTTING_DOWN = {"status": "shutting_down", "message": "Service is shutting down"}  # Dynamo's body
+
 
 def models(gateway: Gateway, proto) -> None:
-    entries = [ModelEntry(m.name, m.created, gateway.settings.namespace, m.card.context_length, m.card.model_types)
-               for m in gateway.models.models.values()]
-    send_json(proto, 200, ModelList(entries))
+    send_json(proto, 200, ModelList([_entry(gateway, model) for model in gateway.models.models.values()]))
+
+
+def retrieve_model(gateway: Gateway, scope, proto) -> None:
+    """``GET /v1/models/{model}``: the model's entry of /v1/models (OpenAI's model object); 404 when no worker
+    serves it. The name is the rest of the path, percent-decoded (by Granian), so it may contain ``/``."""
+    if scope.method not in ("GET", "HEAD"):
+        raise MethodNotAllowed(f"method {scope.method} is not allowed on {MODEL_PREFIX}{{model}}")
+    send_json(proto, 200, _entry(gateway, gateway.model(scope.path[len(MODEL_PREFIX):])))
+
+
+def _entry(gateway: Gateway, model: ServedModel) -> ModelEntry:
+    card = model.card
+    return ModelEntry(model.name, model.created, gateway.settings.namespace, card.context_length, card.model_types)
 
 
 def health(gateway: Gateway, proto) -> None:
-    """200 with the live instances; 503 while no worker is registered."""
+    """200 with the live instances; 503 while no worker is registered, or once the daemon is shutting down."""
     instances = [
         {"instance_id": i.instance_id, "model": i.card.name, "endpoint": i.endpoint,
          "namespace": gateway.settings.namespace, "transport": "zmq", "load": _load(gateway, i.instance_id),
@@ -24,7 +40,9 @@ def health(gateway: Gateway, proto) -> None:
     ]
     endpoints = sorted({f"{i['namespace']}.{i['model']}.generate" for i in instances})
     status = gateway.indexer_status
-    if instances:
+    if gateway.draining:
+        send_json(proto, 503, {**SHUTTING_DOWN, "endpoints": endpoints, "instances": instances})
+    elif instances:
         send_json(proto, 200, {"status": "healthy", "endpoints": endpoints, "instances": instances,
                                "router_mode": gateway.settings.router.mode,
                                "kv_index": {"live_blocks": status.live_blocks,
@@ -37,7 +55,11 @@ def health(gateway: Gateway, proto) -> None:
 
 
 def live(gateway: Gateway, proto) -> None:
-    send_json(proto, 200, {"status": "live", "message": "Service is live"})
+    """200 while the process serves; 503 once the daemon is shutting down (draining its requests)."""
+    if gateway.draining:
+        send_json(proto, 503, SHUTTING_DOWN)
+    else:
+        send_json(proto, 200, {"status": "live", "message": "Service is live"})
 
 
 def _load(gateway: Gateway, instance_id: str) -> dict[str, int] | None:
@@ -65,8 +87,7 @@ async def metrics(gateway: Gateway, proto) -> None:
 def _router_gauges(gateway: Gateway) -> list[tuple[str, str, tuple, float]]:
     rows = []
     for model in gateway.models.models.values():
-        rows.append(("model_workers", "Live worker instances of the model.", (("model", model.name),),
-                     len(model.instance_ids)))
+        rows += _model_gauges(gateway, model)
         for instance_id in model.instance_ids:
             load = _load(gateway, instance_id)
             if load is None:
@@ -87,4 +108,38 @@ def _router_gauges(gateway: Gateway) -> list[tuple[str, str, tuple, float]]:
         rows.append(("kv_event_gaps", "Sequence gaps in the worker's KV events.", labels, worker.gaps))
         rows.append(("kv_block_size_mismatch", "1 when the worker's KV events use another block size than its "
                      "model card.", labels, 1 if worker.block_size_mismatch is not None else 0))
+    return rows
+
+
+MODEL_CONFIG = (
+    # Dynamo's model configuration gauges: name, help, the model card's runtime_config key
+    ("model_total_kv_blocks", "Total KV cache blocks available for a worker serving the model.", "total_kv_blocks"),
+    ("model_max_num_seqs", "Maximum number of sequences for a worker serving the model.", "max_num_seqs"),
+    ("model_max_num_batched_tokens", "Maximum number of batched tokens for a worker serving the model.",
+     "max_num_batched_tokens"),
+)
+
+
+def _model_gauges(gateway: Gateway, model: ServedModel) -> list[tuple[str, str, tuple, float]]:
+    """Per model: its live workers, whether it can be routed to (a reachable instance), and its configuration
+    (from the model card of its first worker, as Dynamo reads it; the migration limit is ``--migration-limit``)."""
+    labels = (("model", model.name),)
+    unreachable = gateway.engines.unreachable
+    ready = any(instance_id not in unreachable for instance_id in model.instance_ids)
+    card = model.card
+    rows = [
+        ("model_workers", "Live worker instances of the model.", labels, len(model.instance_ids)),
+        ("model_ready", "Whether the frontend can route a request to the model (1 = ready, 0 = not ready).", labels,
+         int(ready)),
+        ("model_context_length", "Maximum context length in tokens for a worker serving the model.", labels,
+         card.context_length),
+        ("model_kv_cache_block_size", "KV cache block size in tokens for a worker serving the model.", labels,
+         model.block_size),
+        ("model_migration_limit", "Maximum number of request migrations allowed for the model.", labels,
+         gateway.settings.router.migration_limit),
+    ]
+    for name, help_text, key in MODEL_CONFIG:
+        value = card.runtime_config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            rows.append((name, help_text, labels, value))
     return rows

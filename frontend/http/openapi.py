@@ -74,16 +74,18 @@ class HealthReport(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class HealthUnavailable(msgspec.Struct, forbid_unknown_fields=True):
-    """GET /health while no worker instance is live (503)."""
+    """GET /health while no worker instance is live, or once the server is shutting down (503)."""
 
-    status: Literal["unhealthy"]
+    status: Literal["unhealthy", "shutting_down"]
     message: str
     endpoints: list[str]
     instances: list[HealthInstance]
 
 
 class LiveStatus(msgspec.Struct, forbid_unknown_fields=True):
-    status: Literal["live"]
+    """GET /live: ``live`` (200), or ``shutting_down`` (503)."""
+
+    status: Literal["live", "shutting_down"]
     message: str
 
 

@@ -20,7 +20,9 @@ not served). How to describe one::
 * ``stream`` documents the ``text/event-stream`` alternative of the 200 (see ``openapi.py``);
   ``stream_description`` says how the stream is framed and ends when not as chat's (``data:`` only, ``[DONE]``).
 * A path with a parameter gives its ``prefix``: every request under it goes to the handler, whatever the
-  method (the handler answers 405 itself).
+  method (the handler answers 405 itself). Without a ``label`` it describes the service (``GET
+  /v1/models/{model}``): served while the daemon drains, outside the request metrics, its handler called with the
+  scope and no body.
 * A route without ``summary`` is served but not in the document (Swagger UI's files).
 * ``auth="anthropic"``: with ``--api-key`` the route takes the key as ``x-api-key`` too, and says so in its 401
   (whose shape comes from ``render_error``); every other route takes ``Authorization: Bearer`` only.
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 Handler = Callable[["Gateway", Any, Any, bytes], Awaitable[None]]  # POST and parameter routes: scope and body
 InfoHandler = Callable[["Gateway", Any], Awaitable[None] | None]  # GET routes: no body
+ParameterInfoHandler = Callable[["Gateway", Any, Any], None]  # parameter routes without a label: scope, no body
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: a table entry is itself
@@ -50,8 +53,8 @@ class Route:
     summary: str = ""  # "": served, but not in the OpenAPI document
     tag: str = ""
     operation_id: str = ""
-    handler: Handler | InfoHandler | None = None
-    label: str = ""  # the ``endpoint`` label of requests_total (POST and parameter routes)
+    handler: Handler | InfoHandler | ParameterInfoHandler | None = None
+    label: str = ""  # the ``endpoint`` label of requests_total (POST and parameter routes that are admitted)
     prefix: str = ""  # a path with a parameter: every request under this prefix
     render_error: Callable[[Any, RequestError], None] | None = None  # errors in another API's shape
     description: str = ""

@@ -11,7 +11,7 @@ from ..protocol.anthropic import (CountTokensRequest, ErrorBody as AnthropicErro
 from ..protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from ..protocol.media import ImageGenerationRequest, ImagesResponse, VideoGenerationRequest, VideoResponse
 from ..protocol.openai import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion,
-                               CompletionRequest, ErrorResponse, ModelList)
+                               CompletionRequest, ErrorResponse, ModelEntry, ModelList)
 from ..protocol.responses import ResponseObject, ResponsesRequest, ResponseStreamEvent
 from ..protocol.tokenize_api import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from . import (admin, anthropic, chat, completions, embeddings, images, info, media, openapi, responses_api, tokenize,
@@ -24,6 +24,9 @@ _VIDEO = {"model": "tiny-video", "prompt": "A paper boat on a pond", "seconds": 
           "nvext": {"fps": 8, "seed": 7}}
 _MEDIA_NAME = {"name": "name", "in": "path", "required": True, "description": "The file name in the URL the "
                "image or video endpoint answered.", "schema": {"type": "string"}}
+_MODEL_NAME = {"name": "model", "in": "path", "required": True, "description": "The model's name, percent-encoded "
+               "or not; it may contain `/` (`Qwen/Qwen3-0.6B`).", "schema": {"type": "string"},
+               "example": "tiny"}
 
 API_ROUTES: tuple[Route, ...] = (
     Route(
@@ -194,16 +197,26 @@ API_ROUTES: tuple[Route, ...] = (
         description="Models with at least one live worker instance.",
         response=ModelList, errors=(401, *INFO_ERRORS)),
     Route(
+        "GET", "/v1/models/{model}", "Retrieve a model", tag="models", operation_id="retrieveModel",
+        prefix=info.MODEL_PREFIX, handler=info.retrieve_model,
+        description="OpenAI's model object (the model's entry of `GET /v1/models`) of a model with at least one "
+                    "live worker instance.",
+        parameters=(_MODEL_NAME,), response=ModelEntry, errors=(401, *INFO_ERRORS),
+        responses={404: ("No live worker instance serves the model.", ErrorResponse)}),
+    Route(
         "GET", "/health", "Health and worker instances", tag="service", operation_id="getHealth",
         handler=info.health,
         description="200 with the live worker instances, their load and the KV index state; 503 while there "
-                    "is no live worker.",
+                    "is no live worker, and once the server is shutting down (`status: shutting_down`).",
         response=HealthReport, response_description="At least one worker instance is live.",
-        responses={503: ("No worker instance is live.", HealthUnavailable)}, errors=INFO_ERRORS),
+        responses={503: ("No worker instance is live, or the server is shutting down.", HealthUnavailable)},
+        errors=INFO_ERRORS),
     Route(
         "GET", "/live", "Liveness", tag="service", operation_id="getLive",
         handler=info.live,
-        description="200 while the process runs, whether or not workers are registered.", response=LiveStatus),
+        description="200 while the process runs, whether or not workers are registered; 503 once the server is "
+                    "shutting down (SIGTERM: it finishes the requests in flight and takes no new ones).",
+        response=LiveStatus, responses={503: ("The server is shutting down.", LiveStatus)}),
     Route(
         "GET", "/metrics", "Prometheus metrics", tag="service", operation_id="getMetrics",
         handler=info.metrics,

@@ -14,6 +14,7 @@ from typing import Callable
 import msgspec
 
 from ..gateway.state import Gateway
+from ..observability.metrics import CURRENT_REQUEST
 from ..pipeline.generation import Generation, choice_batches
 from ..postprocess.pipeline import Delta
 from ..protocol.errors import InvalidRequest, RequestError, SlowReader
@@ -24,13 +25,14 @@ from .reply import validation_error
 
 def decode_request(decoder: msgspec.json.Decoder, body: bytes):
     """Decode and validate a JSON body; any problem is a 400 naming the field. A body nested more than
-    ``MAX_JSON_DEPTH`` levels deep is refused before decoding (``protocol/limits.py``)."""
+    ``MAX_JSON_DEPTH`` levels deep is refused before decoding (``protocol/limits.py``). The request being served is
+    then known to stream or not (the ``request_type`` of its metrics)."""
     if not body:
         raise InvalidRequest("request body is empty; expected a JSON object")
     if json_depth_exceeds(body):
         raise InvalidRequest(depth_problem())
     try:
-        return decoder.decode(body)
+        request = decoder.decode(body)
     except msgspec.ValidationError as exc:
         message, param = validation_error(exc)
         raise InvalidRequest(message, param=param) from None
@@ -38,6 +40,10 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
         raise InvalidRequest(f"malformed JSON body: {exc}") from None
     except RecursionError:  # not reached after the depth check; kept so that no nesting is ever a 500
         raise InvalidRequest(depth_problem()) from None
+    record = CURRENT_REQUEST.get()
+    if record is not None:
+        record.stream = getattr(request, "stream", None) is True
+    return request
 
 
 class StreamWriter:

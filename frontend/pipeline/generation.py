@@ -31,7 +31,7 @@ import msgspec
 from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
 from ..kv import block_hashes
-from ..observability.metrics import GenerationObserver
+from ..observability.metrics import GenerationObserver, WorkerTiming
 from ..observability.tracing import CURRENT_TRACE, TracedObserver
 from ..parsers.base import OutputParser, Segment, merge
 from ..postprocess.pipeline import Delta, OutputPipeline
@@ -142,7 +142,7 @@ class Generation:
     """
 
     __slots__ = ("gateway", "model", "request", "tokenizer", "prompt_tokens", "pipeline", "submission", "stream",
-                 "observer", "started", "first_token_at", "finished_at", "_prefilled", "_worker_prefilled",
+                 "observer", "timing", "started", "first_token_at", "finished_at", "_prefilled", "_worker_prefilled",
                  "client_gone", "_watcher", "_errored", "_released", "output_ids", "migrations")
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
@@ -171,6 +171,7 @@ class Generation:
         self.started = self.observer.started  # perf_counter() when the HTTP request arrived
         self.first_token_at = 0.0
         self.finished_at = 0.0
+        self.timing = WorkerTiming(gateway.metrics, self.started, self.prompt_tokens)  # per-worker last TTFT, ITL
         self._prefilled = self._worker_prefilled = False
         self.client_gone = False
         self._errored = self._released = False
@@ -238,6 +239,7 @@ class Generation:
                 deltas = pipeline.feed_each(outputs) if per_output and len(outputs) > 1 else [pipeline.feed(outputs)]
                 if pipeline.completion_tokens > before:
                     self.observer.tokens(pipeline.completion_tokens - before)
+                    self.timing.tokens(self.submission.route.instance_id, pipeline.completion_tokens - before)
                 last = deltas[-1]
                 if last.finish_reason is not None:
                     finished = True

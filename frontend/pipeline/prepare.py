@@ -17,6 +17,7 @@ import msgspec
 from ..config.sections import LimitsConfig
 from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
+from ..observability.metrics import CURRENT_REQUEST
 from ..protocol.errors import InvalidRequest, ServiceUnavailable
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest
 
@@ -26,8 +27,12 @@ API_NAMES = {"chat": "chat completions", "completions": "completions", "embeddin
 
 
 def served_model(gateway: Gateway, name: str, model_type: str) -> ServedModel:
-    """The model ``name`` if it serves ``model_type`` and has a live worker (404, 400, 503 otherwise)."""
+    """The model ``name`` if it serves ``model_type`` and has a live worker (404, 400, 503 otherwise). The request
+    being served is then accepted for that model (``requests_started_total``, the model label of its metrics)."""
     model = gateway.model(name)
+    record = CURRENT_REQUEST.get()
+    if record is not None:
+        record.accepted(gateway.metrics, model.name)
     if model_type not in model.card.model_types:
         served = ", ".join(model.card.model_types)
         raise InvalidRequest(f"model `{model.name}` does not serve {API_NAMES.get(model_type, model_type)} "

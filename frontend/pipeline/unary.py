@@ -32,7 +32,7 @@ class UnaryCall:
         self._labels = (("model", model.name),)
         record = CURRENT_REQUEST.get()
         if record is not None:
-            record.model = model.name
+            record.accepted(gateway.metrics, model.name)
         self.submission = gateway.submit(model, request, prompt_tokens=input_tokens, pinned=pinned)
         gateway.metrics.add_gauge("inflight_requests", self._labels, 1)
         self._finished = self._released = False

@@ -15,8 +15,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from e2e_support import MODEL, REPO, Daemon, wait_until
+
+from frontend.gateway.settings import DRAINING_FLAG
+from frontend.observability.metrics import dynamo_buckets
 
 CERTS_SCRIPT = REPO / "scripts" / "gen-certs"
 
@@ -142,10 +144,81 @@ def test_metrics_are_summed_over_http_worker_processes(start_daemon):
         assert values[success] == count
         assert values[f'dynamo_frontend_output_tokens_total{{model="{MODEL}"}}'] == 3 * count
         assert values[f'dynamo_frontend_time_to_first_token_seconds_count{{model="{MODEL}"}}'] == count
-        assert values[f'dynamo_frontend_inter_token_latency_seconds_count{{model="{MODEL}"}}'] == 2 * count
+        # as in Dynamo, a first output that carries several tokens (the mock's often does) gives no ITL
+        itl_count = values.get(f'dynamo_frontend_inter_token_latency_seconds_count{{model="{MODEL}"}}', 0)
+        assert 0 <= itl_count <= 2 * count
+        assert values.get(f'dynamo_frontend_inter_token_latency_seconds_sum{{model="{MODEL}"}}', 0) <= itl_count
         assert values['dynamo_frontend_requests_total{model="",endpoint="chat_completions",request_type="unary",'
                       'status="error",error_type="validation"}'] == 1
         assert values[f'dynamo_frontend_inflight_requests{{model="{MODEL}"}}'] == 0
+        _check_dynamo_names(values, count)
+
+
+def _check_dynamo_names(values: dict[str, float], count: int) -> None:
+    """Dynamo's names after ``count`` streamed requests (and one malformed one) over 2 HTTP processes: counters
+    summed, model gauges and per-worker last values not (one value, whichever process answers)."""
+    model = f'{{model="{MODEL}"}}'
+    assert values[f'dynamo_frontend_requests_started_total{{model="{MODEL}",endpoint="chat_completions",'
+                  'request_type="stream"}'] == count
+    assert values['dynamo_frontend_failures_total{class="InvalidRequest",reason="request.invalid"}'] == 1
+    assert values[f"dynamo_frontend_active_requests{model}"] == 0
+    assert values[f"dynamo_frontend_model_ready{model}"] == 1
+    assert values[f"dynamo_frontend_model_context_length{model}"] == 32768
+    assert values[f"dynamo_frontend_model_kv_cache_block_size{model}"] == 16
+    assert values[f"dynamo_frontend_model_total_kv_blocks{model}"] == 16384
+    assert values[f"dynamo_frontend_model_max_num_seqs{model}"] == 256
+    assert values[f"dynamo_frontend_model_migration_limit{model}"] == 3
+    for name in ("time_to_first_token_seconds", "inter_token_latency_seconds", "input_sequence_tokens"):
+        last = [value for key, value in values.items() if key.startswith(f"dynamo_frontend_worker_last_{name}{{")]
+        # one per mock worker (an ITL only from a worker that sent a request's tokens in several outputs)
+        assert len(last) == 2 or name == "inter_token_latency_seconds" and len(last) < 2, (name, last)
+        assert all(0 <= value < (100 if name == "input_sequence_tokens" else 5) for value in last), (name, last)
+
+
+def _bounds(text: str, name: str) -> tuple[float, ...]:
+    """The finite ``le`` bounds of the first series of histogram ``name``."""
+    series = [line for line in text.splitlines() if line.startswith(f"dynamo_frontend_{name}_bucket{{")]
+    first = series[0].split(",le=")[0]
+    return tuple(float(line.split('le="')[1].split('"')[0]) for line in series
+                 if line.startswith(first + ",") and '"+Inf"' not in line)
+
+
+def test_dynamo_bucket_variables_and_kv_hit_rate(start_daemon):
+    """DYN_METRICS_* set the buckets as in Dynamo (a bad value: a warning and Dynamo's defaults); KV routing decisions
+    give kv_hit_rate; the worker's last inter-token latency is shown."""
+    server = start_daemon("--router-mode", "kv", mock_workers=1, speedup="1",
+                          env={"DYN_METRICS_TTFT_COUNT": "5", "DYN_METRICS_ITL_MIN": "fast"})
+    prompt = [{"role": "user", "content": "The same long prefix about lighthouses and the sea, " * 12}]
+    for _ in range(3):
+        answer = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": prompt, "max_tokens": 4})
+        assert answer.status_code == 200, answer.text
+    text = server.http.get("/metrics").text
+    values = _scrape(server)
+    assert _bounds(text, "time_to_first_token_seconds") == dynamo_buckets(0.001, 480.0, 5)
+    assert _bounds(text, "inter_token_latency_seconds") == dynamo_buckets(0.001, 80.0, 20)
+    assert "cannot parse DYN_METRICS_ITL_MIN='fast'" in server.log_text()
+    assert values[f'dynamo_frontend_kv_hit_rate_count{{model="{MODEL}"}}'] == 3
+    assert values[f'dynamo_frontend_kv_hit_rate_sum{{model="{MODEL}"}}'] > 1  # the 2nd and 3rd found the prefix
+    itl = [value for key, value in values.items() if key.startswith("dynamo_frontend_worker_last_inter_token")]
+    assert len(itl) == 1 and 0 < itl[0] < 1
+
+
+def test_a_request_refused_because_every_worker_is_busy_counts_as_a_rejection(start_daemon):
+    server = start_daemon("--active-decode-blocks-threshold", "1e-7", mock_workers=1, speedup="1")
+    prompt = [{"role": "user", "content": "tell me a long story about harbors " * 8}]
+    with httpx.Client(base_url=server.base_url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json={
+                "model": MODEL, "max_tokens": 2000, "ignore_eos": True, "stream": True, "messages": prompt}) as stream:
+            lines = stream.iter_lines()  # kept: a closed iterator would close the stream
+            next(line for line in lines if line.startswith("data: "))  # the stream holds its KV blocks
+            refused = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": prompt,
+                                                                       "max_tokens": 1})
+    assert refused.status_code == 529, refused.text
+    values = _scrape(server)
+    assert values[f'dynamo_frontend_model_rejection_total{{model="{MODEL}",endpoint="chat_completions"}}'] == 1
+    assert values['dynamo_frontend_failures_total{class="CapacityExhausted",reason="capacity.pool_exhausted"}'] == 1
+    assert values[f'dynamo_frontend_requests_total{{model="{MODEL}",endpoint="chat_completions",'
+                  'request_type="unary",status="error",error_type="overload"}'] == 1
 
 
 def test_metrics_prefix_and_router_gauges(start_daemon):
@@ -223,6 +296,30 @@ def test_sigterm_lets_an_inflight_stream_finish(start_daemon):
     assert server.process.wait(30) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.base_url + "/live")
+
+
+def test_live_and_health_answer_503_while_the_daemon_drains(start_daemon, tmp_path):
+    """Once the daemon drains (its SIGTERM handler creates the draining flag, then Granian closes its listener and
+    idle connections) every HTTP process answers /live and /health with Dynamo's 503 ``shutting_down``; a request
+    that still reaches one is refused, while /v1/models keeps answering. The flag is made here by hand, so that
+    the listener stays open to look."""
+    server = start_daemon("--run-dir", str(tmp_path), "--workers", "2", mock_workers=1)
+    assert server.http.get("/live").status_code == 200
+    (tmp_path / DRAINING_FLAG).touch()
+
+    def both_draining() -> bool:  # fresh connections: either HTTP process answers
+        return all(httpx.get(server.base_url + "/live").status_code == 503 for _ in range(6))
+
+    wait_until(both_draining, 5, "/live to answer 503")
+    live = httpx.get(server.base_url + "/live")
+    assert live.json() == {"status": "shutting_down", "message": "Service is shutting down"}
+    health = httpx.get(server.base_url + "/health")
+    assert health.status_code == 503 and health.json()["status"] == "shutting_down"
+    assert [i["model"] for i in health.json()["instances"]] == [MODEL]
+    refused = httpx.post(server.base_url + "/v1/chat/completions", json={
+        "model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert httpx.get(f"{server.base_url}/v1/models/{MODEL}").status_code == 200
 
 
 def _session_pids(session_id: int) -> set[int]:

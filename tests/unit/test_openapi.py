@@ -37,9 +37,11 @@ def test_the_app_dispatches_every_route_of_the_table():
                 assert app.route_of(route.prefix + "x", method) is route
         else:
             assert app.route_of(route.path, route.method) is route
-        if route.method == "POST" or route.prefix:
+        if route.method == "POST":
             assert route.label, f"{route.path} has no metrics label"
     assert app.route_of("/v1/chat/completions", "GET") is None and app.route_of("/nope", "POST") is None
+    # a parameter route without a label is served outside admission and the request metrics
+    assert [route.path for route in routes.ROUTES if route.prefix and not route.label] == ["/v1/models/{model}"]
 
 
 def _refs(node, found: list[str]) -> list[str]:
@@ -118,21 +120,26 @@ def test_encoded_responses_match_their_schemas(spec):
           status="400")
 
 
-def test_health_without_workers_matches_its_documented_503(spec):
+def test_health_and_live_503s_match_their_documented_bodies(spec):
     from types import SimpleNamespace
 
     from frontend.http import info
 
     sent = []
     proto = SimpleNamespace(response_bytes=lambda status, headers, body: sent.append((status, body)))
-    gateway = SimpleNamespace(models=SimpleNamespace(instances=[]), settings=SimpleNamespace(namespace="dynamo"),
-                              indexer_status=None)
-    info.health(gateway, proto)
-    [(status, body)] = sent
-    assert status == 503
-    schema = spec["paths"]["/health"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
-    _validator(spec, schema).validate(json.loads(body))
-    msgspec.json.decode(body, type=openapi.HealthUnavailable)
+    for draining in (False, True):
+        gateway = SimpleNamespace(models=SimpleNamespace(instances=[]), settings=SimpleNamespace(namespace="dynamo"),
+                                  indexer_status=None, draining=draining)
+        info.health(gateway, proto)
+        info.live(gateway, proto)
+    [(health, body), (live, _), (draining_health, draining_body), (draining_live, draining_live_body)] = sent
+    assert (health, live, draining_health, draining_live) == (503, 200, 503, 503)
+    health_schema = spec["paths"]["/health"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
+    live_schema = spec["paths"]["/live"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
+    for schema, answer in ((health_schema, body), (health_schema, draining_body), (live_schema, draining_live_body)):
+        _validator(spec, schema).validate(json.loads(answer))
+    assert msgspec.json.decode(draining_body, type=openapi.HealthUnavailable).status == "shutting_down"
+    assert msgspec.json.decode(draining_live_body, type=openapi.LiveStatus).status == "shutting_down"
 
 
 def test_spec_bytes_are_built_once():
