@@ -212,8 +212,8 @@ class Daemon(_Logged):
                    on_timeout=lambda: self.describe() + "".join("\n" + m.describe() for m in self.mockers))
         return time.monotonic() - start
 
-    def start_mocker(self, *extra: str, speedup: str = FAST) -> "Mocker":
-        mocker = Mocker(self.registry_endpoint, *extra, speedup=speedup)
+    def start_mocker(self, *extra: str, speedup: str = FAST, env: dict[str, str] | None = None) -> "Mocker":
+        mocker = Mocker(self.registry_endpoint, *extra, speedup=speedup, env=env)
         self.mockers.append(mocker)
         return mocker
 
@@ -227,10 +227,11 @@ class Daemon(_Logged):
 class Mocker(_Logged):
     """An external ``python -m frontend.mocker`` worker registering with a daemon's registry."""
 
-    def __init__(self, registry_endpoint: str, *extra: str, speedup: str = FAST) -> None:
+    def __init__(self, registry_endpoint: str, *extra: str, speedup: str = FAST,
+                 env: dict[str, str] | None = None) -> None:
         argv = [sys.executable, "-m", "frontend.mocker", "--registry-endpoint", registry_endpoint,
                 "--speedup-ratio", speedup, *extra]
-        self._spawn(argv)
+        self._spawn(argv, env)
 
 
 def hang_up_after_sending(daemon: Daemon, path: str, body: dict, times: int = 3) -> None:

@@ -16,6 +16,7 @@ import zmq
 
 from ...config.options import BUNDLED_MODEL_PATH, Option, one_of
 from ...protocol.registry import ModelCard
+from ...tokenizer.hub_files import ModelFilesUnavailable, local_model_dir
 from ...tokenizer.model_files import context_length, load_tokenizer
 from ...worker import RegistrationError, WorkerRuntime
 from ...worker.cli import add_flags, start_worker_process, worker_flags
@@ -31,8 +32,10 @@ log = logging.getLogger("frontend.mocker")
 FLAGS = worker_flags(
     "DYN_MOCKER_",
     Option("model_path", str, os.path.normpath(BUNDLED_MODEL_PATH), "Model directory (tokenizer + config, no "
-           "weights)."),
-    Option("model_name", str, "", "Name to serve the model under (default: the directory name)."),
+           "weights), or a Hugging Face repository id whose small files come from the hub cache (HF_HOME, "
+           "HF_HUB_OFFLINE); the card advertises the id, as a vLLM worker's does."),
+    Option("model_name", str, "", "Name to serve the model under (default: the directory name, or the "
+           "repository id)."),
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
     Option("namespace", str, "dynamo", "Namespace to register in."),
     Option("host", str, "127.0.0.1", "Address the request-plane and KV-event sockets bind to."),
@@ -67,7 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     """Build the engine, register the model and serve until SIGTERM/SIGINT."""
-    model_path = os.path.abspath(args.model_path)
+    # a directory here (advertised by its absolute path), or a hub repository id (advertised as it is, as vLLM
+    # takes one; the files come from the Hugging Face cache or hub)
+    advertised = os.path.abspath(args.model_path) if os.path.isdir(args.model_path) else args.model_path
+    try:
+        model_path = local_model_dir(advertised, args.model_name or advertised)
+    except ModelFilesUnavailable as exc:
+        raise SystemExit(str(exc)) from None
     try:
         model_types = parse_model_types(args.model_types)
     except ValueError as exc:
@@ -95,8 +104,8 @@ async def serve(args: argparse.Namespace) -> None:
         if getattr(args, key):
             runtime_config[key] = getattr(args, key)
     card = ModelCard(
-        name=args.model_name or os.path.basename(model_path.rstrip("/")),
-        model_path=model_path,
+        name=args.model_name or (os.path.basename(advertised.rstrip("/")) if os.path.isdir(advertised) else advertised),
+        model_path=advertised,
         model_types=model_types,
         context_length=args.context_length or context_length(model_path),
         kv_block_size=args.block_size,
