@@ -119,6 +119,11 @@ def positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _postgres_url(value: str) -> str | None:
+    return None if not value or value.startswith(("postgresql://", "postgres://")) else \
+        "must be a postgresql:// URL"
+
+
 def _non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
@@ -375,6 +380,9 @@ OPTIONS: tuple[Option, ...] = (
            "previous_response_id, GET and DELETE (--no-responses-store: stateless).", "parsers"),
     Option("responses_store_path", str, "", "SQLite file of stored responses, shared by all HTTP processes "
            "(default: responses.sqlite3 in the run directory).", "parsers"),
+    Option("responses_store_url", str, "", "PostgreSQL database of stored responses instead of the SQLite file, "
+           "shared by several frontends: postgresql://user:password@host:port/db (needs the postgres extra).",
+           "parsers", validate=_postgres_url, secret=True),
     Option("responses_store_ttl_s", float, 30 * 86400.0, "Stored responses older than this are deleted.",
            "parsers", validate=positive),
     Option("responses_store_max_mb", float, 256.0, "Size limit of the responses store; the oldest responses "

@@ -205,6 +205,7 @@ class ParsersConfig(msgspec.Struct, frozen=True, kw_only=True):
     enable_anthropic_api: bool = True
     responses_store: bool = True
     responses_store_path: str = ""
+    responses_store_url: str = ""
     responses_store_ttl_s: float = 30 * 86400.0
     responses_store_max_mb: float = 256.0
 

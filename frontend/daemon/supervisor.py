@@ -42,6 +42,7 @@ from ..gateway.settings import SETTINGS_ENV, GatewaySettings
 from ..observability.logs import setup_logging
 from ..observability.tracing import ENABLED_ENV, sdk_missing
 from ..protocol.errors import ConfigError, FrontendError
+from ..stores.responses import prepare_response_store
 from ..transport.process import die_with_parent, set_process_title
 from .sdnotify import Notifier
 from .tls import check_tls
@@ -347,6 +348,8 @@ def serve(config: FrontendConfig, ignored_flags: list[str] | None = None) -> int
     problem = sdk_missing() if config.general.otel_export_enabled else None
     if problem is not None:
         raise ConfigError(f"--otel-export-enabled: {problem}")
+    if config.parsers.responses_store:  # PostgreSQL: reachable, schema made (an error names the URL, no password)
+        prepare_response_store(config.parsers.responses_store_url)
     notifier = Notifier()
     supervisor = Supervisor(config)
     try:

@@ -24,12 +24,14 @@ METRICS_DIR = "metrics"  # metrics snapshots of the serving processes
 
 
 class ApiSettings(msgspec.Struct, frozen=True):
-    """Parser overrides by model name ("*": every model), Anthropic on/off, where stored responses live."""
+    """Parser overrides by model name ("*": every model), Anthropic on/off, where stored responses live (the
+    PostgreSQL URL if one is given, else the SQLite file; neither: not stored)."""
 
     tool_call_parsers: dict[str, str] = {}
     reasoning_parsers: dict[str, str] = {}
     anthropic_api: bool = True
     responses_store_path: str = ""  # "": responses are not stored
+    responses_store_url: str = ""  # --responses-store-url: PostgreSQL instead of the file (stores/responses_pg.py)
     responses_store_ttl_s: float = ParsersConfig().responses_store_ttl_s
     responses_store_max_bytes: int = ParsersConfig().responses_store_max_bytes
     nvext: bool = True  # --disable-nvext: requests' nvext and the worker-pinning headers are ignored
@@ -38,12 +40,15 @@ class ApiSettings(msgspec.Struct, frozen=True):
     def from_config(cls, parsers: ParsersConfig, preprocess: PreprocessConfig, run_dir: str) -> "ApiSettings":
         """From the daemon's ``parsers`` and ``preprocess`` sections; the store defaults to a file in the run
         directory."""
-        path = ""
-        if parsers.responses_store:
+        path = url = ""
+        if parsers.responses_store and parsers.responses_store_url:
+            url = parsers.responses_store_url
+        elif parsers.responses_store:
             path = parsers.responses_store_path or os.path.join(run_dir, STORE_FILE)
         return cls(tool_call_parsers=parser_map(parsers.tool_call_parser),
                    reasoning_parsers=parser_map(parsers.reasoning_parser), anthropic_api=parsers.enable_anthropic_api,
-                   responses_store_path=path, responses_store_ttl_s=parsers.responses_store_ttl_s,
+                   responses_store_path=path, responses_store_url=url,
+                   responses_store_ttl_s=parsers.responses_store_ttl_s,
                    responses_store_max_bytes=parsers.responses_store_max_bytes, nvext=not preprocess.disable_nvext)
 
     def parsers_for(self, card: ModelCard) -> tuple[str, str]:

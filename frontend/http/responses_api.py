@@ -3,15 +3,15 @@
 Served on top of chat: the request is translated (``responses_input.py``), run as a chat session with the
 model's parsers, and the parsed output becomes output items (``responses_output.py``). With ``store: true``
 (the default, as OpenAI's) and the store enabled, the response and the conversation after it are kept in the
-SQLite store (``frontend/stores/responses.py``) before the client sees the end of the response, so a
-``previous_response_id`` sent right after can be served by any HTTP process.
+store (``frontend/stores/responses.py``: SQLite, or PostgreSQL shared by several frontends) before the client
+sees the end of the response, so a ``previous_response_id`` sent right after can be served by any HTTP process.
+A store that cannot answer is a 503 for reading or deleting; a response it cannot keep is still answered.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import sqlite3
 import time
 
 import msgspec
@@ -22,9 +22,9 @@ from ..pipeline.chat_session import ChatOutcome, ChatSession, collect_chat, open
 from ..pipeline.guided import SCHEMA_FIELD
 from ..postprocess.pipeline import Delta
 from ..protocol import responses as rs
-from ..protocol.errors import InvalidRequest, MethodNotAllowed, NotFoundRoute, RequestError
+from ..protocol.errors import InvalidRequest, MethodNotAllowed, NotFoundRoute, RequestError, ServiceUnavailable
 from ..protocol.openai import ChatMessage, FunctionCall, ToolCall
-from ..stores.responses import ResponseStore
+from ..stores.responses import ResponseStore, StoredResponse, StoreUnavailable, open_response_store
 from .reply import JSON_HEADERS, SSE_HEADERS, send_json
 from .responses_input import to_chat_request
 from .responses_output import OutputBuilder, new_id
@@ -44,12 +44,14 @@ _stores: dict[str, ResponseStore] = {}
 def store_of(gateway: Gateway) -> ResponseStore | None:
     """This process's handle on the store, or None when responses are not stored."""
     apis = gateway.settings.apis
-    if not apis.responses_store_path:
+    where = apis.responses_store_url or apis.responses_store_path
+    if not where:
         return None
-    store = _stores.get(apis.responses_store_path)
+    store = _stores.get(where)
     if store is None:
-        store = ResponseStore(apis.responses_store_path, apis.responses_store_ttl_s, apis.responses_store_max_bytes)
-        _stores[apis.responses_store_path] = store
+        store = open_response_store(apis.responses_store_path, apis.responses_store_url, apis.responses_store_ttl_s,
+                                    apis.responses_store_max_bytes)
+        _stores[where] = store
     return store
 
 
@@ -80,12 +82,12 @@ async def item(gateway: Gateway, scope, proto, body: bytes) -> None:
     response_id = scope.path[len(ITEM_PREFIX):]
     store = store_of(gateway)
     if scope.method in ("GET", "HEAD"):
-        stored = await store.get(response_id) if store is not None and response_id else None
+        stored = await _get(store, response_id) if store is not None and response_id else None
         if stored is None:
             raise _not_found(response_id)
         proto.response_bytes(200, JSON_HEADERS, stored.response)
     elif scope.method == "DELETE":
-        if store is None or not response_id or not await store.delete(response_id):
+        if store is None or not response_id or not await _delete(store, response_id):
             raise _not_found(response_id)
         send_json(proto, 200, rs.DeletedResponse(response_id))
     else:
@@ -96,10 +98,29 @@ def _not_found(response_id: str) -> RequestError:
     return NotFoundRoute(f"Response with id '{response_id}' not found.", param="response_id")
 
 
+async def _get(store: ResponseStore, response_id: str) -> StoredResponse | None:
+    try:
+        return await store.get(response_id)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+
+
+async def _delete(store: ResponseStore, response_id: str) -> bool:
+    try:
+        return await store.delete(response_id)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+
+
+def _unavailable(exc: StoreUnavailable) -> RequestError:
+    log.warning("responses store unavailable", extra={"error": str(exc)})
+    return ServiceUnavailable("The responses store is unavailable; try again later.", code="store_unavailable")
+
+
 async def _history(store: ResponseStore | None, previous_response_id: str | None) -> list[ChatMessage]:
     if previous_response_id is None:
         return []
-    stored = await store.get(previous_response_id) if store is not None else None
+    stored = await _get(store, previous_response_id) if store is not None else None
     if stored is None:
         raise InvalidRequest(f"Previous response with id '{previous_response_id}' not found.",
                              param="previous_response_id", code="previous_response_not_found")
@@ -156,7 +177,7 @@ class _Run:
             conversation = self.conversation + [_assistant_message(outcome.segments)]
             try:
                 await self.store.put(self.id, msgspec.json.encode(response), msgspec.json.encode(conversation))
-            except sqlite3.Error as exc:  # the answer still goes out; only continuing from it will fail
+            except StoreUnavailable as exc:  # the answer still goes out; only continuing from it will fail
                 log.warning("cannot store the response", extra={"response_id": self.id, "error": str(exc)})
         return response
 

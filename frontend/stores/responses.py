@@ -1,10 +1,15 @@
-"""Stored Responses API responses: an embedded SQLite database shared by every HTTP worker process.
+"""Stored Responses API responses: one interface (:class:`ResponseStore`), two implementations.
 
-One file (``--responses-store-path``) in WAL mode, so the processes read and write it concurrently. A row
-holds the response object as served (for ``GET /v1/responses/{id}``) and the conversation after it as chat
-messages (for ``previous_response_id``). Rows older than the TTL are invisible and deleted; when the live data
-grows past the size limit the oldest rows go first. Each process talks to SQLite from one thread of its own,
-so the event loop never blocks on the database.
+* :class:`SqliteResponseStore`, the default: an embedded SQLite database shared by every HTTP worker process of
+  one frontend. One file (``--responses-store-path``) in WAL mode, so the processes read and write it
+  concurrently. Each process talks to SQLite from one thread of its own, so the event loop never blocks on it.
+* ``PostgresResponseStore`` (``responses_pg.py``, ``--responses-store-url``): a PostgreSQL database shared by
+  several frontends; psycopg is imported only then.
+
+A row holds the response object as served (for ``GET /v1/responses/{id}``) and the conversation after it as
+chat messages (for ``previous_response_id``). Rows older than the TTL are invisible and deleted; when the live
+data grows past the size limit the oldest rows go first. A store that cannot answer raises
+:class:`StoreUnavailable` (a 503 for the client).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import asyncio
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
+
+from ..protocol.errors import ConfigError, FrontendError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -38,7 +45,49 @@ class StoredResponse:
         self.conversation = conversation
 
 
-class ResponseStore:
+class StoreUnavailable(FrontendError):
+    """The store cannot be reached or did not answer (its message never holds a password)."""
+
+
+class ResponseStore(Protocol):
+    """What the Responses API needs from a store; every method may raise :class:`StoreUnavailable`."""
+
+    async def put(self, response_id: str, response: bytes, conversation: bytes) -> None:
+        """Store (or replace) a response and the conversation after it."""
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        """The unexpired response ``response_id``, or None."""
+
+    async def delete(self, response_id: str) -> bool:
+        """Delete an unexpired response; False when there was none."""
+
+    async def close(self) -> None:
+        """Release the store's connections and threads."""
+
+
+def open_response_store(path: str, url: str, ttl_s: float, max_bytes: int) -> ResponseStore:
+    """The PostgreSQL store at ``url`` if one is given, else the SQLite file at ``path``."""
+    if url:
+        from .responses_pg import PostgresResponseStore
+
+        return PostgresResponseStore(url, ttl_s, max_bytes)
+    return SqliteResponseStore(path, ttl_s, max_bytes)
+
+
+def prepare_response_store(url: str) -> None:
+    """At start, with a PostgreSQL URL: reach the database and create the schema if missing (StoreUnavailable
+    when it cannot be reached, ConfigError when psycopg is not installed)."""
+    if not url:
+        return
+    try:
+        from . import responses_pg
+    except ImportError as exc:
+        raise ConfigError(f"--responses-store-url needs psycopg 3 and psycopg-pool (pip install "
+                          f"'dynamo-py-frontend[postgres]'): {exc}") from None
+    responses_pg.prepare(url)
+
+
+class SqliteResponseStore:
     """Asynchronous access to the store file; see the module docstring."""
 
     def __init__(self, path: str, ttl_s: float, max_bytes: int) -> None:
@@ -58,12 +107,15 @@ class ResponseStore:
     async def delete(self, response_id: str) -> bool:
         return await self._run(self._delete, response_id)
 
-    def close(self) -> None:
-        self._executor.submit(self._close)
+    async def close(self) -> None:
+        await self._run(self._close)
         self._executor.shutdown(wait=True)
 
     async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        except sqlite3.DatabaseError as exc:  # locked past the busy timeout, disk full, unreadable
+            raise StoreUnavailable(f"the responses store {self.path} failed: {exc}") from exc
 
     # ---- in the store thread ------------------------------------------------------------------------
 

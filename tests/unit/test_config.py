@@ -123,7 +123,7 @@ def test_every_option_settable_from_env():
         "graceful_shutdown_timeout": "5", "access_log": "true", "log_format": "json",
         "tool_call_parser": "hermes", "reasoning_parser": "m=qwen3", "enable_anthropic_api": "false",
         "responses_store": "false", "responses_store_path": "/tmp/r.db", "responses_store_ttl_s": "60",
-        "responses_store_max_mb": "8",
+        "responses_store_max_mb": "8", "responses_store_url": "postgresql://u:pw@db:5432/r",
         "kserve_grpc_server": "true", "kserve_grpc_host": "127.0.0.2", "kserve_grpc_port": "8788",
         "kserve_grpc_workers": "2", "grpc_initial_stream_window_size": "1048576",
         "mock_extra_models": "embedding,videos", "media_store_path": "/tmp/media", "media_store_ttl_s": "60",

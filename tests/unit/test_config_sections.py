@@ -42,7 +42,7 @@ SAMPLES = {
     "kserve_grpc_host": "127.0.0.2", "kserve_grpc_port": 8788, "kserve_grpc_workers": 2,
     "grpc_initial_stream_window_size": 1048576, "tool_call_parser": "hermes", "reasoning_parser": "m=qwen3",
     "enable_anthropic_api": False, "responses_store": False, "responses_store_path": "/tmp/r.db",
-    "responses_store_ttl_s": 60.0, "responses_store_max_mb": 8.0,
+    "responses_store_ttl_s": 60.0, "responses_store_max_mb": 8.0, "responses_store_url": "postgresql://u:pw@db/r",
     "api_key": "sk-alpha,sk-beta", "api_key_file": "/keys.txt", "api_key_exempt": "/live,/metrics",
     "max_stop_strings": 4, "max_stop_string_length": 64, "max_tools": 8, "max_tool_schema_bytes": 4096,
     "max_messages": 100,
