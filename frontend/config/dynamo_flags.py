@@ -2,8 +2,8 @@
 
 A Dynamo command line (``python -m dynamo.frontend ...``) and its environment start this daemon: Dynamo's
 spellings of the settings we have are aliases of our options (``options.py``: ``flag_aliases``,
-``env_aliases``); the flags below name Dynamo features this daemon does not have (NATS, other discovery
-backends, the AISimulate perf model, Dynamo's newer router cost terms...). They are parsed (so that a value
+``env_aliases``); the flags below name Dynamo features this daemon does not have (NATS, Kubernetes
+discovery, the AISimulate perf model, Dynamo's newer router cost terms...). They are parsed (so that a value
 after them is not taken for a stray argument) and the daemon logs one warning naming those that were given, on
 the command line or as their env var. A flag neither table knows is still an error.
 """
@@ -14,7 +14,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-_PLANES = "requests, responses and KV events travel over ZeroMQ; discovery is the embedded registry"
+_PLANES = "requests, responses and KV events travel over ZeroMQ"
 _NATS = "no NATS here: " + _PLANES
 _TCP_TLS = "the request plane is ZeroMQ on this machine; Dynamo's TCP request-plane TLS does not apply"
 _COST = "Dynamo's newer KV cost terms: this router weighs overlap with --kv-overlap-score-weight"
@@ -91,8 +91,7 @@ IGNORED: tuple[IgnoredFlag, ...] = (
     _ais("nextn_accept_rates"), _ais("mtp_seed"),
     IgnoredFlag("grpc_metrics_port", "the gRPC server's metrics are on the HTTP port's /metrics"),
     IgnoredFlag("frontend_route_extension", "no route extensions", env="DYN_FRONTEND_ROUTE_EXTENSIONS"),
-    *(IgnoredFlag(name, _PLANES) for name in ("discovery_backend", "request_plane", "response_plane",
-                                              "event_plane")),
+    *(IgnoredFlag(name, _PLANES) for name in ("request_plane", "response_plane", "event_plane")),
     IgnoredFlag("strip_anthropic_preamble", "the system prompt is passed as sent", boolean=True),
     IgnoredFlag("enable_streaming_tool_dispatch", "no early tool_call_dispatch events: tool calls stream as "
                 "OpenAI deltas", boolean=True),

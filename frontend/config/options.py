@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from ..protocol.errors import ConfigError
 from .log_spec import log_spec_problem
@@ -183,6 +184,50 @@ def _mock_extras(value: str) -> str | None:
     return f"unknown type(s) {', '.join(unknown)}; use some of {', '.join(MOCK_EXTRA_MODELS)}, or none" \
         if unknown else None
 
+# --discovery-backend: Dynamo's values of a single-machine discovery mean the embedded registry here
+DISCOVERY_BACKEND_ALIASES = {"mem": "embedded", "file": "embedded"}
+
+
+def _discovery_backend(value: str) -> str | None:
+    return None if value in ("embedded", "etcd") else \
+        f"{value!r} is not supported: use embedded (also mem, file) or etcd"
+
+
+def etcd_endpoints_problem(value: str) -> str | None:
+    """What is wrong with an ``--etcd-endpoints`` value: comma-separated http(s)://host:port, one scheme."""
+    items = split_list(value)
+    if not items:
+        return "needs at least one http(s)://host:port"
+    for item in items:
+        parts = urlsplit(item)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path not in ("", "/"):
+            return f"{item!r} is not http(s)://host:port"
+    return "mixes http and https endpoints" if len({urlsplit(item).scheme for item in items}) > 1 else None
+
+
+# The daemon's etcd options; the worker commands take the same (frontend/worker/cli.py DISCOVERY_FLAGS).
+ETCD_OPTIONS: tuple[Option, ...] = (
+    Option("discovery_backend", str, "embedded", "Where workers register: embedded (this daemon's registry; "
+           "Dynamo's mem and file mean the same) or etcd (--etcd-endpoints; several frontends and workers on many "
+           "machines).", "discovery", aliases=DISCOVERY_BACKEND_ALIASES, validate=_discovery_backend),
+    Option("etcd_endpoints", str, "http://127.0.0.1:2379", "etcd client URLs, comma-separated http(s)://host:port "
+           "(host names resolve to IPv4).", "discovery", validate=etcd_endpoints_problem, env_aliases=("ETCD_ENDPOINTS",)),
+    Option("etcd_ca_path", str, "", "PEM CA bundle that signed etcd's server certificate (https endpoints; "
+           "default: the system's).", "discovery", env_aliases=("ETCD_AUTH_CA",)),
+    Option("etcd_cert_path", str, "", "PEM client certificate for etcd (mutual TLS).", "discovery",
+           env_aliases=("ETCD_AUTH_CLIENT_CERT",)),
+    Option("etcd_key_path", str, "", "PEM private key of --etcd-cert-path.", "discovery",
+           env_aliases=("ETCD_AUTH_CLIENT_KEY",)),
+    Option("etcd_username", str, "", "etcd user (with --etcd-password; prefer the env var).", "discovery",
+           env_aliases=("ETCD_USERNAME", "ETCD_AUTH_USERNAME"), secret=True),
+    Option("etcd_password", str, "", "Password of --etcd-username (prefer the env var: a flag shows in ps).",
+           "discovery", env_aliases=("ETCD_PASSWORD", "ETCD_AUTH_PASSWORD"), secret=True),
+)
+
 DEFAULT_HTTP_WORKERS = max(1, (os.cpu_count() or 2) // 2)
 """Measured on 2 cores with the mock workers (bench note of issue 14): 1 HTTP process used 15-20 % less CPU per
 request and ~25 % less per streamed token than 2 (each engine step reaches one process in one message instead of
@@ -319,8 +364,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570",
            "ZeroMQ endpoint of the registry where workers register and heartbeat.", "discovery",
            validate=_zmq_endpoint),
-    Option("lease_ttl_s", float, 10.0, "A worker whose last heartbeat is older than this is removed.", "discovery",
+    Option("lease_ttl_s", float, 10.0, "A worker whose last heartbeat is older than this is removed (etcd: the "
+           "TTL of the lease each worker keeps alive).", "discovery",
            validate=positive),
+    # ---- etcd discovery (frontend/transport/etcd_keys.py; README "Running on many machines") ----
+    *ETCD_OPTIONS,
     Option("mock_workers", int, 0, "Mock-engine workers to start as child processes (0 = external workers only).",
            "mocker", validate=_non_negative),
     Option("mock_speedup_ratio", float, 1.0,

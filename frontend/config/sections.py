@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from .etcd_settings import EtcdSettings
 from .options import BUNDLED_MODEL_PATH, DEFAULT_HTTP_WORKERS, MOCK_EXTRA_MODELS, OPTIONS_BY_NAME, mock_extra_types
 
 MIB = 1024 * 1024
@@ -140,6 +141,21 @@ class DiscoveryConfig(msgspec.Struct, frozen=True, kw_only=True):
     kv_cache_block_size: int = 0
     registry_endpoint: str = "tcp://127.0.0.1:5570"
     lease_ttl_s: float = 10.0
+    discovery_backend: str = "embedded"
+    etcd_endpoints: str = "http://127.0.0.1:2379"
+    etcd_ca_path: str = ""
+    etcd_cert_path: str = ""
+    etcd_key_path: str = ""
+    etcd_username: str = ""
+    etcd_password: str = ""
+
+    @property
+    def etcd(self) -> EtcdSettings | None:
+        """How to reach etcd with ``--discovery-backend etcd``; None with the embedded registry."""
+        if self.discovery_backend != "etcd":
+            return None
+        return EtcdSettings(endpoints=self.etcd_endpoints, ca_path=self.etcd_ca_path, cert_path=self.etcd_cert_path,
+                            key_path=self.etcd_key_path, username=self.etcd_username, password=self.etcd_password)
 
     @property
     def namespaces(self) -> NamespaceFilter:

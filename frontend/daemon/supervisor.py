@@ -34,9 +34,9 @@ from typing import Any, Callable
 
 import msgspec
 
-from ..config.options import MOCK_EXTRA_MODELS
 from ..config.log_spec import root_level
-from ..config.sections import FrontendConfig, GeneralConfig, HttpConfig
+from ..config.options import MOCK_EXTRA_MODELS
+from ..config.sections import DiscoveryConfig, FrontendConfig, GeneralConfig, HttpConfig
 from ..config.topology import Endpoints
 from ..gateway.settings import SETTINGS_ENV, GatewaySettings
 from ..observability.logs import setup_logging
@@ -164,7 +164,8 @@ class Supervisor:
         from ..tokenizer import server as tokenizer_server
 
         config = self.config
-        registry_args = (config.discovery.namespaces, config.discovery.lease_ttl_s, self.endpoints)
+        registry_args = (config.discovery.namespaces, config.discovery.lease_ttl_s, self.endpoints,
+                         config.discovery.etcd)
         self._start_ready("registry", "dyn-registry", registry_server.run, (*registry_args, 0.0),
                           restart_args=(*registry_args, config.discovery.lease_ttl_s))
         self._start_ready("indexer", "dyn-indexer", indexer_server.run, (self.endpoints, config.router))
@@ -218,7 +219,12 @@ class Supervisor:
             argv += ["--model-name", MOCK_EXTRA_MODELS[extra_type], "--model-types", extra_type, "--kv-events", "off"]
         elif discovery.model_name or mocker.mock_model_name:
             argv += ["--model-name", discovery.model_name or mocker.mock_model_name]
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=_mocker_env(general))
+        env = _mocker_env(general)
+        if discovery.etcd is not None:
+            argv += _etcd_flags(discovery)
+            env = {**(env or os.environ), "DYN_MOCKER_ETCD_USERNAME": discovery.etcd_username,
+                   "DYN_MOCKER_ETCD_PASSWORD": discovery.etcd_password}  # not in argv: ps shows that
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
 
     # ---- watch and restart -------------------------------------------------------------------------------
 
@@ -274,6 +280,16 @@ class Supervisor:
         _unlink_shared_memory(self.endpoints.kv_index_name)  # in case the indexer was killed
         if self.own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _etcd_flags(discovery: DiscoveryConfig) -> list[str]:
+    """A mock worker's flags to register in the daemon's etcd (the user and password go in its environment)."""
+    argv = ["--discovery-backend", "etcd", "--etcd-endpoints", discovery.etcd_endpoints,
+            "--lease-ttl-s", repr(discovery.lease_ttl_s)]
+    for flag, path in (("--etcd-ca-path", discovery.etcd_ca_path), ("--etcd-cert-path", discovery.etcd_cert_path),
+                       ("--etcd-key-path", discovery.etcd_key_path)):
+        argv += [flag, path] if path else []
+    return argv
 
 
 def _mocker_env(general: GeneralConfig) -> dict[str, str] | None:

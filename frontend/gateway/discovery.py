@@ -95,6 +95,7 @@ class ModelTable:
         self.version = -1
         self.models: dict[str, ServedModel] = {}
         self.instances: list[Instance] = []
+        self.discovery: wire.DiscoveryState | None = None  # etcd: whether the registry reaches it (None: embedded)
         self._background = False  # the constructor loads on its own thread, before the loop runs
         self._loading: set[tuple] = set()  # files keys being loaded in a thread
         self._loaded: dict[tuple, ServedModel] = {}  # loaded in a thread, for the next apply
@@ -117,6 +118,7 @@ class ModelTable:
         if snapshot.version == self.version:
             return
         self.version = snapshot.version
+        self.discovery = snapshot.discovery
         self.apply(snapshot.instances)
 
     def apply(self, instances: list[Instance]) -> None:

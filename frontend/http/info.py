@@ -48,10 +48,16 @@ def health(gateway: Gateway, proto) -> None:
                                "kv_index": {"live_blocks": status.live_blocks,
                                             "dropped_inserts": status.dropped_inserts,
                                             "workers": status.workers},
-                               "warnings": status.problems})
+                               "warnings": status.problems, **_discovery(gateway)})
     else:
         send_json(proto, 503, {"status": "unhealthy", "message": "No endpoints available", "endpoints": [],
-                               "instances": []})
+                               "instances": [], **_discovery(gateway)})
+
+
+def _discovery(gateway: Gateway) -> dict:
+    """``{"discovery": {"backend", "connected"}}`` with etcd (while not connected: the last table); else nothing."""
+    state = gateway.models.discovery
+    return {} if state is None else {"discovery": {"backend": state.backend, "connected": state.connected}}
 
 
 def live(gateway: Gateway, proto) -> None:
@@ -99,6 +105,10 @@ def _router_gauges(gateway: Gateway) -> list[tuple[str, str, tuple, float]]:
                          load["active_blocks"]))
             rows.append(("worker_active_prefill_tokens", "Prompt tokens the worker has yet to prefill.", labels,
                          load["active_prefill_tokens"]))
+    discovery = gateway.models.discovery
+    connected = discovery is None or discovery.connected
+    rows.append(("discovery_connected", "1 while worker discovery (the embedded registry, or etcd) is reachable; 0 "
+                 "while this frontend serves its last instance table.", (), int(connected)))
     status = gateway.indexer_status
     rows.append(("kv_index_live_blocks", "Blocks in the shared KV index.", (), status.live_blocks))
     rows.append(("kv_index_dropped_inserts", "Blocks the full KV index could not take.", (), status.dropped_inserts))

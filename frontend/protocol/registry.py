@@ -5,6 +5,9 @@ Sockets:
     worker DEALER  <--[Ack]-----------------------------------  registry ROUTER
     registry PUB   --[Snapshot]-->  gateway SUB (ipc, in the run directory)
 
+With ``--discovery-backend etcd`` the workers write their ``Instance`` to etcd instead
+(``frontend/transport/etcd_keys.py``) and the registry process publishes the same Snapshots from its watch.
+
 Framing: one MessagePack frame per message (tagged Structs). The registry sends the whole table on every
 change and once a second, so a late subscriber catches up without a request of its own.
 A heartbeat for an instance the registry does not know (it restarted, or the lease expired) is answered with
@@ -99,11 +102,21 @@ class Instance(msgspec.Struct, frozen=True):
     draining: bool = False  # finishing its requests in flight; routers give it no new ones
 
 
+class DiscoveryState(msgspec.Struct, frozen=True):
+    """Where the table comes from when it is not the embedded registry: ``backend`` (``etcd``) and whether the
+    registry process reaches it now (while not, the table is the last one seen)."""
+
+    backend: str
+    connected: bool
+
+
 class Snapshot(msgspec.Struct, tag="snapshot"):
-    """Every live instance in the namespace; ``version`` grows with every change."""
+    """Every live instance in the namespace; ``version`` grows with every change (and with every change of
+    ``discovery``, which the embedded registry leaves None)."""
 
     version: int
     instances: list[Instance]
+    discovery: DiscoveryState | None = None
 
 
 ToRegistry = Register | Heartbeat | Drain | Unregister

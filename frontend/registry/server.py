@@ -9,6 +9,9 @@ A lease lasts ``--lease-ttl-s`` seconds from the last heartbeat; an expired inst
 table published, so gateways stop routing to it and a model whose last instance went away disappears. A gateway
 process that starts (a Granian worker, a respawned one) gets the table as soon as it subscribes, so it never
 answers "model not found" for a model the other processes serve.
+
+With ``--discovery-backend etcd`` the process binds no worker socket: ``etcd_watch.py`` publishes the same
+Snapshots from what the workers wrote to etcd.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from __future__ import annotations
 import logging
 import time
 from multiprocessing.connection import Connection
+from typing import Iterable
 
 import msgspec
 import zmq
 
+from ..config.etcd_settings import EtcdSettings
 from ..config.sections import NamespaceFilter
 from ..config.topology import Endpoints
 from ..protocol import registry as wire
@@ -28,6 +33,19 @@ from ..transport.sockets import open_socket
 log = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL_S = 1.0
+
+
+def card_conflict(instances: Iterable[wire.Instance], instance_id: str, card: wire.ModelCard) -> str | None:
+    """Why ``card`` may not join ``instances``: another instance serves its name with a different card."""
+    for other in instances:
+        if other.instance_id == instance_id or other.card.name != card.name:
+            continue
+        differences = card.differences(other.card)
+        if differences:
+            return (f"model {card.name!r} is already served with a different model card "
+                    f"({', '.join(differences)} differ from instance {other.instance_id}); "
+                    f"refusing the new worker")
+    return None
 
 
 class Leases:
@@ -44,7 +62,7 @@ class Leases:
         if not self.namespaces.accepts(message.namespace):
             return wire.Ack(ok=False, error=f"namespace {message.namespace!r} is not served here "
                                             f"(this frontend serves {self.namespaces.describe()})")
-        conflict = self._conflict(message)
+        conflict = card_conflict(self.instances.values(), message.instance_id, message.card)
         if conflict:
             return wire.Ack(ok=False, error=conflict)
         known = self.instances.get(message.instance_id)
@@ -56,17 +74,6 @@ class Leases:
             log.info("instance registered", extra={"instance": message.instance_id, "model": message.card.name,
                                                    "endpoint": message.endpoint})
         return wire.Ack(ok=True, lease_ttl_s=self.ttl_s)
-
-    def _conflict(self, message: wire.Register) -> str | None:
-        for other in self.instances.values():
-            if other.instance_id == message.instance_id or other.card.name != message.card.name:
-                continue
-            differences = message.card.differences(other.card)
-            if differences:
-                return (f"model {message.card.name!r} is already served with a different model card "
-                        f"({', '.join(differences)} differ from instance {other.instance_id}); "
-                        f"refusing the new worker")
-        return None
 
     def heartbeat(self, message: wire.Heartbeat, now: float) -> wire.Ack:
         if message.instance_id not in self.instances:
@@ -131,13 +138,20 @@ def _new_subscribers(sock: zmq.Socket) -> bool:
         subscribed = subscribed or message[:1] == b"\x01"
 
 
-def run(namespaces: NamespaceFilter, ttl_s: float, endpoints: Endpoints, recover_s: float, ready: Connection) -> None:
-    """Process entry: serve the registry until terminated.
+def run(namespaces: NamespaceFilter, ttl_s: float, endpoints: Endpoints, etcd: EtcdSettings | None, recover_s: float,
+        ready: Connection) -> None:
+    """Process entry: serve the registry until terminated; with ``etcd`` (``--discovery-backend etcd``), publish
+    the instances found in etcd instead (``etcd_watch.py``: no worker socket).
 
     ``recover_s`` > 0 (the daemon restarted a registry that died): publish nothing for that long, so that the
     gateways keep routing with their last table while the live workers, told "unknown instance" at their next
     heartbeat, register again; publishing the empty table of a fresh start would fail every request in flight.
     """
+    if etcd is not None:
+        from .etcd_watch import run_etcd  # its etcd client is loaded only in this mode
+
+        run_etcd(namespaces, endpoints, etcd, ready)
+        return
     context = zmq.Context()
     recv_from_workers = open_socket(context, zmq.ROUTER, bind=endpoints.registry)
     send_to_gateways = open_socket(context, zmq.XPUB, bind=endpoints.registry_pub)

@@ -10,10 +10,26 @@ import os
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
-from ..config.options import Option
+from ..config.etcd_settings import EtcdSettings
+from ..config.options import ETCD_OPTIONS, OPTIONS_BY_NAME, Option
 from ..observability.logs import setup_logging
 from ..protocol.errors import ConfigError
 from ..transport.process import die_with_parent, set_process_title
+
+# Discovery flags every worker command takes besides --registry-endpoint and --namespace: the daemon's own
+# options, whose env vars (DYN_DISCOVERY_BACKEND, DYN_ETCD_ENDPOINTS, ETCD_ENDPOINTS...) work here too.
+DISCOVERY_FLAGS: tuple[Option, ...] = tuple(
+    dataclasses.replace(option, group="", env_aliases=(option.env_var, *option.env_aliases))
+    for option in (OPTIONS_BY_NAME["lease_ttl_s"], *ETCD_OPTIONS))
+
+
+def discovery_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``WorkerRuntime``'s discovery arguments from a worker command's parsed ``DISCOVERY_FLAGS``."""
+    etcd = None
+    if args.discovery_backend == "etcd":
+        etcd = EtcdSettings(endpoints=args.etcd_endpoints, ca_path=args.etcd_ca_path, cert_path=args.etcd_cert_path,
+                            key_path=args.etcd_key_path, username=args.etcd_username, password=args.etcd_password)
+    return {"etcd": etcd, "lease_ttl_s": args.lease_ttl_s}
 
 
 def worker_flags(env_prefix: str, *options: Option) -> tuple[Option, ...]:

@@ -6,6 +6,9 @@ Sockets:
                                                                        OutputBatch out; Embed/Image/VideoRequest
                                                                        in, their replies out (protocol.engine)
 
+With ``etcd`` settings (``--discovery-backend etcd``) the registry socket is not used: the instance is a key in
+etcd under a lease of ``lease_ttl_s`` kept alive (``etcd_lease.py``), and the frontends watch etcd.
+
 An engine implements :class:`Engine`: ``add_request`` and ``abort_request`` for text generation, reporting
 tokens through the :class:`TokenSink` it is given, and/or the coroutines ``embed``, ``generate_images`` and
 ``generate_video`` for the other model types (served by ``unary.py``). Each model type of the card needs its
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Awaitable, Sequence
 import msgspec
 import zmq
 
+from ..config.etcd_settings import EtcdSettings
 from ..observability.tracing import end_worker_span, start_worker_tracing
 from ..protocol import engine as engine_wire, registry as registry_wire
 from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, ImageRequest, MediaItem, PauseRequest,
@@ -49,6 +53,8 @@ from .unary import TYPE_METHODS, InvalidInput, NotServed, ProgressSink, UnarySer
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
+
+    from .etcd_lease import EtcdLease
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +161,10 @@ class WorkerRuntime:
     """
 
     def __init__(self, engine: Engine, *, registry_endpoint: str, namespace: str = "dynamo",
-                 host: str = "127.0.0.1", instance_id: str | None = None, context: zmq.Context | None = None) -> None:
+                 host: str = "127.0.0.1", instance_id: str | None = None, context: zmq.Context | None = None,
+                 etcd: EtcdSettings | None = None, lease_ttl_s: float = 10.0) -> None:
         self.engine = engine
+        self.etcd = etcd  # --discovery-backend etcd: register there (``etcd_lease.py``), not with a registry
         self.registry_endpoint = registry_endpoint
         self.namespace = namespace
         self.host = host
@@ -170,7 +178,8 @@ class WorkerRuntime:
         self._registry_reply: asyncio.Future[bytes] | None = None
         self._registry_turn = asyncio.Lock()
         self._card: ModelCard | None = None
-        self._lease_ttl_s = 10.0
+        self._lease_ttl_s = lease_ttl_s
+        self._etcd_lease: EtcdLease | None = None
         self._routes: dict[str, TokenSink] = {}
         self._pending: dict[bytes, list[RequestOutput]] = {}
         self._flush_scheduled = False
@@ -195,11 +204,28 @@ class WorkerRuntime:
             self._loop = asyncio.get_running_loop()
             self._unary = UnaryServer(self.engine, self._loop, self._send_now)
             self._request_drainer = SocketDrainer(self._loop, self._requests, self._on_request)
+        if self.etcd is not None:
+            await self._register_etcd(card)
+            return
         ack = await self._call_registry(registry_wire.Register(self.instance_id, self.namespace, self.endpoint, card))
         if not ack.ok:
             raise RegistrationError(f"registry refused model {card.name!r}: {ack.error}")
         self._lease_ttl_s = ack.lease_ttl_s or self._lease_ttl_s
         log.info("registered", extra={"model": card.name, "instance": self.instance_id, "endpoint": self.endpoint})
+
+    async def _register_etcd(self, card: ModelCard) -> None:
+        from .etcd_lease import EtcdError, EtcdLease  # only with etcd: the embedded path loads no etcd client
+
+        assert self.etcd is not None
+        if self._etcd_lease is None:
+            self._etcd_lease = EtcdLease(self.etcd, self.namespace, self._lease_ttl_s)
+        try:
+            await self._etcd_lease.register(registry_wire.Instance(self.instance_id, self.endpoint, card))
+        except (EtcdError, OSError, ValueError) as exc:
+            raise RegistrationError(f"cannot register model {card.name!r} in etcd at {self.etcd.endpoints}: "
+                                    f"{exc}") from None
+        log.info("registered", extra={"model": card.name, "instance": self.instance_id, "endpoint": self.endpoint,
+                                      "discovery": "etcd"})
 
     async def _call_registry(self, message: msgspec.Struct, timeout_s: float = REGISTER_TIMEOUT_S
                              ) -> registry_wire.Ack:
@@ -257,19 +283,30 @@ class WorkerRuntime:
         if not self.active_requests:
             return
         log.info("draining", extra={"instance": self.instance_id, "in_flight": self.active_requests})
-        try:
-            await self._call_registry(registry_wire.Drain(self.instance_id), 1.0)
-        except RegistrationError:
-            pass
+        await self._announce_drain()
         deadline = time.monotonic() + timeout_s
         while self.active_requests and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
         if self.active_requests:
             log.warning("drain timed out", extra={"in_flight": self.active_requests})
 
+    async def _announce_drain(self) -> None:
+        """Tell discovery this instance drains (best effort: the requests in flight finish either way)."""
+        try:
+            if self._etcd_lease is not None:
+                await self._etcd_lease.drain()
+            else:
+                await self._call_registry(registry_wire.Drain(self.instance_id), 1.0)
+        except Exception as exc:  # etcd or registry unreachable: nothing else to do
+            log.warning("could not announce draining", extra={"error": str(exc)})
+
     async def keep_alive(self) -> None:
         """Heartbeat every third of the lease, each waiting at most that long for its answer (one lost reply
-        must not cost the lease); register again if the registry forgot this instance."""
+        must not cost the lease); register again if the registry forgot this instance. With etcd: renew the
+        lease (a new one when it was lost)."""
+        if self._etcd_lease is not None:
+            await self._etcd_lease.keep_alive()
+            return
         while True:
             interval = self._lease_ttl_s / 3
             await asyncio.sleep(interval)
@@ -283,7 +320,9 @@ class WorkerRuntime:
 
     async def close(self) -> None:
         """Unregister (best effort, if a registration was attempted) and close the sockets and contexts."""
-        if self._card is not None:
+        if self._etcd_lease is not None:
+            await self._etcd_lease.close()
+        elif self._card is not None:
             try:
                 await self._call_registry(registry_wire.Unregister(self.instance_id), 1.0)
             except RegistrationError:

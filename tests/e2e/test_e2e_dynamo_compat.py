@@ -53,10 +53,10 @@ def test_a_dynamo_command_line_and_environment_resolve_to_the_same_settings(tmp_
         "tls_cert_path": str(tmp_path / "s.pem"), "tls_key_path": str(tmp_path / "s.key"),
         "tls_client_ca_path": str(tmp_path / "ca.pem"), "log_level": "info,dynamo_llm::kv_router=debug",
         "log_format": "json", "overload_status_code": 503, "graceful_shutdown_timeout": 7.0,
-        "http_body_limit_mb": 64.0, "disable_frontend_admin_api": True,
+        "http_body_limit_mb": 64.0, "disable_frontend_admin_api": True, "discovery_backend": "etcd",
     }
     assert {key: config[key] for key in expected} == expected
-    assert "discovery_backend" not in config  # ignored flags are not settings
+    assert "request_plane" not in config  # ignored flags are not settings
     # Dynamo's "None" unsets a threshold; its legacy overlap-weight env var still works
     config = dump(["--active-decode-blocks-threshold", "None"], {"DYN_OVERLAP_SCORE_WEIGHT": "2"})
     assert config["active_decode_blocks_threshold"] == 0.0 and config["kv_overlap_score_weight"] == 2.0
@@ -68,7 +68,7 @@ def test_unknown_flags_are_still_errors_and_help_names_the_ignored_ones():
     assert result.returncode == 2 and "--no-such-flag" in result.stderr
     help_text = subprocess.run([sys.executable, "-m", "frontend", "--help"], cwd=REPO, capture_output=True,
                                text=True, timeout=60).stdout
-    assert "--discovery-backend" in help_text and "Ignored:" in help_text
+    assert "--request-plane" in help_text and "Ignored:" in help_text
     version = subprocess.run([sys.executable, "-m", "frontend", "--version"], cwd=REPO, capture_output=True,
                              text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("dynamo-py-frontend ")
@@ -77,7 +77,7 @@ def test_unknown_flags_are_still_errors_and_help_names_the_ignored_ones():
 def test_the_daemon_serves_with_a_dynamo_command_line(start_daemon, tmp_path):
     dumped = tmp_path / "config.toml"
     server = start_daemon("--router-mode", "kv", "--router-kv-overlap-score-weight", "0.5", "--no-router-kv-events",
-                          "--router-ttl-secs", "60", "--discovery-backend", "etcd", "--request-plane", "tcp",
+                          "--router-ttl-secs", "60", "--discovery-backend", "mem", "--request-plane", "tcp",
                           "--active-decode-blocks-threshold", "0.9", "--dump-config-to", str(dumped),
                           env={"DYN_LOG": "info,frontend.registry=error", "DYN_LOGGING_JSONL": "1"})
     with server.client() as client:
@@ -88,7 +88,7 @@ def test_the_daemon_serves_with_a_dynamo_command_line(start_daemon, tmp_path):
     assert (config["router_mode"], config["router_ttl_s"], config["log_format"]) == ("kv", 60.0, "json")
     lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
     warning = next(line for line in lines if "ignoring NVIDIA Dynamo flags" in line["msg"])
-    assert "--discovery-backend" in warning["flags"] and "--request-plane" in warning["flags"]
+    assert "--request-plane" in warning["flags"] and "--discovery-backend" not in warning["flags"]
     assert not [line for line in lines if line["logger"].startswith("frontend.registry") and line["level"] == "info"]
     assert any(line["level"] == "info" for line in lines)  # DYN_LOG's root level: info
 

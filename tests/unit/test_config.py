@@ -135,6 +135,9 @@ def test_every_option_settable_from_env():
         "active_prefill_tokens_threshold_frac": "1.5", "overload_status_code": "503",
         "disable_frontend_admin_api": "true", "namespace_prefix": "ns-", "model_name": "m", "model_path": "/models/m",
         "kv_cache_block_size": "32", "dump_config_to": "/tmp/config.toml", "otel_export_enabled": "true",
+        "discovery_backend": "mem", "etcd_endpoints": "http://127.0.0.1:2379,http://10.0.0.2:2379",
+        "etcd_ca_path": "/ca.pem", "etcd_cert_path": "/c.pem", "etcd_key_path": "/k.pem", "etcd_username": "u",
+        "etcd_password": "p",
     }
     assert set(samples) == set(OPTIONS_BY_NAME), "a new option needs a sample here"
     env = {OPTIONS_BY_NAME[name].env_var: raw for name, raw in samples.items() if raw is not None}

@@ -53,6 +53,9 @@ SAMPLES = {
     "active_prefill_tokens_threshold_frac": 1.5, "overload_status_code": 503, "disable_frontend_admin_api": True,
     "namespace_prefix": "ns-", "model_name": "m", "model_path": "/models/m", "kv_cache_block_size": 32,
     "dump_config_to": "/tmp/config.toml",
+    "discovery_backend": "etcd", "etcd_endpoints": "https://etcd-0:2379,https://etcd-1:2379",
+    "etcd_ca_path": "/etcd-ca.pem", "etcd_cert_path": "/etcd.pem", "etcd_key_path": "/etcd.key",
+    "etcd_username": "etcd-user-x", "etcd_password": "etcd-pw-x",
 }
 
 
@@ -163,7 +166,7 @@ def test_all_samples_at_once_round_trip_through_dump_toml(tmp_path):
     path = tmp_path / "dump.toml"
     text = dump_toml(config)
     secrets = [option.name for option in OPTIONS if option.secret]
-    assert {"api_key", "responses_store_url"} <= set(secrets)
+    assert {"api_key", "etcd_username", "etcd_password", "responses_store_url"} <= set(secrets)
     for name in secrets:  # masked in the dump: put back by hand, as an operator would
         assert f'{name} = "***"' in text and SAMPLES[name] not in text
         text = text.replace(f'{name} = "***"', f"{name} = {dump_value(SAMPLES[name])}")
@@ -288,8 +291,9 @@ WORKERS = [(mocker_main.FLAGS, "DYN_MOCKER_"), (embedding_main.FLAGS, "DYN_EMBED
 
 
 def worker_sample(option: Option) -> str:
-    if option.name == "kv_events":
-        return "off"
+    special = {"kv_events": "off", "discovery_backend": "etcd", "etcd_endpoints": "http://127.0.0.1:2379"}
+    if option.name in special:
+        return special[option.name]
     return {int: "7", float: "2.5", bool: "true"}.get(option.kind, "sample")
 
 
@@ -307,7 +311,7 @@ def test_every_worker_flag_has_an_env_var_and_help(flags, prefix):
     for option in flags:
         assert option.env_var == prefix + option.name.upper()
         assert option.help, option.name
-        assert f"{option.help} [env {option.env_var}; default {option.default!r}]" in help_text, option.name
+        assert option.env_vars[0] == option.env_var and option.help_text in help_text, option.name
         assert option.flag in help_text
 
 

@@ -292,7 +292,7 @@ def test_run_serves_registrations_and_publishes_snapshots(tmp_path):
                           indexer_status=f"ipc://{tmp_path}/status", kv_index_name="unused")
     spawn = multiprocessing.get_context("spawn")
     parent_end, child_end = spawn.Pipe()
-    process = spawn.Process(target=run, args=(NamespaceFilter(NS), 0.5, endpoints, 0.0, child_end), daemon=True)
+    process = spawn.Process(target=run, args=(NamespaceFilter(NS), 0.5, endpoints, None, 0.0, child_end), daemon=True)
     process.start()
     context = zmq.Context()
     worker = context.socket(zmq.DEALER)

@@ -19,7 +19,7 @@ from ...protocol.registry import ModelCard
 from ...tokenizer.hub_files import ModelFilesUnavailable, local_model_dir
 from ...tokenizer.model_files import context_length, load_tokenizer
 from ...worker import RegistrationError, WorkerRuntime
-from ...worker.cli import add_flags, start_worker_process, worker_flags
+from ...worker.cli import DISCOVERY_FLAGS, add_flags, discovery_kwargs, start_worker_process, worker_flags
 from ...worker.kv_publisher import KvEventPublisher
 from ...worker.load_publisher import LoadPublisher
 from .corpus import Corpus
@@ -38,6 +38,7 @@ FLAGS = worker_flags(
            "repository id)."),
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
     Option("namespace", str, "dynamo", "Namespace to register in."),
+    *DISCOVERY_FLAGS,
     Option("host", str, "127.0.0.1", "Address the request-plane and KV-event sockets bind to."),
     Option("speedup_ratio", float, 1.0, "Divides simulated prefill/decode time (1e6 = no delay)."),
     Option("max_num_seqs", int, 256, "Requests decoded together in one step."),
@@ -95,7 +96,7 @@ async def serve(args: argparse.Namespace) -> None:
     engine = MockEngine(Corpus(tokenizer), settings, publisher, script, load)
     worker = MockWorker(engine, model_types, args.speedup_ratio, args.embedding_dim)
     runtime = WorkerRuntime(worker, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
-                            host=args.host, context=context)
+                            host=args.host, context=context, **discovery_kwargs(args))
     runtime_config = {"total_kv_blocks": args.num_gpu_blocks, "max_num_seqs": args.max_num_seqs,
                       "max_num_batched_tokens": args.max_num_batched_tokens, **load.runtime_config_entries()}
     if publisher is not None:
