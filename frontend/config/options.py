@@ -215,7 +215,8 @@ ETCD_OPTIONS: tuple[Option, ...] = (
            "Dynamo's mem and file mean the same) or etcd (--etcd-endpoints; several frontends and workers on many "
            "machines).", "discovery", aliases=DISCOVERY_BACKEND_ALIASES, validate=_discovery_backend),
     Option("etcd_endpoints", str, "http://127.0.0.1:2379", "etcd client URLs, comma-separated http(s)://host:port "
-           "(host names resolve to IPv4).", "discovery", validate=etcd_endpoints_problem, env_aliases=("ETCD_ENDPOINTS",)),
+           "(host names resolve to IPv4).", "discovery", validate=etcd_endpoints_problem,
+           env_aliases=("ETCD_ENDPOINTS",)),
     Option("etcd_ca_path", str, "", "PEM CA bundle that signed etcd's server certificate (https endpoints; "
            "default: the system's).", "discovery", env_aliases=("ETCD_AUTH_CA",)),
     Option("etcd_cert_path", str, "", "PEM client certificate for etcd (mutual TLS).", "discovery",

@@ -28,7 +28,7 @@ from ..config.etcd_settings import EtcdSettings
 from ..config.sections import NamespaceFilter
 from ..config.topology import Endpoints
 from ..protocol import registry as wire
-from ..transport.etcd_client import (CALL_TIMEOUT_S, DELETE, EtcdError, EtcdUnauthenticatedError, authenticate,
+from ..transport.etcd_client import (CALL_TIMEOUT_S, DELETE, ETCD_ERRORS, EtcdUnauthenticatedError, authenticate,
                                      open_client, prefix_range_end, watch_prefix)
 from ..transport.etcd_keys import ROOT, decode_instance, parse_instance_key
 from ..transport.sockets import open_socket
@@ -166,7 +166,7 @@ class EtcdRegistry:
                 self._connected(True)
                 self._published = max(self._published, 0)
                 await self._watch(found.header.revision + 1)
-            except (EtcdError, OSError, TimeoutError) as exc:
+            except ETCD_ERRORS as exc:
                 self._connected(False, str(exc))
                 self._published = max(self._published, 0)  # publish the (possibly empty) table as not connected
                 await asyncio.sleep(RETRY_S)
@@ -204,7 +204,7 @@ class EtcdRegistry:
                 await self._client.kv.get(ROOT_KEY, count_only=True, timeout=min(CALL_TIMEOUT_S, 1.0))
             except EtcdUnauthenticatedError:
                 self._resync.set()  # etcd restarted and forgot the token: the sync loop authenticates again
-            except (EtcdError, OSError, TimeoutError) as exc:
+            except ETCD_ERRORS as exc:
                 self._connected(False, str(exc))
             else:
                 if not self.table.connected:

@@ -31,13 +31,16 @@ from etcd3aio.kv import prefix_range_end
 from ..config.etcd_settings import EtcdSettings
 from .etcd_keys import grpc_target
 
-__all__ = ["CALL_TIMEOUT_S", "EtcdError", "EtcdUnauthenticatedError", "open_client", "authenticate",
+__all__ = ["CALL_TIMEOUT_S", "ETCD_ERRORS", "EtcdError", "EtcdUnauthenticatedError", "open_client", "authenticate",
            "prefix_range_end", "refresh_lease", "watch_prefix", "PUT", "DELETE"]
 
 CALL_TIMEOUT_S = 2.0  # one etcd call (a lost etcd is noticed within this)
 RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
                      ("grpc.max_reconnect_backoff_ms", 500)]
 PUT, DELETE = 0, 1  # mvccpb.Event.EventType of a watch event
+# what an etcd call may raise when etcd is away or refuses (etcd3aio re-raises gRPC's own error for the status
+# codes it does not map)
+ETCD_ERRORS = (EtcdError, grpc.aio.AioRpcError, OSError, TimeoutError)
 
 
 def _read(path: str) -> bytes | None:

@@ -19,7 +19,7 @@ import msgspec
 
 from ..config.etcd_settings import EtcdSettings
 from ..protocol.registry import Instance
-from ..transport.etcd_client import CALL_TIMEOUT_S, EtcdError, authenticate, open_client, refresh_lease
+from ..transport.etcd_client import CALL_TIMEOUT_S, ETCD_ERRORS, authenticate, open_client, refresh_lease
 from ..transport.etcd_keys import encode_instance, instance_key
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class EtcdLease:
         self._healthy = True
 
     async def register(self, instance: Instance) -> None:
-        """Write ``instance`` under a new lease; raises ``EtcdError`` when etcd cannot be reached."""
+        """Write ``instance`` under a new lease; raises one of ``ETCD_ERRORS`` when etcd cannot be reached."""
         key = instance_key(self.namespace, instance.instance_id)
         if self._client is None:
             self._client = await open_client(self.settings)
@@ -62,7 +62,7 @@ class EtcdLease:
             if not await refresh_lease(self._client, self.lease_id):
                 log.warning("etcd lease lost; registering again", extra={"lease": f"{self.lease_id:x}"})
                 await self.register(self._instance)
-        except (EtcdError, OSError) as exc:
+        except ETCD_ERRORS as exc:
             if self._healthy:
                 log.warning("etcd unreachable; the lease is renewed when it returns", extra={"error": str(exc)})
             self._healthy = False
@@ -88,7 +88,7 @@ class EtcdLease:
             if self._instance is not None:
                 await client.kv.delete(instance_key(self.namespace, self._instance.instance_id), timeout=1.0)
                 await client.lease.revoke(self.lease_id, timeout=1.0)
-        except (EtcdError, OSError, TimeoutError) as exc:
+        except ETCD_ERRORS as exc:
             log.warning("etcd unregister failed; the lease expires by itself", extra={"error": str(exc)})
         finally:
             await client.close()

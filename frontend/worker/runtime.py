@@ -214,14 +214,14 @@ class WorkerRuntime:
         log.info("registered", extra={"model": card.name, "instance": self.instance_id, "endpoint": self.endpoint})
 
     async def _register_etcd(self, card: ModelCard) -> None:
-        from .etcd_lease import EtcdError, EtcdLease  # only with etcd: the embedded path loads no etcd client
+        from .etcd_lease import ETCD_ERRORS, EtcdLease  # only with etcd: the embedded path loads no etcd client
 
         assert self.etcd is not None
         if self._etcd_lease is None:
             self._etcd_lease = EtcdLease(self.etcd, self.namespace, self._lease_ttl_s)
         try:
             await self._etcd_lease.register(registry_wire.Instance(self.instance_id, self.endpoint, card))
-        except (EtcdError, OSError, ValueError) as exc:
+        except (*ETCD_ERRORS, ValueError) as exc:
             raise RegistrationError(f"cannot register model {card.name!r} in etcd at {self.etcd.endpoints}: "
                                     f"{exc}") from None
         log.info("registered", extra={"model": card.name, "instance": self.instance_id, "endpoint": self.endpoint,

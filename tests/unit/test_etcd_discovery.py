@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import msgspec
 import pytest
 
+from frontend.config.etcd_settings import EtcdSettings
 from frontend.config.options import OPTIONS_BY_NAME
 from frontend.config.sections import NamespaceFilter
 from frontend.engines.mocker import main as mocker_main
@@ -21,6 +22,7 @@ from frontend.registry.etcd_watch import EtcdTable
 from frontend.transport.etcd_keys import (ROOT, InstanceKey, decode_instance, encode_instance, grpc_target,
                                           instance_key, parse_instance_key)
 from frontend.worker.cli import add_flags, discovery_kwargs
+from frontend.worker.etcd_lease import EtcdLease
 
 CARD = wire.ModelCard("tiny", "/models/tiny", checksum="abc")
 
@@ -63,6 +65,10 @@ def test_values_are_the_registry_instance_in_json():
     assert msgspec.json.decode(value)["card"]["name"] == "tiny"
     assert decode_instance(value) == item
     assert decode_instance(b"not json") is None and decode_instance(b'{"instance_id": 1}') is None
+
+
+def test_leases_are_whole_seconds():
+    assert [EtcdLease(EtcdSettings(), "ns", ttl).ttl_s for ttl in (0.2, 2.0, 2.5)] == [1, 2, 3]
 
 
 def test_grpc_target_resolves_names_and_keeps_the_tls_server_name():
