@@ -78,18 +78,17 @@ class GrpcTarget(NamedTuple):
 
 def grpc_target(endpoints: str) -> GrpcTarget:
     """Resolve ``--etcd-endpoints`` (names to IPv4 addresses: the client balances over an ``ipv4:`` target);
-    with TLS the certificate is checked against the first host name given (or the address)."""
+    with TLS the certificate is checked against the first host given (a name or an address)."""
     addresses, server_name, tls = [], None, False
     for item in (item.strip() for item in endpoints.split(",") if item.strip()):
         parts = urlsplit(item)
         host, port = parts.hostname or "", parts.port
-        tls = parts.scheme == "https"
+        tls, server_name = parts.scheme == "https", server_name or host
         if _is_address(host):
             addresses.append(f"{host}:{port}")
-            continue
-        server_name = server_name or host
-        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
-        addresses += sorted({f"{info[4][0]}:{port}" for info in infos})
+        else:
+            infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+            addresses += sorted({f"{info[4][0]}:{port}" for info in infos})
     return GrpcTarget(addresses, tls, server_name)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -24,12 +25,15 @@ needs_etcd = pytest.mark.skipif(ETCD is None, reason="needs the etcd binary (apt
 
 
 class EtcdServer:
-    """One etcd member on 127.0.0.1: ``endpoint`` is its client URL (``http://127.0.0.1:PORT``)."""
+    """One etcd member on 127.0.0.1: ``endpoint`` is its client URL (``http://127.0.0.1:PORT``). With ``certs``
+    (a directory made by ``scripts/gen-certs``: ca.pem, server.pem/key, client.pem/key) the client URL is https
+    and clients must present a certificate the CA signed."""
 
-    def __init__(self) -> None:
+    def __init__(self, certs: Path | None = None) -> None:
         self.data_dir = tempfile.mkdtemp(prefix="etcd-e2e-")
         self.client_port, self.peer_port = free_port(), free_port()
-        self.endpoint = f"http://127.0.0.1:{self.client_port}"
+        self.certs = certs
+        self.endpoint = f"{'https' if certs else 'http'}://127.0.0.1:{self.client_port}"
         self._log_path = Path(self.data_dir + ".log")
         self.process: subprocess.Popen | None = None
 
@@ -41,6 +45,9 @@ class EtcdServer:
                 "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"default={peer}", "--log-level", "warn", "--logger", "zap"]
+        if self.certs is not None:
+            argv += ["--cert-file", str(self.certs / "server.pem"), "--key-file", str(self.certs / "server.key"),
+                     "--trusted-ca-file", str(self.certs / "ca.pem"), "--client-cert-auth"]
         with open(self._log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -50,7 +57,15 @@ class EtcdServer:
     def _healthy(self) -> bool:
         if self.process is None or self.process.poll() is not None:
             raise AssertionError(f"etcd exited\n{self.log_text()}")
-        return httpx.get(self.endpoint + "/health", timeout=1.0).json().get("health") == "true"
+        return httpx.get(self.endpoint + "/health", timeout=1.0, **self.httpx_tls()).json().get("health") == "true"
+
+    def httpx_tls(self) -> dict:
+        """httpx's arguments to reach this etcd (its CA and the client certificate)."""
+        if self.certs is None:
+            return {}
+        context = ssl.create_default_context(cafile=str(self.certs / "ca.pem"))
+        context.load_cert_chain(str(self.certs / "client.pem"), str(self.certs / "client.key"))
+        return {"verify": context}
 
     def stop(self) -> None:
         """SIGTERM etcd (its data stays) and reap it."""
@@ -80,7 +95,7 @@ def wait_etcd_down(server: EtcdServer, timeout: float = 5.0) -> None:
     """Wait until nothing answers on ``server``'s client port."""
     def down() -> bool:
         try:
-            httpx.get(server.endpoint + "/health", timeout=0.5)
+            httpx.get(server.endpoint + "/health", timeout=0.5, **server.httpx_tls())
         except httpx.HTTPError:
             return True
         return False

@@ -3,14 +3,20 @@ on etcd, a worker's lease expiring, a frontend going away, and etcd itself stopp
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import threading
 import time
 from typing import Iterator
 
 import openai
 import pytest
-from e2e_support import MODEL, Daemon, Mocker, wait_until
+from e2e_support import MODEL, REPO, Daemon, Mocker, wait_until
 from etcd_support import EtcdServer, etcd_flags, etcd_mocker, needs_etcd, wait_etcd_down
+
+from frontend.config.etcd_settings import EtcdSettings
+from frontend.transport.etcd_client import open_client
 
 pytestmark = needs_etcd
 
@@ -157,3 +163,64 @@ def test_etcd_down_for_10_s_under_load_fails_no_request(etcd, cluster):
     start_worker("--model-name", SECOND_MODEL)  # registered after the restart: on both frontends
     wait_instances([loaded, other], 3)
     assert chat(loaded, SECOND_MODEL) and chat(other, SECOND_MODEL)
+
+
+async def _leases(settings: EtcdSettings, revoke: bool = False) -> set[int]:
+    """The ids of etcd's live leases (revoked first with ``revoke``: their keys go with them)."""
+    client = await open_client(settings)
+    try:
+        ids = {lease.ID for lease in (await client.lease.leases(timeout=5)).leases}
+        for lease_id in ids if revoke else ():
+            await client.lease.revoke(lease_id, timeout=5)
+        return set() if revoke else ids
+    finally:
+        await client.close()
+
+
+def test_a_worker_whose_lease_is_gone_registers_again(etcd, cluster):
+    start_daemon, start_worker = cluster
+    server = start_daemon()
+    start_worker()
+    wait_instances([server], 1)
+    settings = EtcdSettings(endpoints=etcd.endpoint)
+    old = asyncio.run(_leases(settings))
+    asyncio.run(_leases(settings, revoke=True))  # as if etcd had been away for longer than the lease
+    wait_until(lambda: asyncio.run(_leases(settings)) - old, 10, "a new lease")
+    wait_instances([server], 1, timeout=10)
+    assert chat(server)
+
+
+async def _enable_auth(settings: EtcdSettings, password: str) -> None:
+    client = await open_client(settings)
+    try:
+        await client.auth.user_add("root", password, timeout=5)
+        await client.auth.user_grant_role("root", "root", timeout=5)
+        await client.auth.auth_enable(timeout=5)
+    finally:
+        await client.close()
+
+
+def test_mutual_tls_and_an_etcd_user(tmp_path):
+    certs = tmp_path / "certs"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "gen-certs"), str(certs)], check=True, timeout=60,
+                   capture_output=True)
+    files = {"ca_path": str(certs / "ca.pem"), "cert_path": str(certs / "client.pem"),
+             "key_path": str(certs / "client.key")}
+    tls_flags = [f"--etcd-{name.replace('_', '-')}" if i % 2 == 0 else value
+                 for name, value in files.items() for i in (0, 1)]
+    etcd = EtcdServer(certs).start()
+    server = refused = None
+    try:
+        asyncio.run(_enable_auth(EtcdSettings(endpoints=etcd.endpoint, **files), "etcd-pw-1"))
+        # the built-in mock worker gets the daemon's etcd flags, and the user and password in its environment
+        server = Daemon(*etcd_flags(etcd), *tls_flags, mock_workers=1,
+                        env={"ETCD_USERNAME": "root", "ETCD_PASSWORD": "etcd-pw-1"}).wait_ready(60)
+        assert discovery(server) == {"backend": "etcd", "connected": True} and chat(server)
+        refused = etcd_mocker(etcd, *tls_flags, "--model-name", SECOND_MODEL)  # no user: etcd refuses it
+        assert refused.process.wait(30) == 3, refused.describe()
+        assert "etcd-pw-1" not in server.log_text() + refused.log_text()
+    finally:
+        for process in (refused, server):
+            if process is not None:
+                process.close()
+        etcd.close()

@@ -73,7 +73,7 @@ def test_leases_are_whole_seconds():
 
 def test_grpc_target_resolves_names_and_keeps_the_tls_server_name():
     target = grpc_target("http://127.0.0.1:2379, http://127.0.0.2:2380")
-    assert target == (["127.0.0.1:2379", "127.0.0.2:2380"], False, None)
+    assert target == (["127.0.0.1:2379", "127.0.0.2:2380"], False, "127.0.0.1")
     target = grpc_target("https://localhost:2379")
     assert target.tls and target.server_name == "localhost" and target.addresses == ["127.0.0.1:2379"]
 
