@@ -80,8 +80,10 @@ def test_two_frontends_serve_the_workers_registered_in_etcd(cluster):
     start_worker()
     start_worker("--model-name", SECOND_MODEL)
     wait_instances([first, second], 3)
-    for server in (first, second):  # every HTTP process of each has the same table
-        assert sorted(server.model_ids(fresh=True)) == [MODEL, SECOND_MODEL]
+    # a model that appears is loaded in a thread before it is listed: every HTTP process of each lists both
+    wait_until(lambda: all(sorted(server.model_ids(fresh=True)) == [MODEL, SECOND_MODEL] for server in (first, second)
+                           for _ in range(4)), 20, "both models on both frontends")
+    for server in (first, second):
         assert discovery(server) == {"backend": "etcd", "connected": True}
         assert chat(server) and chat(server, SECOND_MODEL)
     assert "discovery_connected 1" in first.http.get("/metrics").text
@@ -112,8 +114,8 @@ def test_a_clean_stop_unregisters_at_once(cluster):
 def test_etcd_down_for_10_s_under_load_fails_no_request(etcd, cluster):
     start_daemon, start_worker = cluster
     loaded, other = start_daemon(), start_daemon()
-    start_worker()
-    start_worker()
+    start_worker("--lease-ttl-s", "5")  # a lease longer than a busy machine's pauses (renewed every 1.7 s)
+    start_worker("--lease-ttl-s", "5")
     wait_instances([loaded, other], 2)
     results: list[str] = []
     stop = threading.Event()
@@ -162,6 +164,8 @@ def test_etcd_down_for_10_s_under_load_fails_no_request(etcd, cluster):
 
     start_worker("--model-name", SECOND_MODEL)  # registered after the restart: on both frontends
     wait_instances([loaded, other], 3)
+    wait_until(lambda: all(SECOND_MODEL in server.model_ids() for server in (loaded, other)), 20,
+               f"{SECOND_MODEL} listed on both frontends")
     assert chat(loaded, SECOND_MODEL) and chat(other, SECOND_MODEL)
 
 
