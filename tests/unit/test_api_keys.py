@@ -127,8 +127,9 @@ def test_dump_masks_the_keys_and_the_mask_is_not_a_key(tmp_path):
     assert 'api_key = ""' in dump_toml(load()).splitlines()  # nothing to hide
 
 
-def test_only_the_keys_are_secret():
-    assert [name for name, option in OPTIONS_BY_NAME.items() if option.secret] == ["api_key"]
+def test_only_credentials_are_secret():
+    assert [name for name, option in OPTIONS_BY_NAME.items() if option.secret] == [
+        "api_key", "etcd_username", "etcd_password", "responses_store_url"]
 
 
 # ---- the check ----------------------------------------------------------------------------------------------

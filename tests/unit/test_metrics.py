@@ -3,6 +3,7 @@ request counters, per-worker "last" gauges merged across processes, and the mode
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from types import SimpleNamespace
@@ -76,6 +77,10 @@ def test_dynamo_deprecated_doubled_name_still_works():
 def test_bucket_problems_are_logged_once_per_process(monkeypatch, caplog):
     monkeypatch.setattr(m, "BUCKET_PROBLEMS", ["cannot parse X"])
     monkeypatch.setattr(m, "_bucket_problems_reported", False)
+    # what a library's logging set-up imported by an earlier test (vLLM's dictConfig) may have turned off
+    monkeypatch.setattr(logging.getLogger(m.__name__), "disabled", False)
+    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
+    caplog.set_level(logging.WARNING, logger=m.__name__)
     Metrics()
     Metrics()
     assert [r.getMessage() for r in caplog.records] == ["metrics: histogram buckets: cannot parse X"]

@@ -128,8 +128,8 @@ def test_health_and_live_503s_match_their_documented_bodies(spec):
     sent = []
     proto = SimpleNamespace(response_bytes=lambda status, headers, body: sent.append((status, body)))
     for draining in (False, True):
-        gateway = SimpleNamespace(models=SimpleNamespace(instances=[]), settings=SimpleNamespace(namespace="dynamo"),
-                                  indexer_status=None, draining=draining)
+        gateway = SimpleNamespace(models=SimpleNamespace(instances=[], discovery=None),
+                                  settings=SimpleNamespace(namespace="dynamo"), indexer_status=None, draining=draining)
         info.health(gateway, proto)
         info.live(gateway, proto)
     [(health, body), (live, _), (draining_health, draining_body), (draining_live, draining_live_body)] = sent
