@@ -9,6 +9,11 @@ For each router mode the script starts the daemon on free loopback ports, runs t
 the cached-token ratio (sum of ``usage.prompt_tokens_details.cached_tokens`` over sum of prompt tokens, as
 the workers' real prefix caches report them) and TTFT (time to the first content chunk).
 
+With ``--frontends N`` (N > 1) the script starts its own etcd (Debian's ``etcd-server``), N frontend daemons
+and the workers on it (``--discovery-backend etcd``), and sends the turns to the frontends in turn (round-robin
+by request, as a load balancer would), so each session's turns reach different frontends: every frontend follows
+every worker's KV events and reported load, and the cached-token ratio shows whether that is enough.
+
 With ``--engine vllm --model-dir DIR`` the workers are ``python -m frontend.vllm`` (vLLM's CPU build; make a
 tiny model with ``python -m frontend.engines.vllm.tiny_model DIR``), started afresh for each mode so that no prefix
 cache carries over; the cached tokens are then vLLM's own ``num_cached_tokens``.
@@ -16,20 +21,24 @@ cache carries over; the cached tokens are then vLLM's own ``num_cached_tokens``.
     python bench/kv_routing.py                 # round_robin vs kv with the issue's settings
     python bench/kv_routing.py --modes kv --sessions 4
     python bench/kv_routing.py --engine vllm --model-dir /tmp/tiny-llm --workers 2 --system-words 300
+    python bench/kv_routing.py --modes kv --frontends 2          # two frontends on etcd, one workload
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
 import signal
 import socket
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -95,9 +104,11 @@ async def one_turn(client: httpx.AsyncClient, url: str, model: str, session: Ses
     return Result(ttft or 0.0, (usage or {}).get("prompt_tokens", 0), details.get("cached_tokens", 0))
 
 
-async def run_workload(url: str, model: str, sessions: list[Session], concurrency: int, max_tokens: int,
+async def run_workload(urls: list[str], model: str, sessions: list[Session], concurrency: int, max_tokens: int,
                        seed: int) -> list[Result]:
+    """Every session's turns, ``concurrency`` at once; request i goes to ``urls[i % len(urls)]``."""
     rng = random.Random(seed)
+    sent = itertools.count()
     results: list[Result] = []
     ready = asyncio.Condition()
 
@@ -115,6 +126,7 @@ async def run_workload(url: str, model: str, sessions: list[Session], concurrenc
                     await ready.wait()
                     session = pick()
                 session.busy, session.turns_left = True, session.turns_left - 1
+            url = urls[next(sent) % len(urls)]
             results.append(await one_turn(client, url, model, session, max_tokens))
             async with ready:
                 session.busy = False
@@ -155,13 +167,60 @@ def start_daemon(mode: str, workers: int, speedup: float, vllm_model: str | None
     raise RuntimeError(f"the frontend ({mode}) or its workers did not come up")
 
 
+def start_frontends_on_etcd(mode: str, frontends: int, workers: int, speedup: float
+                            ) -> tuple[list[subprocess.Popen], list[int]]:
+    """An etcd, ``frontends`` frontend daemons and ``workers`` mock workers, all discovering each other through it;
+    returns the processes (etcd first, workers last) and the frontends' HTTP ports once each lists every worker."""
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        raise RuntimeError("--frontends > 1 needs the etcd binary (apt-get install etcd-server)")
+    client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    data_dir = tempfile.mkdtemp(prefix="kv-routing-etcd-")
+    processes = [_spawn([etcd, "--name", "default", "--data-dir", data_dir, "--listen-client-urls", client,
+                         "--advertise-client-urls", client, "--listen-peer-urls", peer,
+                         "--initial-advertise-peer-urls", peer, "--initial-cluster", f"default={peer}",
+                         "--log-level", "warn", "--logger", "zap"])]
+    discovery = ["--discovery-backend", "etcd", "--etcd-endpoints", client]
+    ports = [free_port() for _ in range(frontends)]
+    try:
+        _wait(lambda: httpx.get(client + "/health", timeout=1).json().get("health") == "true", 20, processes)
+        processes += [_spawn([sys.executable, "-m", "frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
+                              *discovery, "--mock-workers", "0", "--router-mode", mode, "--workers", "1"])
+                      for port in ports]
+        processes += [_spawn([sys.executable, "-m", "frontend.mocker", *discovery, "--speedup-ratio", str(speedup)])
+                      for _ in range(workers)]
+        for port in ports:
+            _wait(lambda port=port: len(httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
+                                        .get("instances", [])) == workers, 60, processes)
+    except BaseException:
+        stop_daemon(processes)
+        raise
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)  # etcd keeps its open files; nothing is read back
+    return processes, ports
+
+
+def _wait(ready, timeout_s: float, processes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        if any(process.poll() is not None for process in processes):
+            break
+        time.sleep(0.2)
+    raise RuntimeError("a frontend, a worker or etcd did not come up")
+
+
 def _spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, **(env or {})})
 
 
 def stop_daemon(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM the workers, then the daemon; SIGKILL what is still there after 20 s."""
+    """SIGTERM the workers, then the daemon(s) (then etcd); SIGKILL what is still there after 20 s."""
     for process in reversed(processes):
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -198,20 +257,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speedup", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frontends", type=int, default=1, help="frontend daemons (> 1: on an etcd of their own)")
     args = parser.parse_args(argv)
     if args.engine == "vllm" and not args.model_dir:
         parser.error("--engine vllm needs --model-dir")
+    if args.frontends > 1 and args.engine == "vllm":
+        parser.error("--frontends > 1 runs mock workers only")
     vllm_model = os.path.abspath(args.model_dir) if args.engine == "vllm" else None
     model = os.path.basename(vllm_model.rstrip("/")) if vllm_model else "tiny"
     rows = []
     for mode in args.modes.split(","):
         sessions = make_sessions(args.sessions, args.system_words, args.turns, args.seed)
-        processes, port = start_daemon(mode, args.mock_workers, args.speedup, vllm_model)
+        if args.frontends > 1:
+            processes, ports = start_frontends_on_etcd(mode, args.frontends, args.mock_workers, args.speedup)
+        else:
+            processes, port = start_daemon(mode, args.mock_workers, args.speedup, vllm_model)
+            ports = [port]
         try:
             start = time.perf_counter()
-            results = asyncio.run(run_workload(f"http://127.0.0.1:{port}/v1/chat/completions", model, sessions,
-                                               args.concurrency, args.max_tokens, args.seed))
-            rows.append(summarize(mode, results, time.perf_counter() - start))
+            urls = [f"http://127.0.0.1:{port}/v1/chat/completions" for port in ports]
+            results = asyncio.run(run_workload(urls, model, sessions, args.concurrency, args.max_tokens, args.seed))
+            rows.append({**summarize(mode, results, time.perf_counter() - start), "frontends": len(ports)})
         finally:
             stop_daemon(processes)
         print(json.dumps(rows[-1]), flush=True)
