@@ -87,16 +87,12 @@ def prepare_response_store(url: str) -> None:
     responses_pg.prepare(url)
 
 
-class SqliteResponseStore:
-    """Asynchronous access to the store file; see the module docstring."""
+class StoreOperations:
+    """put, get and delete of a store: each is the implementation's ``_put`` / ``_get`` / ``_delete`` run by its
+    ``_run`` (on a thread for SQLite, on a pooled connection for PostgreSQL)."""
 
-    def __init__(self, path: str, ttl_s: float, max_bytes: int) -> None:
-        self.path = path
-        self.ttl_s = ttl_s
-        self.max_bytes = max_bytes
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="responses-store")
-        self._db: sqlite3.Connection | None = None
-        self._pruned_at = 0.0
+    async def _run(self, operation: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
 
     async def put(self, response_id: str, response: bytes, conversation: bytes) -> None:
         await self._run(self._put, response_id, response, conversation)
@@ -106,6 +102,18 @@ class SqliteResponseStore:
 
     async def delete(self, response_id: str) -> bool:
         return await self._run(self._delete, response_id)
+
+
+class SqliteResponseStore(StoreOperations):
+    """Asynchronous access to the store file; see the module docstring."""
+
+    def __init__(self, path: str, ttl_s: float, max_bytes: int) -> None:
+        self.path = path
+        self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="responses-store")
+        self._db: sqlite3.Connection | None = None
+        self._pruned_at = 0.0
 
     async def close(self) -> None:
         await self._run(self._close)

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from .responses import StoredResponse, StoreUnavailable
+from .responses import StoreOperations, StoredResponse, StoreUnavailable
 
 TABLE = "dynamo_responses"
 # per HTTP process: a store operation is one short statement per request turn, so a few connections keep up
@@ -84,7 +84,7 @@ def prepare(url: str) -> None:
         raise StoreUnavailable(_failure(url, exc)) from None
 
 
-class PostgresResponseStore:
+class PostgresResponseStore(StoreOperations):
     """One HTTP process's handle on the database; see the module docstring."""
 
     def __init__(self, url: str, ttl_s: float, max_bytes: int) -> None:
@@ -96,15 +96,6 @@ class PostgresResponseStore:
                                          kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S})
         self._opened = False
         self._pruned_at = 0.0
-
-    async def put(self, response_id: str, response: bytes, conversation: bytes) -> None:
-        await self._run(self._put, response_id, response, conversation)
-
-    async def get(self, response_id: str) -> StoredResponse | None:
-        return await self._run(self._get, response_id)
-
-    async def delete(self, response_id: str) -> bool:
-        return await self._run(self._delete, response_id)
 
     async def close(self) -> None:
         await self._pool.close()
