@@ -24,7 +24,9 @@ def frontend_url(tmp_path_factory) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
          "--registry-endpoint", f"tcp://127.0.0.1:{free_port()}", "--workers", "1", "--mock-workers", "2",
-         "--mock-speedup-ratio", "1000000", "--mock-extra-models", "none"],
+         # tokens about 1 ms apart: with no delay a stream's chunks can arrive in one read, every ITL is 0 and
+         # output_token_throughput_per_user (1 / ITL) has no value
+         "--mock-speedup-ratio", "5", "--mock-extra-models", "none"],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         wait_for(f"http://127.0.0.1:{port}/v1/models", process, timeout=60, needle='"tiny"')
