@@ -138,9 +138,9 @@ class Router:
 
     def _pick_by_load(self, model: Candidate, mode: str) -> str:
         """round_robin, random, least_loaded, power_of_two: among the instances that are not busy."""
-        thresholds = self.thresholds.of(model.name) if self.thresholds.any_on else None
+        thresholds = self.thresholds.active(model.name)
         candidates = model.instance_ids
-        if thresholds is not None and thresholds.on:
+        if thresholds is not None:
             candidates = [i for i in candidates if not self._busy(model, i, thresholds, *self._load(self.slot(i)))]
             if not candidates:
                 raise self._all_busy(model)
@@ -190,9 +190,7 @@ class Router:
         matches = index.find_matches(seq_hashes, time.monotonic(), settings.predicted_ttl_s) if seq_hashes else {}
         cached = index.stats()["slot_blocks"]  # tie-break: the worker with the fewest cached blocks
         slots = self._slot_map()
-        thresholds = self.thresholds.of(model.name) if self.thresholds.any_on else None
-        if thresholds is not None and not thresholds.on:
-            thresholds = None
+        thresholds = self.thresholds.active(model.name)
         loads = []
         for instance_id in model.instance_ids:
             slot = slots.get(instance_id)

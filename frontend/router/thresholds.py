@@ -56,15 +56,14 @@ class ThresholdTable:
         self._stamp: tuple[int, int] | None = None
         self._checked_at = -RELOAD_INTERVAL_S
 
-    @property
-    def any_on(self) -> bool:
-        """Some model has a check on (when none has, routing skips the load checks)."""
-        self._refresh()
-        return self.defaults.on or any(t.on for t in self._overrides.values())
-
     def of(self, model: str) -> BusyThresholds:
         self._refresh()
         return self._overrides.get(model, self.defaults)
+
+    def active(self, model: str) -> BusyThresholds | None:
+        """``model``'s thresholds when one of its checks is on; None lets routing skip the load checks."""
+        thresholds = self.of(model)
+        return thresholds if thresholds.on else None
 
     def overrides(self) -> dict[str, BusyThresholds]:
         """The models whose thresholds were changed at run time."""
