@@ -209,7 +209,7 @@ def etcd_endpoints_problem(value: str) -> str | None:
     return "mixes http and https endpoints" if len({urlsplit(item).scheme for item in items}) > 1 else None
 
 
-# The daemon's etcd options; the worker commands take the same (frontend/worker/cli.py DISCOVERY_FLAGS).
+# The daemon's etcd options; the worker commands take the same (frontend/worker/cli.py RUNTIME_FLAGS).
 ETCD_OPTIONS: tuple[Option, ...] = (
     Option("discovery_backend", str, "embedded", "Where workers register: embedded (this daemon's registry; "
            "Dynamo's mem and file mean the same) or etcd (--etcd-endpoints; several frontends and workers on many "
@@ -350,6 +350,11 @@ OPTIONS: tuple[Option, ...] = (
            "Not for structured output.", "router", validate=_non_negative),
     Option("migration_max_seq_len", int, 0, "Longest prompt + generated sequence that migrates (0 = any).",
            "router", validate=_non_negative),
+    Option("decode_fallback", bool, True, "Disaggregated serving (a model with prefill workers): when a request's "
+           "prefill fails on every prefill worker it was tried on, the decode worker computes the prompt itself "
+           "rather than the request failing. Requests arriving while no prefill worker is reachable are always "
+           "served whole by the decode workers. On by default (Dynamo's --decode-fallback is off by default).",
+           "router"),
     Option("namespace", str, "", "Only workers registering in this namespace are served (empty: every "
            "namespace, as in Dynamo).", "discovery"),
     Option("namespace_prefix", str, "", "Only workers whose namespace starts with this are served; takes "
@@ -371,6 +376,9 @@ OPTIONS: tuple[Option, ...] = (
     # ---- etcd discovery (frontend/transport/etcd_keys.py; README "Running on many machines") ----
     *ETCD_OPTIONS,
     Option("mock_workers", int, 0, "Mock-engine workers to start as child processes (0 = external workers only).",
+           "mocker", validate=_non_negative),
+    Option("mock_prefill_workers", int, 0, "Disaggregated serving with mocks: also start this many mock prefill "
+           "workers; the --mock-workers then run as decode workers (0 = every mock worker serves whole requests).",
            "mocker", validate=_non_negative),
     Option("mock_speedup_ratio", float, 1.0,
            "Divides the mock engine's simulated prefill/decode time (1 = realistic, 1e6 = no delay).", "mocker",

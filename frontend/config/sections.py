@@ -107,6 +107,7 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     kv_index_max_workers: int = 64
     migration_limit: int = 3
     migration_max_seq_len: int = 0
+    decode_fallback: bool = True
 
     @property
     def prediction_ttl_s(self) -> float:
@@ -179,6 +180,7 @@ class MockerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Group ``mocker``: mock-engine workers the daemon starts itself."""
 
     mock_workers: int = 0
+    mock_prefill_workers: int = 0
     mock_speedup_ratio: float = 1.0
     mock_model_path: str = os.path.normpath(BUNDLED_MODEL_PATH)
     mock_model_name: str = ""

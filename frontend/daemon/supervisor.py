@@ -177,8 +177,10 @@ class Supervisor:
             grpc_args = (self.gateway, grpc_launch.GrpcSettings.from_config(config))
             for index in range(config.kserve.kserve_grpc_workers):
                 self._start_ready(f"grpc-{index}", "dyn-grpc", grpc_launch.run, grpc_args)
-        for index in range(config.mocker.mock_workers):
-            child = Child(f"mocker-{index}", self._mocker_command)
+        prefill = config.mocker.mock_prefill_workers
+        for index in range(prefill + config.mocker.mock_workers):
+            role = "prefill" if index < prefill else "decode" if prefill else "agg"
+            child = Child(f"mocker-{index}", lambda role=role: self._mocker_command(role=role))
             child.start()
             self.children.append(child)
         for kind in config.mocker.extra_types:  # one embedding / images / videos model each, same model files
@@ -207,14 +209,15 @@ class Supervisor:
         child.start()
         self.children.append(child)
 
-    def _mocker_command(self, extra_type: str | None = None) -> subprocess.Popen:
-        """A mock worker of the chat model, or (``extra_type``) of that --mock-extra-models model."""
+    def _mocker_command(self, extra_type: str | None = None, role: str = "agg") -> subprocess.Popen:
+        """A mock worker of the chat model in ``role`` (agg, prefill, decode), or (``extra_type``) of that
+        --mock-extra-models model."""
         discovery, mocker, general = self.config.discovery, self.config.mocker, self.config.general
         argv = [sys.executable, "-m", "frontend.mocker", "--exit-with-parent",
                 "--registry-endpoint", discovery.registry_endpoint, "--namespace", discovery.worker_namespace,
                 "--speedup-ratio", repr(mocker.mock_speedup_ratio),
                 "--model-path", discovery.model_path or mocker.mock_model_path,
-                "--log-level", general.log_level, "--log-format", general.log_format]
+                "--log-level", general.log_level, "--log-format", general.log_format, "--disaggregation-mode", role]
         if extra_type is not None:
             argv += ["--model-name", MOCK_EXTRA_MODELS[extra_type], "--model-types", extra_type, "--kv-events", "off"]
         elif discovery.model_name or mocker.mock_model_name:

@@ -31,7 +31,8 @@ class ServedModel:
     A model that serves only media types (images, videos) has no tokenizer here (``tokenizer`` is None):
     its prompts go to the worker as text. Handlers check the model's types before using the tokenizer.
     ``card`` is the newest card of the model's instances (instances of one model may differ in
-    ``runtime_config``); the tokenizer is loaded again only when the files it comes from change.
+    ``runtime_config``); the tokenizer is loaded again only when the files it comes from change. Prefill workers
+    (``disaggregation_mode: prefill``) are listed apart, in ``prefill_ids``: only prefill legs go to them.
     """
 
     def __init__(self, card: ModelCard, overrides: "ModelOverrides") -> None:
@@ -43,7 +44,8 @@ class ServedModel:
         self.tokenizer: Tokenizer | None = load_tokenizer(self.files_path) if card.tokenized() else None
         self.eos_token_ids = eos_token_ids(self.files_path, self.tokenizer) if self.tokenizer is not None else []
         self.block_size = overrides.kv_cache_block_size or card.kv_block_size
-        self.instance_ids: list[str] = []
+        self.instance_ids: list[str] = []  # workers that take whole requests and decode legs (agg, decode)
+        self.prefill_ids: list[str] = []  # prefill workers (disaggregated serving: the prefill legs)
         self.total_kv_blocks: dict[str, int] = {}
         self.max_batched_tokens: dict[str, int] = {}
 
@@ -132,12 +134,14 @@ class ModelTable:
                     continue  # loading, or its files cannot be loaded
                 model.card = instance.card
                 model.instance_ids = []
+                model.prefill_ids = []
                 model.total_kv_blocks = {}
                 model.max_batched_tokens = {}
                 models[instance.card.name] = model
             if instance.draining:
                 continue  # finishing its requests (still connected), but routed nothing new
-            model.instance_ids.append(instance.instance_id)
+            ids = model.prefill_ids if instance.card.disaggregation_mode == "prefill" else model.instance_ids
+            ids.append(instance.instance_id)
             runtime = instance.card.runtime_config
             for key, per_instance in (("total_kv_blocks", model.total_kv_blocks),
                                       ("max_num_batched_tokens", model.max_batched_tokens)):

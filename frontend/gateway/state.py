@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Collection
 
 import msgspec
 import zmq
@@ -35,6 +36,9 @@ from .discovery import ModelOverrides, ModelTable, ServedModel
 from .engine_client import EngineClient
 from .settings import GatewaySettings
 from .submission import Submission
+
+
+WHOLE, PREFILL, DECODE = "whole", "prefill", "decode"  # what of a request ``Gateway.submit`` sends (``leg``)
 
 
 @dataclass(frozen=True)
@@ -100,14 +104,18 @@ class Gateway:
         return model
 
     def submit(self, model: ServedModel, request: GenerateRequest | UnaryRequest, *, prompt_tokens: int,
-               block_hashes: bytes = b"", pinned: str | None = None, avoid: str | None = None) -> Submission:
+               block_hashes: bytes = b"", pinned: str | None = None, avoid: Collection[str] = (),
+               leg: str = WHOLE) -> Submission:
         """Route and send a request (a generation's prompt, or a unary request's input tokens, counted as
         prefill); the caller owns the :class:`Submission` and must release it (``async with``). 503 when
-        the model has no live instance (other than ``avoid``, an instance that just failed the request). With
-        tracing on, the request's trace gets a ``route`` span and a generation carries its context to the worker."""
+        the model has no live instance (other than those in ``avoid``, instances that just failed the request).
+        ``leg``: a whole request (``WHOLE``), or one leg of a disaggregated one: ``PREFILL`` goes to the model's
+        prefill workers, ``DECODE`` to its other workers without prefill cost (``Router.pick(decode_only=...)``).
+        With tracing on, the request's trace gets a ``route`` span and a generation carries its context to the
+        worker."""
         trace = CURRENT_TRACE.get()
         started = time.perf_counter() if trace is not None else 0.0
-        route = self._route(model, request, block_hashes, prompt_tokens, pinned, avoid)
+        route = self._route(model, request, block_hashes, prompt_tokens, pinned, avoid, leg)
         if route.instance_id not in self.engines.connections:
             self.router.finish(route)
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
@@ -121,27 +129,36 @@ class Gateway:
         return Submission(self.engines, self.router, route, stream)
 
     def _route(self, model: ServedModel, request: GenerateRequest | UnaryRequest, block_hashes: bytes,
-               prompt_tokens: int, pinned: str | None, avoid: str | None) -> Route:
+               prompt_tokens: int, pinned: str | None, avoid: Collection[str], leg: str) -> Route:
         """The router's pick, in the metrics: a request refused because every worker is busy
-        (``model_rejection_total``), the predicted hit rate of a KV routing decision (``kv_hit_rate``)."""
+        (``model_rejection_total``), the predicted hit rate of a KV routing decision (``kv_hit_rate``: the legs
+        that prefill)."""
+        candidates = self._reachable(model, avoid, prefill=leg == PREFILL)
         try:
-            route = self.router.pick(self._reachable(model, avoid), block_hashes, prompt_tokens, pinned)
+            route = self.router.pick(candidates, block_hashes, prompt_tokens, pinned, decode_only=leg == DECODE)
         except WorkersBusy:
             self.metrics.model_rejected(model.name, current_endpoint())
             raise
-        if self.settings.router.mode == "kv" and pinned is None and isinstance(request, GenerateRequest):
+        if (self.settings.router.mode == "kv" and pinned is None and leg != DECODE
+                and isinstance(request, GenerateRequest)):
             self.metrics.kv_routed(model.name, route.overlap_blocks, -(-prompt_tokens // model.block_size))
         return route
 
-    def _reachable(self, model: ServedModel, avoid: str | None = None) -> ServedModel | Reachable:
-        """The model as the router should see it: without instances whose connection is lost (the registry
-        still lists them until their lease expires), and without ``avoid``."""
+    def prefill_workers(self, model: ServedModel) -> list[str]:
+        """The model's prefill workers the router can reach now (none: its requests are served whole)."""
+        return self._reachable(model, prefill=True).instance_ids if model.prefill_ids else []
+
+    def _reachable(self, model: ServedModel, avoid: Collection[str] = (), *,
+                   prefill: bool = False) -> ServedModel | Reachable:
+        """The model as the router should see it: its prefill workers or its others, without instances whose
+        connection is lost (the registry still lists them until their lease expires) and those in ``avoid``."""
         unreachable = self.engines.unreachable
-        if avoid is not None:
-            unreachable = unreachable | {avoid}
-        if not unreachable or not unreachable.intersection(model.instance_ids):
+        if avoid:
+            unreachable = unreachable | set(avoid)
+        ids = model.prefill_ids if prefill else model.instance_ids
+        if not prefill and (not unreachable or not unreachable.intersection(ids)):
             return model
-        return Reachable(model.name, [i for i in model.instance_ids if i not in unreachable], model.block_size,
+        return Reachable(model.name, [i for i in ids if i not in unreachable], model.block_size,
                          model.total_kv_blocks, model.max_batched_tokens)
 
     def _routed(self, instance_id: str, block_hashes: bytes) -> None:

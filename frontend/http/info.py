@@ -35,7 +35,7 @@ def health(gateway: Gateway, proto) -> None:
     instances = [
         {"instance_id": i.instance_id, "model": i.card.name, "endpoint": i.endpoint,
          "namespace": gateway.settings.namespace, "transport": "zmq", "load": _load(gateway, i.instance_id),
-         "draining": i.draining}
+         "draining": i.draining, "disaggregation_mode": i.card.disaggregation_mode}
         for i in gateway.models.instances
     ]
     endpoints = sorted({f"{i['namespace']}.{i['model']}.generate" for i in instances})
@@ -94,7 +94,7 @@ def _router_gauges(gateway: Gateway) -> list[tuple[str, str, tuple, float]]:
     rows = []
     for model in gateway.models.models.values():
         rows += _model_gauges(gateway, model)
-        for instance_id in model.instance_ids:
+        for instance_id in model.instance_ids + model.prefill_ids:
             load = _load(gateway, instance_id)
             if load is None:
                 continue
@@ -138,7 +138,10 @@ def _model_gauges(gateway: Gateway, model: ServedModel) -> list[tuple[str, str, 
     ready = any(instance_id not in unreachable for instance_id in model.instance_ids)
     card = model.card
     rows = [
-        ("model_workers", "Live worker instances of the model.", labels, len(model.instance_ids)),
+        ("model_workers", "Live worker instances of the model that take whole requests or decode legs (agg, "
+         "decode).", labels, len(model.instance_ids)),
+        ("model_prefill_workers", "Live prefill workers of the model (disaggregated serving).", labels,
+         len(model.prefill_ids)),
         ("model_ready", "Whether the frontend can route a request to the model (1 = ready, 0 = not ready).", labels,
          int(ready)),
         ("model_context_length", "Maximum context length in tokens for a worker serving the model.", labels,

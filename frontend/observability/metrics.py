@@ -138,6 +138,12 @@ COUNTERS: dict[str, str] = {
     "model_rejection_total": "Requests rejected because every worker of the model was busy.",
     "disconnected_clients": "Clients that disconnected during a request.",
     "model_migration_total": "Requests moved to another worker mid-generation, by reason.",
+    "disagg_transfers_total": "Disaggregated requests whose prefill leg ended on a prefill worker and whose decode "
+                              "leg went to a decode worker with the KV transfer parameters.",
+    "disagg_transfer_failures_total": "Prefill legs that failed, by reason (worker_gone, engine_error, "
+                                      "no_kv_transfer_params); each is tried on another prefill worker or falls back.",
+    "disagg_fallbacks_total": "Requests of a model with prefill workers served whole by a decode worker, by reason "
+                              "(no_prefill_worker, prefill_failed).",
     "http_stream_stalls_total": "Streams that stopped taking tokens because the client read too slowly, by outcome "
                                 "(caught_up, aborted, client_gone).",
 }

@@ -30,6 +30,7 @@ import msgspec
 
 from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
+from ..gateway.submission import Submission
 from ..kv import block_hashes
 from ..observability.metrics import GenerationObserver, WorkerTiming
 from ..observability.tracing import CURRENT_TRACE, TracedObserver
@@ -40,6 +41,7 @@ from ..protocol.engine import (GenerateRequest, GuidedDecoding, RequestOutput, S
 from ..protocol.errors import ContextLengthExceeded, InvalidRequest, RequestError, WorkerGone
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
 from ..router.select import Route
+from .disaggregation import first_submission, prefill_result
 from .disconnect import DisconnectWatch
 from .nvext import NO_EXTENSIONS, Extensions
 
@@ -143,7 +145,8 @@ class Generation:
 
     __slots__ = ("gateway", "model", "request", "tokenizer", "prompt_tokens", "pipeline", "submission", "stream",
                  "observer", "timing", "started", "first_token_at", "finished_at", "_prefilled", "_worker_prefilled",
-                 "client_gone", "_watcher", "_errored", "_released", "output_ids", "migrations")
+                 "client_gone", "_watcher", "_errored", "_released", "output_ids", "migrations", "_prefill",
+                 "prefill_worker")
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
                  block_hashes: bytes, *, pinned: str | None = None,
@@ -164,9 +167,11 @@ class Generation:
             model.tokenizer, stop=stop_strings(request), include_stop_str_in_output=include_stop,
             skip_special_tokens=request.skip_special_tokens, prompt_tail=engine_req.token_ids[-5:], parser=parser,
         )
-        self.submission = gateway.submit(model, engine_req, prompt_tokens=self.prompt_tokens,
-                                         block_hashes=block_hashes, pinned=pinned)
+        # a disaggregated request starts with its prefill leg (pipeline/disaggregation.py); None: served whole, or
+        # its decode leg is on
+        self.submission, self._prefill = first_submission(gateway, model, engine_req, block_hashes, pinned)
         self.stream = self.submission.stream
+        self.prefill_worker: str | None = None  # the prefill worker whose KV the decode leg took
         self.observer = observer or new_observer(gateway, model, request.stream)
         self.started = self.observer.started  # perf_counter() when the HTTP request arrived
         self.first_token_at = 0.0
@@ -221,11 +226,17 @@ class Generation:
                 try:
                     outputs = await self.stream.next()
                 except WorkerGone:
-                    if self.client_gone or not self._migrate("worker_gone"):
+                    if self.client_gone:
+                        raise
+                    if not (self._prefill_failed("worker_gone") if self._prefill is not None
+                            else self._migrate("worker_gone")):
                         raise
                     continue
                 if self.client_gone:
                     return
+                if self._prefill is not None:
+                    self._prefill_outputs(outputs)
+                    continue
                 if not self._worker_prefilled:
                     self._first_output()
                 if self.output_ids is not None:
@@ -259,6 +270,41 @@ class Generation:
             raise
         finally:
             self.release()
+
+    def _prefill_outputs(self, outputs: list[RequestOutput]) -> None:
+        """Outputs of the prefill leg (its token is dropped): at its end, the decode leg starts with its KV transfer
+        parameters, or the prefill is tried again, or the request is served whole (``PrefillLeg.failed``)."""
+        prefill = self._prefill
+        last = outputs[-1]
+        if last.finish_reason is None or prefill is None:
+            return
+        params, reason, error = prefill_result(last)
+        if params is not None:
+            self._prefill = None
+            self.prefill_worker = self.submission.route.instance_id
+            self._switch_to(prefill.decode(params))
+        elif reason == "invalid" or not self._prefill_failed(reason):
+            try:
+                raise error
+            finally:
+                error = None  # no cycle through this frame: the error's traceback holds it
+
+    def _prefill_failed(self, reason: str) -> bool:
+        """Go on after a failed prefill leg (``PrefillLeg.failed``); False when the request cannot."""
+        prefill = self._prefill
+        submission = prefill.failed(reason)
+        if submission is None:
+            return False
+        self._switch_to(submission)
+        if submission.route.instance_id not in prefill.tried:
+            self._prefill = None  # served whole by a decode worker
+        return True
+
+    def _switch_to(self, submission: Submission) -> None:
+        """Read on from ``submission``; the one before ended on its worker (or its worker is gone)."""
+        self.submission.release(abort=False)
+        self.submission, self.stream = submission, submission.stream
+        self._worker_prefilled = False
 
     def _first_output(self) -> None:
         self._worker_prefilled = True
@@ -297,12 +343,10 @@ class Generation:
         try:
             submission = self.gateway.submit(self.model, moved, prompt_tokens=len(token_ids),
                                              block_hashes=block_hashes(token_ids, self.model.block_size).tobytes(),
-                                             avoid=self.submission.route.instance_id)
+                                             avoid=(self.submission.route.instance_id,))
         except RequestError:
             return False  # no other live worker: the original failure stands
-        self.submission.release(abort=False)  # its worker is gone, or ended the request
-        self.submission, self.stream = submission, submission.stream
-        self._worker_prefilled = False
+        self._switch_to(submission)
         self.migrations += 1
         self.gateway.metrics.inc("model_migration_total", (("model", self.model.name), ("reason", reason)))
         log.info("request migrated", extra={"model": self.model.name, "to": submission.route.instance_id,

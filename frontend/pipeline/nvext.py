@@ -179,7 +179,7 @@ def response_nvext(ext: Extensions, generation: Generation) -> ResponseNvExt | m
     worker = timing = None
     if "worker_id" in fields:
         instance = generation.route.instance_id
-        worker = WorkerIdInfo(instance, instance)
+        worker = WorkerIdInfo(generation.prefill_worker or instance, instance)
     if "timing" in fields:
         started = generation.started
         received_ms = int((time.time() - (time.perf_counter() - started)) * 1000)

@@ -75,6 +75,12 @@ class GenerateRequest(msgspec.Struct, tag="generate", omit_defaults=True, gc=Fal
     # W3C trace context (traceparent, tracestate) of the gateway's request span, set only while tracing is on
     # (frontend/observability/tracing.py): a worker that traces opens its span as a child of it
     trace_context: dict[str, str] | None = None
+    # disaggregated serving (frontend/pipeline/disaggregation.py): ``remote_decode`` marks the prefill leg (compute
+    # the prompt's KV, keep it for a decode worker, answer one output carrying ``kv_transfer_params``); on the
+    # decode leg ``kv_transfer_params`` is that answer, copied verbatim (opaque to the frontend: the engine's KV
+    # connector reads it, e.g. vLLM's NixlConnector)
+    remote_decode: bool = False
+    kv_transfer_params: dict | None = None
 
 
 class AbortRequest(msgspec.Struct, tag="abort", gc=False):
@@ -104,7 +110,9 @@ class RequestOutput(msgspec.Struct, array_like=True, omit_defaults=True, gc=Fals
 
     With finish reason ``error``: ``error`` says what went wrong, and ``invalid`` that the request was at fault
     (the engine refused a value: the client gets a 400 with the message, else a 502); ``retryable`` that another
-    worker may continue it (this one's engine failed, not the request: the gateway migrates it)."""
+    worker may continue it (this one's engine failed, not the request: the gateway migrates it). The last output
+    of a prefill leg (``GenerateRequest.remote_decode``) carries ``kv_transfer_params``: where a decode worker
+    finds the prompt's KV."""
 
     request_id: str
     token_ids: list[int]
@@ -114,6 +122,7 @@ class RequestOutput(msgspec.Struct, array_like=True, omit_defaults=True, gc=Fals
     cached_tokens: int = 0
     invalid: bool = False
     retryable: bool = False
+    kv_transfer_params: dict | None = None
 
 
 class OutputBatch(msgspec.Struct, tag="outputs", array_like=True, gc=False):

@@ -151,7 +151,8 @@ class NvExt(msgspec.Struct, kw_only=True):
 
 
 class WorkerIdInfo(msgspec.Struct, omit_defaults=True):
-    """The worker instance(s) that served the choice (one worker does both phases here)."""
+    """The worker instance(s) that served the choice: the prefill worker of a disaggregated request and its decode
+    worker; the same worker for both when it was served whole."""
 
     prefill_worker_id: str | None = None
     decode_worker_id: str | None = None

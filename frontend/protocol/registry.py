@@ -21,6 +21,7 @@ from __future__ import annotations
 import msgspec
 
 MODEL_TYPES = ("chat", "completions", "embedding", "images", "videos")
+DISAGGREGATION_MODES = ("agg", "prefill", "decode")  # a worker's role (Dynamo's --disaggregation-mode)
 TOKENIZED_TYPES = ("chat", "completions", "embedding")  # the frontend tokenizes their requests
 
 
@@ -41,6 +42,10 @@ class ModelCard(msgspec.Struct, omit_defaults=True, frozen=True):
     kv_block_size: int = 16
     runtime_config: dict = msgspec.field(default_factory=dict)
     checksum: str = ""
+    # ``prefill``: the worker only prefills (legs with GenerateRequest.remote_decode); ``decode``: it decodes
+    # from transferred KV and can also serve requests whole; ``agg``: whole requests. Not in ``checksum_key``:
+    # prefill and decode workers serve one model name.
+    disaggregation_mode: str = "agg"
 
     def checksum_key(self) -> tuple:
         """Fields that must agree between all workers serving the same model name."""

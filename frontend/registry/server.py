@@ -36,7 +36,11 @@ PUBLISH_INTERVAL_S = 1.0
 
 
 def card_conflict(instances: Iterable[wire.Instance], instance_id: str, card: wire.ModelCard) -> str | None:
-    """Why ``card`` may not join ``instances``: another instance serves its name with a different card."""
+    """Why ``card`` may not join ``instances``: its role is unknown, or another instance serves its name with a
+    different card."""
+    if card.disaggregation_mode not in wire.DISAGGREGATION_MODES:
+        return (f"model {card.name!r}: unknown disaggregation mode {card.disaggregation_mode!r} "
+                f"({' | '.join(wire.DISAGGREGATION_MODES)}); refusing the new worker")
     for other in instances:
         if other.instance_id == instance_id or other.card.name != card.name:
             continue

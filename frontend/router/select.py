@@ -61,6 +61,7 @@ class RouterSettings:
     overload_status_code: int = 529  # every worker of the model busy
     migration_limit: int = 3  # times a request continues on another worker when its worker goes away
     migration_max_seq_len: int = 0  # longest prompt + generated sequence that migrates; 0 = any
+    decode_fallback: bool = True  # a prefill failed on every prefill worker tried: the decode worker prefills
 
     @classmethod
     def from_config(cls, router: RouterConfig) -> "RouterSettings":
@@ -71,7 +72,8 @@ class RouterSettings:
                        active_decode_blocks_threshold=router.active_decode_blocks_threshold,
                        active_prefill_tokens_threshold=router.active_prefill_tokens_threshold,
                        active_prefill_tokens_threshold_frac=router.active_prefill_tokens_threshold_frac),
-                   overload_status_code=router.overload_status_code, migration_limit=router.migration_limit, migration_max_seq_len=router.migration_max_seq_len)
+                   overload_status_code=router.overload_status_code, migration_limit=router.migration_limit,
+                   migration_max_seq_len=router.migration_max_seq_len, decode_fallback=router.decode_fallback)
 
 
 SLOT_MAP_TTL_S = 0.1
@@ -117,8 +119,12 @@ class Router:
         self._slots_read_at = -SLOT_MAP_TTL_S
         self._local_counter = 0
 
-    def pick(self, model: Candidate, seq_hashes: Hashes, isl: int, pinned: str | None = None) -> Route:
-        """Choose a live instance of ``model``: 503 when there is none, ``WorkersBusy`` when all are busy."""
+    def pick(self, model: Candidate, seq_hashes: Hashes, isl: int, pinned: str | None = None, *,
+             decode_only: bool = False) -> Route:
+        """Choose a live instance of ``model``: 503 when there is none, ``WorkersBusy`` when all are busy.
+        ``decode_only``: the decode leg of a disaggregated request, whose prompt KV comes from a prefill worker; the
+        worker computes no prefill, so the KV cost weighs only its decode blocks (fewer for the blocks it already
+        holds) and the route adds no prefill tokens."""
         instances = model.instance_ids
         if not instances:
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
@@ -131,10 +137,10 @@ class Router:
             raise InvalidRequest("--router-mode direct: the request must name its worker (header "
                                  "x-worker-instance-id or nvext.backend_instance_id)")
         elif mode == "kv" and self.index is not None:
-            chosen, overlap = self._pick_kv(model, seq_hashes, isl)
+            chosen, overlap = self._pick_kv(model, seq_hashes, isl, 0.0 if decode_only else None)
         else:
             chosen, overlap = self._pick_by_load(model, mode), 0
-        return self._account(model, chosen, seq_hashes, isl, overlap)
+        return self._account(model, chosen, seq_hashes, isl, overlap, decode_only)
 
     def _pick_by_load(self, model: Candidate, mode: str) -> str:
         """round_robin, random, least_loaded, power_of_two: among the instances that are not busy."""
@@ -183,7 +189,8 @@ class Router:
         self._local_counter += 1
         return self._local_counter
 
-    def _pick_kv(self, model: Candidate, seq_hashes: Hashes, isl: int) -> tuple[str, int]:
+    def _pick_kv(self, model: Candidate, seq_hashes: Hashes, isl: int,
+                 overlap_weight: float | None = None) -> tuple[str, int]:
         settings = self.settings
         index = self.index
         # time.monotonic(), the clock the indexer stamps predictions with (system-wide on Linux)
@@ -202,7 +209,8 @@ class Router:
             loads.append(WorkerLoad(instance_id, matches.get(slot, 0), blocks, prefill, cached.get(slot, 0)))
         if not loads:
             raise self._all_busy(model)
-        chosen = select_worker(loads, isl=isl, block_size=model.block_size, overlap_weight=settings.overlap_weight,
+        weight = settings.overlap_weight if overlap_weight is None else overlap_weight
+        chosen = select_worker(loads, isl=isl, block_size=model.block_size, overlap_weight=weight,
                                temperature=settings.temperature)
         return chosen.instance_id, chosen.overlap_blocks
 
@@ -224,10 +232,10 @@ class Router:
                                model.max_batched_tokens.get(instance_id, 0))
 
     def _account(self, model: Candidate, instance_id: str, seq_hashes: Hashes, isl: int,
-                 overlap: int) -> Route:
+                 overlap: int, decode_only: bool = False) -> Route:
         block_size = model.block_size
         route = Route(instance_id, self.slot(instance_id), max(isl // block_size - overlap, 0),
-                      max(isl - overlap * block_size, 0), overlap)
+                      0 if decode_only else max(isl - overlap * block_size, 0), overlap)
         if route.slot is not None:
             self.index.add_load(route.slot, 1, route.blocks, route.prefill_tokens)
         if self.settings.mode == "kv" and self.send_routed is not None and seq_hashes:

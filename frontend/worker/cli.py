@@ -16,20 +16,25 @@ from ..observability.logs import setup_logging
 from ..protocol.errors import ConfigError
 from ..transport.process import die_with_parent, set_process_title
 
-# Discovery flags every worker command takes besides --registry-endpoint and --namespace: the daemon's own
-# options, whose env vars (DYN_DISCOVERY_BACKEND, DYN_ETCD_ENDPOINTS, ETCD_ENDPOINTS...) work here too.
-DISCOVERY_FLAGS: tuple[Option, ...] = tuple(
-    dataclasses.replace(option, group="", env_aliases=(option.env_var, *option.env_aliases))
-    for option in (OPTIONS_BY_NAME["lease_ttl_s"], *ETCD_OPTIONS))
+# Flags every worker command takes besides --registry-endpoint and --namespace: discovery (the daemon's own
+# options, whose env vars DYN_DISCOVERY_BACKEND, DYN_ETCD_ENDPOINTS, ETCD_ENDPOINTS... work here too) and the
+# worker's status endpoint (Dynamo's DYN_SYSTEM_PORT works too).
+RUNTIME_FLAGS: tuple[Option, ...] = (
+    *(dataclasses.replace(option, group="", env_aliases=(option.env_var, *option.env_aliases))
+      for option in (OPTIONS_BY_NAME["lease_ttl_s"], *ETCD_OPTIONS)),
+    Option("system_port", int, 0, "Serve the worker's own GET /metrics (Prometheus text: requests in flight, "
+           "prompt tokens by source) and GET /health on this port of --host; 0 = off.",
+           env_aliases=("DYN_SYSTEM_PORT",), validate=lambda port: None if 0 <= port < 65536 else "must be a TCP port (1-65535), or 0 (off)"),
+)
 
 
-def discovery_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """``WorkerRuntime``'s discovery arguments from a worker command's parsed ``DISCOVERY_FLAGS``."""
+def runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``WorkerRuntime``'s discovery and status arguments from a worker command's parsed ``RUNTIME_FLAGS``."""
     etcd = None
     if args.discovery_backend == "etcd":
         etcd = EtcdSettings(endpoints=args.etcd_endpoints, ca_path=args.etcd_ca_path, cert_path=args.etcd_cert_path,
                             key_path=args.etcd_key_path, username=args.etcd_username, password=args.etcd_password)
-    return {"etcd": etcd, "lease_ttl_s": args.lease_ttl_s}
+    return {"etcd": etcd, "lease_ttl_s": args.lease_ttl_s, "system_port": args.system_port}
 
 
 def worker_flags(env_prefix: str, *options: Option) -> tuple[Option, ...]:

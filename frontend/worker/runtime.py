@@ -49,6 +49,7 @@ from ..protocol.registry import ModelCard
 from ..transport.sockets import bind_random_port, open_socket
 from ..transport.zmqloop import SocketDrainer
 from .checksum import model_checksum
+from .status_server import MetricRow, StatusServer
 from .unary import TYPE_METHODS, InvalidInput, NotServed, ProgressSink, UnaryServer, Vector
 
 if TYPE_CHECKING:
@@ -85,14 +86,15 @@ class TokenSink:
 
     def send(self, token_ids: list[int], finish_reason: str | None = None,
              logprobs: list[TokenLogprob] | None = None, error: str | None = None, cached_tokens: int = 0,
-             invalid: bool = False, retryable: bool = False) -> None:
+             invalid: bool = False, retryable: bool = False, kv_transfer_params: dict | None = None) -> None:
         """Queue new tokens (and the finish reason on the last call) for the gateway; an ``error`` with
         ``invalid`` blames the request (the client gets a 400), one with ``retryable`` this engine (the
-        gateway continues the request on another worker)."""
+        gateway continues the request on another worker). A prefill leg's last output gives
+        ``kv_transfer_params``: where a decode worker finds the prompt's KV."""
         if self.finished:
             return
         output = RequestOutput(self.request_id, token_ids, finish_reason, logprobs, error, cached_tokens, invalid,
-                               retryable)
+                               retryable, kv_transfer_params)
         if finish_reason is not None:
             self.finished = True
             if self.span is not None:
@@ -147,6 +149,11 @@ class Engine(abc.ABC):
         ``progress.frame`` as it is made (the returned list may then be empty)."""
         raise NotServed("this worker does not serve video generation")
 
+    def worker_metrics(self, labels: tuple[tuple[str, str], ...]) -> list[MetricRow]:
+        """The engine's rows of the worker's ``/metrics`` (``--system-port``), each with ``labels`` (default:
+        none). E.g. prompt tokens by source (``status_server.PromptTokenSources``)."""
+        return []
+
     def serves(self, model_type: str) -> bool:
         """Whether the engine implements what ``model_type`` needs (default: it overrides that method)."""
         method = TYPE_METHODS.get(model_type)
@@ -162,8 +169,9 @@ class WorkerRuntime:
 
     def __init__(self, engine: Engine, *, registry_endpoint: str, namespace: str = "dynamo",
                  host: str = "127.0.0.1", instance_id: str | None = None, context: zmq.Context | None = None,
-                 etcd: EtcdSettings | None = None, lease_ttl_s: float = 10.0) -> None:
+                 etcd: EtcdSettings | None = None, lease_ttl_s: float = 10.0, system_port: int = 0) -> None:
         self.engine = engine
+        self.system_port = system_port  # >0: serve /metrics and /health there while serving (status_server.py)
         self.etcd = etcd  # --discovery-backend etcd: register there (``etcd_lease.py``), not with a registry
         self.registry_endpoint = registry_endpoint
         self.namespace = namespace
@@ -267,6 +275,7 @@ class WorkerRuntime:
         stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        status = await self._start_status_server()
         await self.register_model(card)
         heartbeats = asyncio.create_task(self.keep_alive())
         try:
@@ -275,7 +284,30 @@ class WorkerRuntime:
             await self.drain(drain_timeout_s)
         finally:
             heartbeats.cancel()
+            if status is not None:
+                status.close()
             await self.close()
+
+    async def _start_status_server(self) -> StatusServer | None:
+        """The ``--system-port`` endpoint, if one is asked for (before registering: a scraper finds it at once)."""
+        if not self.system_port:
+            return None
+        status = StatusServer(self.host, self.system_port, self.status_metrics, self.status_health)
+        await status.start()
+        return status
+
+    def status_metrics(self) -> list[MetricRow]:
+        """The worker's ``/metrics`` rows: its requests in flight, then the engine's own."""
+        labels = (("worker_id", self.instance_id),)
+        return [MetricRow("worker_active_requests", "Generation requests in flight on the worker.", "gauge", labels,
+                          len(self._routes)), *self.engine.worker_metrics(labels)]
+
+    def status_health(self) -> dict:
+        """The worker's ``/health`` body."""
+        card = self._card
+        return {"status": "ready" if card is not None else "starting", "instance_id": self.instance_id,
+                "model": card.name if card is not None else None, "endpoint": self.endpoint,
+                "disaggregation_mode": card.disaggregation_mode if card is not None else None}
 
     async def drain(self, timeout_s: float) -> None:
         """Take no new requests (the registry marks this instance draining) and wait up to ``timeout_s`` for

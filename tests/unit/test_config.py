@@ -118,7 +118,7 @@ def test_every_option_settable_from_env():
         "kv_events": "false", "router_ttl_s": "60", "router_pending_ttl_s": "5",
         "active_decode_blocks_threshold": "0.9", "active_prefill_tokens_threshold": "10000",
         "kv_index_capacity_blocks": "4096", "kv_index_max_workers": "8", "metrics_prefix": "my_frontend",
-        "migration_limit": "1", "migration_max_seq_len": "4096",
+        "migration_limit": "1", "migration_max_seq_len": "4096", "decode_fallback": "false", "mock_prefill_workers": "1",
         "tls_cert_path": "/c.pem", "tls_key_path": "/k.pem", "tls_client_ca_path": "/ca.pem", "tls_min_version": "1.3",
         "graceful_shutdown_timeout": "5", "access_log": "true", "log_format": "json",
         "tool_call_parser": "hermes", "reasoning_parser": "m=qwen3", "enable_anthropic_api": "false",

@@ -33,7 +33,7 @@ SAMPLES = {
     "disable_nvext": True, "stream_coalesce": True, "tokenize_inline_max_bytes": 100, "router_mode": "kv", "kv_overlap_score_weight": 0.5, "router_temperature": 0.3,
     "kv_events": False, "router_ttl_s": 60.0, "router_pending_ttl_s": 5.0, "active_decode_blocks_threshold": 0.9,
     "active_prefill_tokens_threshold": 10000, "kv_index_capacity_blocks": 4096, "kv_index_max_workers": 8,
-    "migration_limit": 1, "migration_max_seq_len": 4096,
+    "migration_limit": 1, "migration_max_seq_len": 4096, "decode_fallback": False, "mock_prefill_workers": 1,
     "namespace": "ns", "registry_endpoint": "ipc:///tmp/x", "lease_ttl_s": 0.5, "mock_workers": 1,
     "mock_speedup_ratio": 1e6, "mock_model_path": "/models/m", "mock_model_name": "m",
     "mock_extra_models": "embedding,videos", "metrics_prefix": "my_frontend", "log_level": "debug",
@@ -228,7 +228,8 @@ def test_gateway_settings_from_sections(tmp_path):
         mode="kv", overlap_weight=0.5, temperature=0.3, predicted_ttl_s=60.0,
         busy=BusyThresholds(active_decode_blocks_threshold=0.9, active_prefill_tokens_threshold=10000,
                             active_prefill_tokens_threshold_frac=1.5),
-        overload_status_code=503, migration_limit=1, migration_max_seq_len=4096)
+        overload_status_code=503, migration_limit=1, migration_max_seq_len=4096,
+        decode_fallback=False)
     assert settings.admin_api is False
     assert settings.busy_thresholds_path == os.path.join(run_dir, "busy-thresholds.json")
     assert settings.local_model == ("m", "/models/m") and settings.kv_cache_block_size == 32
@@ -291,7 +292,8 @@ WORKERS = [(mocker_main.FLAGS, "DYN_MOCKER_"), (embedding_main.FLAGS, "DYN_EMBED
 
 
 def worker_sample(option: Option) -> str:
-    special = {"kv_events": "off", "discovery_backend": "etcd", "etcd_endpoints": "http://127.0.0.1:2379"}
+    special = {"kv_events": "off", "discovery_backend": "etcd", "etcd_endpoints": "http://127.0.0.1:2379",
+               "disaggregation_mode": "decode"}
     if option.name in special:
         return special[option.name]
     return {int: "7", float: "2.5", bool: "true"}.get(option.kind, "sample")

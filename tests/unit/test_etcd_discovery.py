@@ -21,7 +21,7 @@ from frontend.registry import etcd_watch
 from frontend.registry.etcd_watch import EtcdTable
 from frontend.transport.etcd_keys import (ROOT, InstanceKey, decode_instance, encode_instance, grpc_target,
                                           instance_key, parse_instance_key)
-from frontend.worker.cli import add_flags, discovery_kwargs
+from frontend.worker.cli import add_flags, runtime_kwargs
 from frontend.worker.etcd_lease import EtcdLease
 
 CARD = wire.ModelCard("tiny", "/models/tiny", checksum="abc")
@@ -177,17 +177,17 @@ def mocker_args(argv: list[str], environ: dict[str, str], settings: bool = False
     parser = argparse.ArgumentParser()
     add_flags(parser, mocker_main.FLAGS, environ)
     args = parser.parse_args(["--discovery-backend", "etcd", *argv] if settings else argv)
-    return discovery_kwargs(args)["etcd"] if settings else args
+    return runtime_kwargs(args)["etcd"] if settings else args
 
 
 def test_workers_read_dynamo_and_etcd_env_vars():
     args = mocker_args([], {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": "http://10.0.0.1:2379",
                             "DYN_LEASE_TTL_S": "3", "ETCD_AUTH_CA": "/ca.pem"})
-    kwargs = discovery_kwargs(args)
+    kwargs = runtime_kwargs(args)
     assert kwargs["lease_ttl_s"] == 3.0
     assert (kwargs["etcd"].endpoints, kwargs["etcd"].ca_path) == ("http://10.0.0.1:2379", "/ca.pem")
     args = mocker_args(["--discovery-backend", "mem"], {"DYN_MOCKER_DISCOVERY_BACKEND": "etcd"})  # flags win
-    assert discovery_kwargs(args)["etcd"] is None
+    assert runtime_kwargs(args)["etcd"] is None
     args = mocker_args([], {"DYN_MOCKER_ETCD_ENDPOINTS": "http://a:1", "DYN_ETCD_ENDPOINTS": "http://b:2",
                             "ETCD_ENDPOINTS": "http://c:3"})
     assert args.etcd_endpoints == "http://a:1"  # the command's own env var first, then Dynamo's

@@ -161,19 +161,20 @@ def test_the_gateway_counts_rejections_and_kv_routing_decisions():
     metrics = Metrics()
     model = SimpleNamespace(name="tiny", block_size=16)
     gateway = SimpleNamespace(metrics=metrics, settings=SimpleNamespace(router=SimpleNamespace(mode="kv")),
-                              _reachable=lambda model, avoid: model,
+                              _reachable=lambda model, avoid, prefill: model,
                               router=SimpleNamespace(pick=Mock(side_effect=WorkersBusy("all busy"))))
     token = CURRENT_REQUEST.set(RequestRecord("completions"))
     try:
         with pytest.raises(WorkersBusy):
-            Gateway._route(gateway, model, Mock(spec=GenerateRequest), b"", 40, None, None)
+            Gateway._route(gateway, model, Mock(spec=GenerateRequest), b"", 40, None, (), "whole")
     finally:
         CURRENT_REQUEST.reset(token)
     assert metrics.counters == {("model_rejection_total", _labels(model="tiny", endpoint="completions")): 1}
     gateway.router.pick = Mock(return_value=Route("w1", 0, 1, 8, overlap_blocks=2))
-    Gateway._route(gateway, model, Mock(spec=GenerateRequest), b"", 40, None, None)  # 2 of 3 blocks cached
-    Gateway._route(gateway, model, Mock(spec=GenerateRequest), b"", 40, "w1", None)  # pinned: no decision
-    Gateway._route(gateway, model, Mock(spec=EmbedRequest), b"", 40, None, None)  # not a generation
+    Gateway._route(gateway, model, Mock(spec=GenerateRequest), b"", 40, None, (), "whole")  # 2 of 3 blocks cached
+    Gateway._route(gateway, model, Mock(spec=GenerateRequest), b"", 40, "w1", (), "whole")  # pinned: no decision
+    Gateway._route(gateway, model, Mock(spec=EmbedRequest), b"", 40, None, (), "whole")  # not a generation
+    Gateway._route(gateway, model, Mock(spec=GenerateRequest), b"", 40, None, (), "decode")  # its prefill was counted
     assert metrics.histograms[("kv_hit_rate", _labels(model="tiny"))][-1] == pytest.approx(2 / 3)
     assert sum(metrics.histograms[("kv_hit_rate", _labels(model="tiny"))][:-1]) == 1
 
@@ -219,11 +220,11 @@ def test_render_shows_active_requests_and_last_values():
 def test_model_gauges_come_from_the_card_and_readiness_from_reachable_instances():
     card = SimpleNamespace(context_length=4096, runtime_config={"total_kv_blocks": 512, "max_num_seqs": 8,
                                                                 "max_num_batched_tokens": True})
-    model = SimpleNamespace(name="tiny", card=card, block_size=32, instance_ids=["a", "b"])
+    model = SimpleNamespace(name="tiny", card=card, block_size=32, instance_ids=["a", "b"], prefill_ids=["p"])
     gateway = SimpleNamespace(engines=SimpleNamespace(unreachable={"a"}),
                               settings=SimpleNamespace(router=SimpleNamespace(migration_limit=3)))
     rows = {name: value for name, _, labels, value in info._model_gauges(gateway, model)}
-    assert rows == {"model_workers": 2, "model_ready": 1, "model_context_length": 4096,
+    assert rows == {"model_workers": 2, "model_prefill_workers": 1, "model_ready": 1, "model_context_length": 4096,
                     "model_kv_cache_block_size": 32, "model_migration_limit": 3, "model_total_kv_blocks": 512,
                     "model_max_num_seqs": 8}
     gateway.engines.unreachable = {"a", "b"}

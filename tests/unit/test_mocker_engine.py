@@ -43,10 +43,18 @@ class FakeSink:
         self.steps: list[int] = []  # engine.steps at every send
         self.finished = False
         self.done = asyncio.Event()
+        self.errors: list[str | None] = []
+        self.cached: list[int] = []
+        self.kv_transfer_params: dict | None = None
 
-    def send(self, token_ids, finish_reason=None, logprobs=None, error=None, cached_tokens=0, retryable=False) -> None:
+    def send(self, token_ids, finish_reason=None, logprobs=None, error=None, cached_tokens=0, retryable=False,
+             kv_transfer_params=None) -> None:
         assert not self.finished, "send after the finish reason"
         self.calls.append((list(token_ids), finish_reason, logprobs))
+        self.errors.append(error)
+        self.cached.append(cached_tokens)
+        if kv_transfer_params is not None:
+            self.kv_transfer_params = kv_transfer_params
         if self.engine is not None:
             self.steps.append(self.engine.steps)
         if finish_reason is not None:

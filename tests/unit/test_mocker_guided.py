@@ -128,7 +128,8 @@ def test_engine_generates_the_document_token_by_token():
     class Sink:
         finished = False
 
-        def send(self, token_ids, finish_reason=None, logprobs=None, error=None, cached_tokens=0, retryable=False):
+        def send(self, token_ids, finish_reason=None, logprobs=None, error=None, cached_tokens=0, retryable=False,
+                 kv_transfer_params=None):
             sent.extend(token_ids)
             if finish_reason is not None:
                 reasons.append(finish_reason)

@@ -30,7 +30,8 @@ class Sink:
         self.finished = False
         self.done = asyncio.Event()
 
-    def send(self, tokens, finish_reason=None, logprobs=None, *, error=None, cached_tokens=0, retryable=False) -> None:
+    def send(self, tokens, finish_reason=None, logprobs=None, *, error=None, cached_tokens=0, retryable=False,
+             kv_transfer_params=None) -> None:
         self.tokens += tokens
         if finish_reason is not None:
             self.finish, self.finished = finish_reason, True

@@ -186,9 +186,12 @@ def test_response_nvext():
     assert response_nvext(NO_EXTENSIONS, None) is msgspec.UNSET  # type: ignore[arg-type]
     ext = extensions(chat(nvext={"extra_fields": ["worker_id", "timing"]}), {})
     gen = SimpleNamespace(route=SimpleNamespace(instance_id="w1"), started=100.0, first_token_at=100.010,
-                          finished_at=100.050, pipeline=SimpleNamespace(completion_tokens=5))
+                          finished_at=100.050, pipeline=SimpleNamespace(completion_tokens=5), prefill_worker=None)
     body = json.loads(msgspec.json.encode(response_nvext(ext, gen)))
-    assert body["worker_id"] == {"prefill_worker_id": "w1", "decode_worker_id": "w1"}
+    assert body["worker_id"] == {"prefill_worker_id": "w1", "decode_worker_id": "w1"}  # served whole
+    gen.prefill_worker = "p1"  # disaggregated: its prefill leg ran on p1
+    worker = json.loads(msgspec.json.encode(response_nvext(ext, gen)))["worker_id"]
+    assert worker == {"prefill_worker_id": "p1", "decode_worker_id": "w1"}
     timing = body["timing"]
     assert timing["ttft_ms"] == pytest.approx(10, abs=0.01) and timing["total_time_ms"] == pytest.approx(50, abs=0.01)
     assert timing["itl_ms"] == pytest.approx(10, abs=0.01) and timing["request_received_ms"] > 1.6e12

@@ -18,7 +18,7 @@ import sys
 from ...config.options import Option, positive
 from ...protocol.registry import ModelCard
 from ...worker import RegistrationError, WorkerRuntime
-from ...worker.cli import DISCOVERY_FLAGS, add_flags, discovery_kwargs, start_worker_process, worker_flags
+from ...worker.cli import RUNTIME_FLAGS, add_flags, runtime_kwargs, start_worker_process, worker_flags
 
 log = logging.getLogger("frontend.embedding")
 DEFAULT_NAME = "all-MiniLM-L6-v2"
@@ -31,7 +31,7 @@ FLAGS = worker_flags(
     Option("model_name", str, DEFAULT_NAME, "Name to serve the model under."),
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
     Option("namespace", str, "dynamo", "Namespace to register in."),
-    *DISCOVERY_FLAGS,
+    *RUNTIME_FLAGS,
     Option("host", str, "127.0.0.1", "Address the request-plane socket binds to."),
     Option("device", str, "cpu", "torch device (cpu, cuda, ...)."),
     Option("threads", int, 1, "torch CPU threads.", validate=positive),
@@ -67,7 +67,7 @@ async def serve(args: argparse.Namespace) -> None:
     model_path = os.path.abspath(args.model_path or default_model_path())
     engine = SentenceTransformerEngine(model_path, device=args.device, max_batch=args.max_batch)
     runtime = WorkerRuntime(engine, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
-                            host=args.host, **discovery_kwargs(args))
+                            host=args.host, **runtime_kwargs(args))
     card = ModelCard(name=args.model_name, model_path=model_path, model_types=["embedding"],
                      context_length=engine.max_length, runtime_config={"embedding_dimensions": engine.dimensions})
     await runtime.serve(card)

@@ -17,6 +17,14 @@ document that satisfies it, generated the same way.
 Timing model (milliseconds, Dynamo's mocker polynomials), divided by ``speedup_ratio``:
     prefill(t) = 4.209989e-7 t^2 + 1.518344e-2 t + 16.50142        t = prompt tokens computed in the step
     decode(u)  = max(1, -25.74 u^2 + 54.01 u + 5.74)                u = used KV blocks / all KV blocks
+    transfer(t) = t x kv_bytes_per_token / kv_transfer_bandwidth    t = prompt tokens received from a prefill worker
+
+Disaggregated serving: a prefill leg (``GenerateRequest.remote_decode``) is prefilled as usual and ends after its
+one token with ``kv_transfer_params`` naming this engine, its blocks, a digest of the prompt and the prompt
+tokens it found cached. A decode leg (``kv_transfer_params`` set) checks the digest against its own prompt (a
+mismatch fails the request), takes the prompt tokens it does not hold from the "transfer" (no compute, the
+transfer time above) and decodes; its first output reports the prefill side's cached tokens, as vLLM does.
+``prompt_tokens`` counts every prompt token by source (computed, local cache hit, transferred).
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ import asyncio
 import logging
 import random
 import zlib
+
+import xxhash
+from array import array
 from collections import deque
 from dataclasses import dataclass
 
@@ -32,6 +43,7 @@ from ...protocol.engine import GenerateRequest, TokenLogprob
 from ...worker import Engine, TokenSink
 from ...worker.kv_publisher import KvEventPublisher
 from ...worker.load_publisher import LoadPublisher
+from ...worker.status_server import PromptTokenSources
 from .corpus import Corpus
 from .guided import guided_text
 from .kv_cache import CacheFull, KvCache, SequenceBlocks
@@ -52,6 +64,21 @@ def decode_ms(kv_usage: float) -> float:
     return max(1.0, -25.74 * kv_usage * kv_usage + 54.01 * kv_usage + 5.74)
 
 
+def prompt_digest(request: GenerateRequest) -> str:
+    """A prefill leg's fingerprint of its prompt, which the decode leg's prompt must match."""
+    return xxhash.xxh3_64_hexdigest(array("I", request.token_ids).tobytes())
+
+
+def transfer_problem(request: GenerateRequest) -> str | None:
+    """Why a decode leg's ``kv_transfer_params`` cannot be used (None: they can)."""
+    params = request.kv_transfer_params or {}
+    if not isinstance(params.get("remote_engine_id"), str):
+        return "kv_transfer_params name no prefill engine (remote_engine_id)"
+    if params.get("prompt_digest") != prompt_digest(request):
+        return "kv_transfer_params are for another prompt (the prompt digest differs)"
+    return None
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """Capacity and speed of the simulated engine."""
@@ -61,13 +88,19 @@ class EngineSettings:
     max_num_batched_tokens: int = 8192
     num_gpu_blocks: int = 16384
     block_size: int = 16
+    kv_bytes_per_token: int = 131072  # a 7-8B model in 16 bits: 32 layers x 8 KV heads x 128 x 2 (K, V) x 2 bytes
+    kv_transfer_gbps: float = 64.0  # GB/s between a prefill and a decode worker (Dynamo's mocker default)
+
+    def transfer_ms(self, tokens: int) -> float:
+        """How long the KV of ``tokens`` prompt tokens takes to arrive from a prefill worker."""
+        return tokens * self.kv_bytes_per_token / (self.kv_transfer_gbps * 1e6)
 
 
 class Sequence:
     """One request inside the engine."""
 
     __slots__ = ("request", "sink", "rng", "position", "generated", "stop_ids", "blocks", "computed",
-                 "cached_tokens", "script", "paused")
+                 "cached_tokens", "script", "paused", "transferred")
 
     def __init__(self, request: GenerateRequest, sink: TokenSink, rng: random.Random, position: int,
                  script: ScriptedOutput | None = None) -> None:
@@ -85,6 +118,7 @@ class Sequence:
         self.computed = 0  # prompt tokens whose KV exists
         self.cached_tokens = 0
         self.paused = False  # its client reads too slowly: not decoded until resumed
+        self.transferred = request.kv_transfer_params is not None  # a decode leg: its prompt KV is "transferred"
 
     @property
     def prompt_len(self) -> int:
@@ -111,10 +145,18 @@ class MockEngine(Engine):
         self._wakeup = asyncio.Event()
         self._outbox: list[tuple[TokenSink, tuple, dict]] = []
         self.steps = 0
+        self.engine_id = f"mock-{random.getrandbits(48):012x}"  # named in a prefill leg's kv_transfer_params
+        self.prompt_tokens = PromptTokenSources()
+        self._transfer_ms = 0.0  # KV received in this step
 
     # ---- Engine interface -----------------------------------------------------------------------------
 
     def add_request(self, request: GenerateRequest, sink: TokenSink) -> None:
+        if request.kv_transfer_params is not None:
+            problem = transfer_problem(request)
+            if problem is not None:
+                sink.send([], "error", error=problem)
+                return
         rng = self._rng_for(request)
         scripted = self.script.output_for(request.token_ids) if self.script is not None else None
         if scripted is None and request.sampling.guided is not None:
@@ -193,24 +235,53 @@ class MockEngine(Engine):
         usage = self.cache.used_blocks / self.cache.num_blocks
         for sequence in decoding:
             self._decode(sequence)
-        return prefill_ms(prefilled) + (decode_ms(usage) if decoding else 0.0)
+        transfer_ms, self._transfer_ms = self._transfer_ms, 0.0
+        return prefill_ms(prefilled) + (decode_ms(usage) if decoding else 0.0) + transfer_ms
 
     def _admit(self, sequence: Sequence) -> None:
         cached = self.cache.admit(sequence.blocks)
         sequence.cached_tokens = cached
         sequence.computed = min(cached, sequence.prompt_len - 1)
+        self.prompt_tokens.local_cache_hit += sequence.computed
         self.running[sequence.request.request_id] = sequence
 
     def _prefill_chunk(self, sequence: Sequence, budget: int) -> int:
-        """Compute up to ``budget`` prompt tokens; the first token comes out when the prompt is done."""
+        """Compute up to ``budget`` prompt tokens; the first token comes out when the prompt is done. A decode
+        leg receives the rest of its prompt instead (``_receive``)."""
+        if sequence.transferred:
+            self._receive(sequence)
+            return 0
         if budget <= 0:
             return 0
         chunk = min(budget, sequence.prompt_len - sequence.computed)
         sequence.computed += chunk
+        self.prompt_tokens.local_compute += chunk
         self.cache.commit(sequence.blocks, sequence.computed)
         if not sequence.in_prefill:
             self._decode(sequence)
         return chunk
+
+    def _receive(self, sequence: Sequence) -> None:
+        """A decode leg's prompt KV arrives from the prefill worker (all of it that this cache lacks); its
+        first token follows at once. The transfer time is the step's (``_transfer_ms``)."""
+        tokens = sequence.prompt_len - sequence.computed
+        sequence.computed = sequence.prompt_len
+        sequence.transferred = False
+        self.prompt_tokens.external_kv_transfer += tokens
+        self.prompt_tokens.kv_transfers += 1
+        self._transfer_ms += self.settings.transfer_ms(tokens)
+        cached = sequence.request.kv_transfer_params.get("remote_prefill_cached_tokens")  # type: ignore[union-attr]
+        sequence.cached_tokens = cached if isinstance(cached, int) else 0  # the prefill side's, as vLLM reports
+        self.cache.commit(sequence.blocks, sequence.computed)
+        self._decode(sequence)
+
+    def _transfer_params(self, sequence: Sequence) -> dict:
+        """What a prefill leg answers: where a decode worker finds the prompt's KV."""
+        request = sequence.request
+        full_blocks = len(request.token_ids) // self.settings.block_size
+        return {"remote_engine_id": self.engine_id, "remote_request_id": request.request_id,
+                "remote_block_ids": sequence.blocks.block_ids[:full_blocks], "prompt_digest": prompt_digest(request),
+                "remote_prefill_cached_tokens": sequence.cached_tokens}
 
     def _decode(self, sequence: Sequence) -> None:
         request = sequence.request
@@ -241,7 +312,8 @@ class MockEngine(Engine):
         logprobs = self._logprobs(sequence, token) if request.logprobs is not None else None
         cached = sequence.cached_tokens if sequence.generated == 1 else 0
         if sequence.generated >= stop.max_tokens:
-            self._finish(sequence, [token], "length", logprobs, cached_tokens=cached)
+            params = self._transfer_params(sequence) if request.remote_decode else None
+            self._finish(sequence, [token], "length", logprobs, cached_tokens=cached, kv_transfer_params=params)
         else:
             self._outbox.append((sequence.sink, ([token], None, logprobs), {"cached_tokens": cached}))
 
@@ -269,11 +341,12 @@ class MockEngine(Engine):
 
     def _finish(self, sequence: Sequence, tokens: list[int], reason: str,
                 logprobs: list[TokenLogprob] | None = None, *, error: str | None = None,
-                cached_tokens: int = 0, retryable: bool = False) -> None:
+                cached_tokens: int = 0, retryable: bool = False, kv_transfer_params: dict | None = None) -> None:
         del self.running[sequence.request.request_id]
         self.cache.release(sequence.blocks)
         self._outbox.append((sequence.sink, (tokens, reason, logprobs),
-                             {"error": error, "cached_tokens": cached_tokens, "retryable": retryable}))
+                             {"error": error, "cached_tokens": cached_tokens, "retryable": retryable,
+                              "kv_transfer_params": kv_transfer_params}))
 
     def _logprobs(self, sequence: Sequence, token: int) -> list[TokenLogprob]:
         """A made-up but seed-deterministic distribution: the chosen token is always the most likely."""

@@ -15,11 +15,11 @@ import uvloop
 import zmq
 
 from ...config.options import BUNDLED_MODEL_PATH, Option, one_of
-from ...protocol.registry import ModelCard
+from ...protocol.registry import DISAGGREGATION_MODES, ModelCard
 from ...tokenizer.hub_files import ModelFilesUnavailable, local_model_dir
 from ...tokenizer.model_files import context_length, load_tokenizer
 from ...worker import RegistrationError, WorkerRuntime
-from ...worker.cli import DISCOVERY_FLAGS, add_flags, discovery_kwargs, start_worker_process, worker_flags
+from ...worker.cli import RUNTIME_FLAGS, add_flags, runtime_kwargs, start_worker_process, worker_flags
 from ...worker.kv_publisher import KvEventPublisher
 from ...worker.load_publisher import LoadPublisher
 from .corpus import Corpus
@@ -38,7 +38,7 @@ FLAGS = worker_flags(
            "repository id)."),
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
     Option("namespace", str, "dynamo", "Namespace to register in."),
-    *DISCOVERY_FLAGS,
+    *RUNTIME_FLAGS,
     Option("host", str, "127.0.0.1", "Address the request-plane and KV-event sockets bind to."),
     Option("speedup_ratio", float, 1.0, "Divides simulated prefill/decode time (1e6 = no delay)."),
     Option("max_num_seqs", int, 256, "Requests decoded together in one step."),
@@ -60,6 +60,13 @@ FLAGS = worker_flags(
     Option("model_types", str, "chat,completions", "Model types to serve, comma-separated: chat, completions, "
            "embedding, images, videos (frontend/engines/mocker/modalities.py)."),
     Option("embedding_dim", int, 384, "Length of the mock embedding vectors."),
+    Option("disaggregation_mode", str, "agg", "The worker's role in disaggregated serving: agg (whole requests) | "
+           "prefill (only prefill legs: their KV is kept for a decode worker) | decode (decode legs, whose prompt "
+           "KV is transferred, and whole requests).", validate=one_of(*DISAGGREGATION_MODES)),
+    Option("kv_transfer_bandwidth", float, 64.0, "GB/s at which a decode worker receives a prompt's KV from a "
+           "prefill worker (simulated transfer time).", validate=lambda gbps: None if gbps > 0 else "must be > 0"),
+    Option("kv_bytes_per_token", int, 131072, "KV bytes of one token, for the simulated transfer time.",
+           validate=lambda size: None if size >= 0 else "must be >= 0"),
 )
 
 
@@ -84,7 +91,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"--model-types: {exc}") from None
     tokenizer = load_tokenizer(model_path)
     settings = EngineSettings(args.speedup_ratio, args.max_num_seqs, args.max_num_batched_tokens,
-                              args.num_gpu_blocks, args.block_size)
+                              args.num_gpu_blocks, args.block_size, args.kv_bytes_per_token, args.kv_transfer_bandwidth)
     publisher = None
     context = zmq.Context.instance()  # one context for the publishers and the worker runtime
     if args.kv_events != "off":
@@ -96,7 +103,7 @@ async def serve(args: argparse.Namespace) -> None:
     engine = MockEngine(Corpus(tokenizer), settings, publisher, script, load)
     worker = MockWorker(engine, model_types, args.speedup_ratio, args.embedding_dim)
     runtime = WorkerRuntime(worker, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
-                            host=args.host, context=context, **discovery_kwargs(args))
+                            host=args.host, context=context, **runtime_kwargs(args))
     runtime_config = {"total_kv_blocks": args.num_gpu_blocks, "max_num_seqs": args.max_num_seqs,
                       "max_num_batched_tokens": args.max_num_batched_tokens, **load.runtime_config_entries()}
     if publisher is not None:
@@ -111,6 +118,7 @@ async def serve(args: argparse.Namespace) -> None:
         context_length=args.context_length or context_length(model_path),
         kv_block_size=args.block_size,
         runtime_config=runtime_config,
+        disaggregation_mode=args.disaggregation_mode,
     )
     scheduler = asyncio.create_task(engine.run())
     try:

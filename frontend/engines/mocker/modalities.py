@@ -19,6 +19,7 @@ from typing import Sequence
 from ...protocol.engine import EmbedRequest, GenerateRequest, ImageRequest, MediaItem, VideoRequest
 from ...protocol.registry import MODEL_TYPES
 from ...worker import Engine, InvalidInput, ProgressSink, TokenSink
+from ...worker.status_server import MetricRow
 from .embeddings import embed_tokens
 from .engine import MockEngine
 from .media import VIDEO_FORMATS, Scene, encode_image, encode_video, label, video_format
@@ -62,6 +63,9 @@ class MockWorker(Engine):
 
     def abort_request(self, request_id: str) -> None:
         self.text.abort_request(request_id)
+
+    def worker_metrics(self, labels: tuple[tuple[str, str], ...]) -> list[MetricRow]:
+        return self.text.prompt_tokens.rows(labels)
 
     async def embed(self, request: EmbedRequest) -> Sequence[bytes]:
         await self._sleep(EMBED_S_PER_TOKEN * sum(len(ids) for ids in request.inputs))

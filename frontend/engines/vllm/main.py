@@ -17,7 +17,7 @@ import logging
 import sys
 
 from ...config.options import Option, one_of
-from ...worker.cli import DISCOVERY_FLAGS, add_flags, start_worker_process, worker_flags
+from ...worker.cli import RUNTIME_FLAGS, add_flags, start_worker_process, worker_flags
 
 log = logging.getLogger("frontend.vllm")
 
@@ -27,7 +27,7 @@ FLAGS = worker_flags(
     "DYN_VLLM_",
     Option("registry_endpoint", str, "tcp://127.0.0.1:5570", "The frontend's registry (ZeroMQ endpoint)."),
     Option("namespace", str, "dynamo", "Namespace to register in."),
-    *DISCOVERY_FLAGS,
+    *RUNTIME_FLAGS,
     Option("host", str, "127.0.0.1", "Address the request-plane, KV-event and load sockets bind to."),
     Option("dyn_tool_call_parser", str, "", "Tool-call parser named in the model card (e.g. hermes).",
            flag_aliases=("--tool-call-parser",)),

@@ -15,7 +15,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from ...protocol.errors import FrontendError
 from ...protocol.registry import ModelCard
 from ...worker import WorkerRuntime
-from ...worker.cli import discovery_kwargs
+from ...worker.cli import runtime_kwargs
 from ...worker.load_publisher import LoadPublisher
 from .engine import LoadStatLogger, VllmEngine
 from .kv_events import KvEventRelay
@@ -48,7 +48,7 @@ async def serve(args: argparse.Namespace) -> bool:
     stats.total_blocks = llm.vllm_config.cache_config.num_gpu_blocks or 0
     engine = VllmEngine(llm)
     runtime = WorkerRuntime(engine, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
-                            host=args.host, context=context, **discovery_kwargs(args))
+                            host=args.host, context=context, **runtime_kwargs(args))
     load.start(asyncio.get_running_loop())
     watcher = asyncio.create_task(engine.watch_engine())
     try:
