@@ -6,12 +6,13 @@ import asyncio
 import math
 from pathlib import Path
 
+import msgspec
 import pytest
 from tokenizers import Tokenizer
 
 from frontend.engines.mocker import engine as engine_module
 from frontend.engines.mocker.corpus import Corpus
-from frontend.engines.mocker.engine import EngineSettings, MockEngine, decode_ms, prefill_ms
+from frontend.engines.mocker.engine import EngineSettings, MockEngine, decode_ms, prefill_ms, prompt_digest
 from frontend.protocol.engine import GenerateRequest, SamplingOptions, StopConditions, TokenLogprob
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -528,3 +529,60 @@ def test_bundled_corpus(tokenizer, corpus):
     assert sum(corpus.ends) == corpus.paragraph_count
     text = tokenizer.decode(list(corpus.tokens[corpus.starts[0]:corpus.starts[1]]))
     assert text.endswith("\n\n") and text.strip()
+
+
+# ---- disaggregated serving: prefill and decode legs --------------------------------------------------------
+
+
+def test_a_prefill_leg_answers_where_its_kv_is_and_a_decode_leg_receives_it(corpus):
+    prompt = list(range(100, 150))  # 3 full blocks of 16 and a partial one
+    prefill_engine, [prefill] = generate(corpus, [msgspec.structs.replace(
+        request("p1", prompt, max_tokens=1, ignore_eos=True), remote_decode=True)])
+    params = prefill.kv_transfer_params
+    assert prefill.finish_reason == "length" and len(prefill.tokens) == 1
+    assert params["remote_engine_id"] == prefill_engine.engine_id and params["remote_request_id"] == "p1"
+    assert len(params["remote_block_ids"]) == 3 and params["remote_prefill_cached_tokens"] == 0
+    assert prefill_engine.prompt_tokens.local_compute == 50
+    decode_engine, [decode] = generate(corpus, [msgspec.structs.replace(
+        request("d1", prompt, max_tokens=5, ignore_eos=True, seed=3), kv_transfer_params=params)])
+    assert len(decode.tokens) == 5 and decode.finish_reason == "length" and decode.errors[-1] is None
+    sources = decode_engine.prompt_tokens
+    assert (sources.local_compute, sources.local_cache_hit, sources.external_kv_transfer, sources.kv_transfers) == (
+        0, 0, 50, 1)
+    # the same request served whole makes the same tokens (the transfer changes where the KV came from, not the output)
+    whole, [served] = generate(corpus, [request("w1", prompt, max_tokens=5, ignore_eos=True, seed=3)])
+    assert served.tokens == decode.tokens and whole.prompt_tokens.local_compute == 50
+
+
+def test_a_decode_leg_reports_the_prefill_side_cache_hit_and_counts_its_own(corpus):
+    prompt = list(range(300, 340))
+    params = {"remote_engine_id": "p", "prompt_digest": prompt_digest(request(prompt=prompt)),
+              "remote_prefill_cached_tokens": 32}
+    legs = [msgspec.structs.replace(request(rid, prompt, max_tokens=2, ignore_eos=True), kv_transfer_params=params)
+            for rid in ("d1", "d2")]
+    engine = MockEngine(corpus, FAST)
+
+    async def one_after_the_other() -> list[FakeSink]:
+        return [(await _generate(engine, [leg]))[0] for leg in legs]
+
+    sinks = asyncio.run(one_after_the_other())
+    assert [sink.cached[0] for sink in sinks] == [32, 32]  # the prefill worker's hit, as vLLM reports it
+    # the second leg found 2 blocks of 16 in this engine's own cache and received only the rest
+    assert (engine.prompt_tokens.local_cache_hit, engine.prompt_tokens.external_kv_transfer) == (32, 40 + 8)
+
+
+@pytest.mark.parametrize("params, problem", [
+    ({"prompt_digest": "0"}, "remote_engine_id"),
+    ({"remote_engine_id": "p", "prompt_digest": "0"}, "another prompt"),
+])
+def test_a_decode_leg_with_unusable_params_fails(corpus, params, problem):
+    engine = MockEngine(corpus, FAST)
+    sink = FakeSink(engine)
+    engine.add_request(msgspec.structs.replace(request(), kv_transfer_params=params), sink)
+    assert sink.finish_reason == "error" and problem in sink.errors[-1]
+    assert engine.prompt_tokens.kv_transfers == 0
+
+
+def test_transfer_time_follows_bandwidth_and_kv_size():
+    settings = EngineSettings(kv_bytes_per_token=1_000_000, kv_transfer_gbps=2.0)
+    assert settings.transfer_ms(4000) == pytest.approx(2000.0)  # 4 GB at 2 GB/s: 2 s

@@ -106,6 +106,20 @@ def test_load_steers_kv_routing_away_from_a_busy_worker():
     assert router.pick(Model(), [], 10 * BS).instance_id == "c"
 
 
+def test_a_decode_leg_weighs_decode_load_only_and_adds_no_prefill_tokens():
+    router, index, _ = make("kv")
+    hashes = list(range(200, 210))
+    index.store(router.slot("a"), hashes[:2])  # a holds 2 blocks of the prompt, b none
+    index.add_load(router.slot("a"), 1, 4, 50_000)  # a is prefilling a lot, b decodes more blocks
+    index.add_load(router.slot("b"), 1, 5, 0)
+    model = Model(instance_ids=["a", "b"])
+    assert router.pick(model, hashes, 10 * BS).instance_id == "b"  # a whole request avoids a's prefill queue
+    route = router.pick(model, hashes, 10 * BS, decode_only=True)
+    # decode cost: a = 4 + (10 - 2) = 12 blocks, b = 5 + 10 = 15: a, whose prefill queue does not matter
+    assert (route.instance_id, route.overlap_blocks, route.blocks, route.prefill_tokens) == ("a", 2, 8, 0)
+    assert index.load(router.slot("a")) == (2, 12, 50_000)
+
+
 def test_released_load_does_not_touch_a_reassigned_slot():
     router, index, _ = make()
     route = router.pick(Model(instance_ids=["a"]), [], 4 * BS)
