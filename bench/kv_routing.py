@@ -14,6 +14,11 @@ and the workers on it (``--discovery-backend etcd``), and sends the turns to the
 by request, as a load balancer would), so each session's turns reach different frontends: every frontend follows
 every worker's KV events and reported load, and the cached-token ratio shows whether that is enough.
 
+With ``--prefill-workers N`` (mock workers) the model is served disaggregated: N mock prefill workers beside the
+``--mock-workers`` decode workers. The cached-token ratio is then the prefill workers' (the decode worker reports
+the prefill side's hit, as vLLM does), and the report adds how many requests each prefill and each decode worker
+took (from the responses' ``nvext.worker_id``).
+
 With ``--engine vllm --model-dir DIR`` the workers are ``python -m frontend.vllm`` (vLLM's CPU build; make a
 tiny model with ``python -m frontend.engines.vllm.tiny_model DIR``), started afresh for each mode so that no prefix
 cache carries over; the cached tokens are then vLLM's own ``num_cached_tokens``.
@@ -22,6 +27,7 @@ cache carries over; the cached tokens are then vLLM's own ``num_cached_tokens``.
     python bench/kv_routing.py --modes kv --sessions 4
     python bench/kv_routing.py --engine vllm --model-dir /tmp/tiny-llm --workers 2 --system-words 300
     python bench/kv_routing.py --modes kv --frontends 2          # two frontends on etcd, one workload
+    python bench/kv_routing.py --modes kv --prefill-workers 2 --mock-workers 2   # disaggregated
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
@@ -62,6 +69,8 @@ class Result:
     prompt_tokens: int
     cached_tokens: int
     error: str | None = None
+    prefill_worker: str = ""  # nvext.worker_id of the response
+    decode_worker: str = ""
 
 
 def free_port() -> int:
@@ -81,10 +90,10 @@ def make_sessions(count: int, words: int, turns: int, seed: int) -> list[Session
 async def one_turn(client: httpx.AsyncClient, url: str, model: str, session: Session, max_tokens: int) -> Result:
     session.history.append({"role": "user", "content": f"Question {len(session.history) // 2 + 1}: tell me more."})
     body = {"model": model, "stream": True, "max_tokens": max_tokens, "ignore_eos": True,
-            "stream_options": {"include_usage": True},
+            "stream_options": {"include_usage": True}, "nvext": {"extra_fields": ["worker_id"]},
             "messages": [{"role": "system", "content": session.system}, *session.history]}
     start = time.perf_counter()
-    ttft, text, usage = None, [], None
+    ttft, text, usage, workers = None, [], None, {}
     async with client.stream("POST", url, json=body) as response:
         if response.status_code != 200:
             return Result(0.0, 0, 0, f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
@@ -94,6 +103,7 @@ async def one_turn(client: httpx.AsyncClient, url: str, model: str, session: Ses
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 usage = chunk["usage"]
+            workers = chunk.get("nvext", {}).get("worker_id", workers)
             for choice in chunk.get("choices", []):
                 content = choice.get("delta", {}).get("content")
                 if content:
@@ -101,7 +111,8 @@ async def one_turn(client: httpx.AsyncClient, url: str, model: str, session: Ses
                     text.append(content)
     session.history.append({"role": "assistant", "content": "".join(text)})
     details = (usage or {}).get("prompt_tokens_details") or {}
-    return Result(ttft or 0.0, (usage or {}).get("prompt_tokens", 0), details.get("cached_tokens", 0))
+    return Result(ttft or 0.0, (usage or {}).get("prompt_tokens", 0), details.get("cached_tokens", 0),
+                  prefill_worker=workers.get("prefill_worker_id", ""), decode_worker=workers.get("decode_worker_id", ""))
 
 
 async def run_workload(urls: list[str], model: str, sessions: list[Session], concurrency: int, max_tokens: int,
@@ -138,15 +149,18 @@ async def run_workload(urls: list[str], model: str, sessions: list[Session], con
     return results
 
 
-def start_daemon(mode: str, workers: int, speedup: float, vllm_model: str | None = None
+def start_daemon(mode: str, workers: int, speedup: float, vllm_model: str | None = None, prefill_workers: int = 0
                  ) -> tuple[list[subprocess.Popen], int]:
-    """The frontend with ``workers`` mock workers, or (``vllm_model``) with as many vLLM workers beside it;
-    returns the processes (the daemon first) and the HTTP port once every worker is registered."""
+    """The frontend with ``workers`` mock workers (decode workers beside ``prefill_workers`` mock prefill workers,
+    if any), or (``vllm_model``) with as many vLLM workers beside it; returns the processes (the daemon first) and
+    the HTTP port once every worker is registered."""
     port, registry = free_port(), f"tcp://127.0.0.1:{free_port()}"
     argv = [sys.executable, "-m", "frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
             "--registry-endpoint", registry, "--mock-workers", "0" if vllm_model else str(workers),
+            "--mock-prefill-workers", str(prefill_workers),
             "--mock-speedup-ratio", str(speedup), "--mock-extra-models", "none", "--router-mode", mode,
             "--workers", "1"]
+    workers += prefill_workers
     processes = [_spawn(argv)]
     if vllm_model:
         processes += [_spawn([sys.executable, "-m", "frontend.vllm", "--model", vllm_model, "--registry-endpoint",
@@ -241,7 +255,15 @@ def summarize(mode: str, results: list[Result], elapsed_s: float) -> dict:
             "ttft_p50_ms": ttfts[len(ttfts) // 2] * 1000 if ttfts else float("nan"),
             "ttft_p90_ms": ttfts[int(len(ttfts) * 0.9)] * 1000 if ttfts else float("nan"),
             "mean_prompt_tokens": prompt / len(good) if good else 0, "elapsed_s": elapsed_s,
-            "first_error": next((r.error for r in results if r.error), None)}
+            "first_error": next((r.error for r in results if r.error), None), **_worker_choices(good)}
+
+
+def _worker_choices(results: list[Result]) -> dict:
+    """Requests per prefill and per decode worker, when some were disaggregated (most first)."""
+    if not any(r.prefill_worker != r.decode_worker for r in results):
+        return {}
+    return {"prefill_choices": sorted(Counter(r.prefill_worker for r in results).values(), reverse=True),
+            "decode_choices": sorted(Counter(r.decode_worker for r in results).values(), reverse=True)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,11 +280,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frontends", type=int, default=1, help="frontend daemons (> 1: on an etcd of their own)")
+    parser.add_argument("--prefill-workers", type=int, default=0,
+                        help="mock prefill workers (disaggregated serving; the --mock-workers decode)")
     args = parser.parse_args(argv)
     if args.engine == "vllm" and not args.model_dir:
         parser.error("--engine vllm needs --model-dir")
-    if args.frontends > 1 and args.engine == "vllm":
-        parser.error("--frontends > 1 runs mock workers only")
+    if (args.frontends > 1 or args.prefill_workers) and args.engine == "vllm":
+        parser.error("--frontends > 1 and --prefill-workers run mock workers only")
+    if args.frontends > 1 and args.prefill_workers:
+        parser.error("--prefill-workers runs one frontend")
     vllm_model = os.path.abspath(args.model_dir) if args.engine == "vllm" else None
     model = os.path.basename(vllm_model.rstrip("/")) if vllm_model else "tiny"
     rows = []
@@ -271,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.frontends > 1:
             processes, ports = start_frontends_on_etcd(mode, args.frontends, args.mock_workers, args.speedup)
         else:
-            processes, port = start_daemon(mode, args.mock_workers, args.speedup, vllm_model)
+            processes, port = start_daemon(mode, args.mock_workers, args.speedup, vllm_model, args.prefill_workers)
             ports = [port]
         try:
             start = time.perf_counter()
