@@ -20,7 +20,8 @@ _TCP_TLS = "the request plane is ZeroMQ on this machine; Dynamo's TCP request-pl
 _COST = "Dynamo's newer KV cost terms: this router weighs overlap with --kv-overlap-score-weight"
 _TRACKING = "active blocks and prefill tokens are always tracked (in shared memory)"
 _QUEUE = "no router queue: a request is routed at once, or refused when every worker is busy"
-_DISAGG = "no disaggregated prefill/decode yet"
+_DISAGG = ("disaggregation is decided by the registered worker roles: every request of a model with a reachable "
+           "prefill worker is disaggregated, with the router's own prefill and decode selection")
 _AIS = "no AISimulate perf model"
 
 
@@ -58,7 +59,7 @@ IGNORED: tuple[IgnoredFlag, ...] = (
     IgnoredFlag("nats_tls_insecure", _NATS, boolean=True, env="NATS_TLS_INSECURE"),
     IgnoredFlag("nats_tls_client_cert_path", _NATS, env="NATS_TLS_CLIENT_CERT_PATH"),
     IgnoredFlag("nats_tls_client_key_path", _NATS, env="NATS_TLS_CLIENT_KEY_PATH"),
-    IgnoredFlag("enforce_disagg", _DISAGG + " (deprecated in Dynamo as well)", boolean=True),
+    IgnoredFlag("enforce_disagg", "deprecated in Dynamo as well: " + _DISAGG, boolean=True),
     IgnoredFlag("router_min_initial_workers", "a model is served as soon as one of its workers registers"),
     IgnoredFlag("router_session_affinity_ttl_secs", "no session affinity"),
     IgnoredFlag("router_session_affinity_mode", "no session affinity"),

@@ -24,7 +24,7 @@ from ..observability.tracing import CURRENT_TRACE, start_tracing
 from ..protocol import indexer as indexer_wire
 from ..protocol.engine import GenerateRequest, UnaryRequest
 from ..protocol.errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable, WorkersBusy
-from ..router.select import Route, Router
+from ..router.select import DECODE, PREFILL, WHOLE, Route, Router
 from ..router.thresholds import ThresholdTable
 from ..stores.media import MediaStore
 from ..tokenizer.client import TokenizerClient
@@ -36,9 +36,6 @@ from .discovery import ModelOverrides, ModelTable, ServedModel
 from .engine_client import EngineClient
 from .settings import GatewaySettings
 from .submission import Submission
-
-
-WHOLE, PREFILL, DECODE = "whole", "prefill", "decode"  # what of a request ``Gateway.submit`` sends (``leg``)
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ class Gateway:
         prefill); the caller owns the :class:`Submission` and must release it (``async with``). 503 when
         the model has no live instance (other than those in ``avoid``, instances that just failed the request).
         ``leg``: a whole request (``WHOLE``), or one leg of a disaggregated one: ``PREFILL`` goes to the model's
-        prefill workers, ``DECODE`` to its other workers without prefill cost (``Router.pick(decode_only=...)``).
+        prefill workers, ``DECODE`` to its other workers without prefill cost (``Router.pick``).
         With tracing on, the request's trace gets a ``route`` span and a generation carries its context to the
         worker."""
         trace = CURRENT_TRACE.get()
@@ -135,7 +132,7 @@ class Gateway:
         that prefill)."""
         candidates = self._reachable(model, avoid, prefill=leg == PREFILL)
         try:
-            route = self.router.pick(candidates, block_hashes, prompt_tokens, pinned, decode_only=leg == DECODE)
+            route = self.router.pick(candidates, block_hashes, prompt_tokens, pinned, leg=leg)
         except WorkersBusy:
             self.metrics.model_rejected(model.name, current_endpoint())
             raise

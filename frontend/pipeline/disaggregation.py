@@ -21,10 +21,11 @@ from __future__ import annotations
 import msgspec
 
 from ..gateway.discovery import ServedModel
-from ..gateway.state import DECODE, PREFILL, Gateway
+from ..gateway.state import Gateway
 from ..gateway.submission import Submission
 from ..protocol.engine import GenerateRequest, RequestOutput, SamplingOptions
 from ..protocol.errors import RequestError, worker_failure
+from ..router.select import DECODE, PREFILL
 
 
 class PrefillLeg:

@@ -76,6 +76,8 @@ class RouterSettings:
                    migration_max_seq_len=router.migration_max_seq_len, decode_fallback=router.decode_fallback)
 
 
+WHOLE, PREFILL, DECODE = "whole", "prefill", "decode"  # what of a request is routed (``Router.pick``'s ``leg``)
+
 SLOT_MAP_TTL_S = 0.1
 """How old the map from worker to index slot may be in a KV decision's scoring. A slot is reassigned only after its
 worker left, which the process's model table learns at about the same time; the load a route adds is always
@@ -120,11 +122,13 @@ class Router:
         self._local_counter = 0
 
     def pick(self, model: Candidate, seq_hashes: Hashes, isl: int, pinned: str | None = None, *,
-             decode_only: bool = False) -> Route:
+             leg: str = WHOLE) -> Route:
         """Choose a live instance of ``model``: 503 when there is none, ``WorkersBusy`` when all are busy.
-        ``decode_only``: the decode leg of a disaggregated request, whose prompt KV comes from a prefill worker; the
-        worker computes no prefill, so the KV cost weighs only its decode blocks (fewer for the blocks it already
-        holds) and the route adds no prefill tokens."""
+        ``leg``: a whole request, or one leg of a disaggregated one (``model`` then lists the workers of that leg).
+        A ``DECODE`` leg's prompt KV comes from a prefill worker: the worker computes no prefill, so the KV cost
+        weighs only its decode blocks (fewer for the blocks it already holds) and the route adds no prefill
+        tokens. Each leg has its own round-robin counter."""
+        decode_only = leg == DECODE
         instances = model.instance_ids
         if not instances:
             raise ServiceUnavailable(f"no live worker serves model `{model.name}`")
@@ -139,10 +143,10 @@ class Router:
         elif mode == "kv" and self.index is not None:
             chosen, overlap = self._pick_kv(model, seq_hashes, isl, 0.0 if decode_only else None)
         else:
-            chosen, overlap = self._pick_by_load(model, mode), 0
+            chosen, overlap = self._pick_by_load(model, mode, leg), 0
         return self._account(model, chosen, seq_hashes, isl, overlap, decode_only)
 
-    def _pick_by_load(self, model: Candidate, mode: str) -> str:
+    def _pick_by_load(self, model: Candidate, mode: str, leg: str) -> str:
         """round_robin, random, least_loaded, power_of_two: among the instances that are not busy."""
         thresholds = self.thresholds.active(model.name)
         candidates = model.instance_ids
@@ -156,7 +160,8 @@ class Router:
             return self._least_active(candidates)
         if mode == "power_of_two":
             return self._least_active(random.sample(candidates, 2) if len(candidates) > 2 else candidates)
-        return candidates[self._next_round_robin(model.name) % len(candidates)]
+        return candidates[self._next_round_robin(model.name if leg == WHOLE else f"{model.name}\0{leg}")
+                          % len(candidates)]
 
     def _least_active(self, candidates: list[str]) -> str:
         """The instance with the fewest active requests (ties: one of them at random)."""

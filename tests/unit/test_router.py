@@ -11,7 +11,7 @@ import pytest
 from frontend.config.options import OPTIONS_BY_NAME
 from frontend.kv.index_reference import ReferenceKvIndex
 from frontend.protocol.errors import InvalidRequest, ServiceUnavailable, WorkersBusy
-from frontend.router.select import MODES, Router, RouterSettings
+from frontend.router.select import DECODE, MODES, PREFILL, Router, RouterSettings
 from frontend.router.thresholds import BusyThresholds, ThresholdTable
 
 BS = 16
@@ -114,10 +114,18 @@ def test_a_decode_leg_weighs_decode_load_only_and_adds_no_prefill_tokens():
     index.add_load(router.slot("b"), 1, 5, 0)
     model = Model(instance_ids=["a", "b"])
     assert router.pick(model, hashes, 10 * BS).instance_id == "b"  # a whole request avoids a's prefill queue
-    route = router.pick(model, hashes, 10 * BS, decode_only=True)
+    route = router.pick(model, hashes, 10 * BS, leg=DECODE)
     # decode cost: a = 4 + (10 - 2) = 12 blocks, b = 5 + 10 = 15: a, whose prefill queue does not matter
     assert (route.instance_id, route.overlap_blocks, route.blocks, route.prefill_tokens) == ("a", 2, 8, 0)
     assert index.load(router.slot("a")) == (2, 12, 50_000)
+
+
+def test_each_leg_has_its_own_round_robin():
+    router, _, _ = make()
+    model = Model(instance_ids=["a", "b"])
+    picks = [(router.pick(model, [], 10, leg=PREFILL).instance_id, router.pick(model, [], 10, leg=DECODE).instance_id)
+             for _ in range(4)]
+    assert picks == [("a", "a"), ("b", "b"), ("a", "a"), ("b", "b")]  # one shared counter would give (a, b) each time
 
 
 def test_released_load_does_not_touch_a_reassigned_slot():
