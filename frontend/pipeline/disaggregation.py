@@ -24,7 +24,7 @@ from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
 from ..gateway.submission import Submission
 from ..protocol.engine import GenerateRequest, RequestOutput, SamplingOptions
-from ..protocol.errors import RequestError, worker_failure
+from ..protocol.errors import RequestError, ServiceUnavailable, worker_failure
 from ..router.select import DECODE, PREFILL
 
 
@@ -32,15 +32,16 @@ class PrefillLeg:
     """The prefill side of one disaggregated request: which prefill workers it was tried on, and the legs it
     submits (``submit`` for a prefill worker, ``decode`` for the decode worker)."""
 
-    __slots__ = ("gateway", "model", "request", "block_hashes", "pinned", "tried")
+    __slots__ = ("gateway", "model", "request", "block_hashes", "pinned", "pinned_prefill", "tried")
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: GenerateRequest, block_hashes: bytes,
-                 pinned: str | None) -> None:
+                 pinned: str | None, pinned_prefill: str | None = None) -> None:
         self.gateway = gateway
         self.model = model
         self.request = request
         self.block_hashes = block_hashes
         self.pinned = pinned  # the decode worker the client named, if any
+        self.pinned_prefill = pinned_prefill  # the prefill worker it named: tried alone
         self.tried: list[str] = []
 
     def submit(self) -> Submission:
@@ -52,8 +53,11 @@ class PrefillLeg:
             sampling=SamplingOptions(temperature=0.0),  # the token is dropped: no constraint to compile
             stop=msgspec.structs.replace(request.stop, max_tokens=1, min_tokens=0, ignore_eos=True, stop_token_ids=[],
                                          max_thinking_tokens=None))
+        if self.pinned_prefill is not None and self.tried:
+            raise ServiceUnavailable(f"the named prefill worker `{self.pinned_prefill}` failed the request")
         submission = self.gateway.submit(self.model, leg, prompt_tokens=len(request.token_ids),
-                                         block_hashes=self.block_hashes, avoid=self.tried, leg=PREFILL)
+                                         block_hashes=self.block_hashes, pinned=self.pinned_prefill, avoid=self.tried,
+                                         leg=PREFILL)
         self.tried.append(submission.route.instance_id)
         return submission
 
@@ -84,12 +88,13 @@ class PrefillLeg:
 
 
 def first_submission(gateway: Gateway, model: ServedModel, request: GenerateRequest, block_hashes: bytes,
-                     pinned: str | None) -> tuple[Submission, PrefillLeg | None]:
+                     pinned: str | None, pinned_prefill: str | None = None) -> tuple[Submission, PrefillLeg | None]:
     """A generation's first submission: its prefill leg when the model has a reachable prefill worker (with the
-    :class:`PrefillLeg` that continues it), else the whole request."""
+    :class:`PrefillLeg` that continues it), else the whole request. ``pinned`` names the worker that decodes
+    (or serves the whole request), ``pinned_prefill`` the prefill worker (503 when it is not one)."""
     if model.prefill_ids:
-        if gateway.prefill_workers(model):
-            prefill = PrefillLeg(gateway, model, request, block_hashes, pinned)
+        if gateway.prefill_workers(model) or pinned_prefill is not None:
+            prefill = PrefillLeg(gateway, model, request, block_hashes, pinned, pinned_prefill)
             return prefill.submit(), prefill
         gateway.metrics.inc("disagg_fallbacks_total", (("model", model.name), ("reason", "no_prefill_worker")))
     return submit_whole(gateway, model, request, block_hashes, pinned), None

@@ -169,7 +169,8 @@ class Generation:
         )
         # a disaggregated request starts with its prefill leg (pipeline/disaggregation.py); None: served whole, or
         # its decode leg is on
-        self.submission, self._prefill = first_submission(gateway, model, engine_req, block_hashes, pinned)
+        self.submission, self._prefill = first_submission(gateway, model, engine_req, block_hashes, pinned,
+                                                          ext.pinned_prefill)
         self.stream = self.submission.stream
         self.prefill_worker: str | None = None  # the prefill worker whose KV the decode leg took
         self.observer = observer or new_observer(gateway, model, request.stream)

@@ -9,7 +9,9 @@
 * ``token_data: [ids]``: the prompt, already tokenized; no tokenization at all (with or without a pinned
   instance, unlike Dynamo, which uses it only together with ``backend_instance_id``). Ids must be in the
   model's vocabulary.
-* ``backend_instance_id``: pin the request to a worker instance (the ``x-worker-instance-id`` header wins).
+* ``backend_instance_id`` (or ``decode_worker_id``): pin the request to a worker instance (the
+  ``x-worker-instance-id`` header wins); ``prefill_worker_id`` (header ``x-prefill-instance-id``): the prefill
+  worker of a disaggregated request (``pipeline/disaggregation.py``).
 * ``max_thinking_tokens``: the reasoning budget, passed to the engine.
 * ``annotations``: out-of-band SSE events on streamed responses, each ``event: <name>`` with a JSON
   ``data:`` line, before the data they describe: ``request_id`` (a string), ``formatted_prompt`` (the
@@ -40,7 +42,7 @@ import msgspec
 
 from ..protocol.errors import InvalidRequest
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, NvExt, ResponseNvExt, TimingInfo, WorkerIdInfo
-from .prepare import pin_of
+from .prepare import PREFILL_PIN_HEADERS, pin_of
 
 if TYPE_CHECKING:
     from .generation import Generation
@@ -55,6 +57,7 @@ class Extensions:
 
     nvext: NvExt | None = None
     pinned: str | None = None
+    pinned_prefill: str | None = None  # disaggregated serving: the prefill worker the client named
     greedy: bool = False
     raw_prompt: bool = False
     token_data: list[int] | None = None
@@ -79,13 +82,15 @@ def extensions(request: ChatCompletionRequest | CompletionRequest, headers: Mapp
     if nvext is not None and not isinstance(nvext, NvExt):
         nvext = as_nvext(nvext)
     if nvext is None:
-        pinned = pin_of(headers)
-        return Extensions(pinned=pinned) if pinned else NO_EXTENSIONS
-    pinned = pin_of(headers, nvext.backend_instance_id)
+        pinned, prefill = pin_of(headers), pin_of(headers, names=PREFILL_PIN_HEADERS)
+        return Extensions(pinned=pinned, pinned_prefill=prefill) if pinned or prefill else NO_EXTENSIONS
+    backend = nvext.backend_instance_id if nvext.backend_instance_id is not None else nvext.decode_worker_id
+    pinned = pin_of(headers, backend)
     if nvext.token_data is not None and not nvext.token_data:
         raise InvalidRequest("nvext.token_data must not be empty", param="nvext.token_data")
     return Extensions(
-        nvext, pinned, bool(nvext.greed_sampling), bool(nvext.use_raw_prompt), nvext.token_data,
+        nvext, pinned, pin_of(headers, nvext.prefill_worker_id, PREFILL_PIN_HEADERS), bool(nvext.greed_sampling),
+        bool(nvext.use_raw_prompt), nvext.token_data,
         nvext.max_thinking_tokens, ANNOTATIONS.intersection(nvext.annotations or ()),
         EXTRA_FIELDS.intersection(nvext.extra_fields or ()),
     )

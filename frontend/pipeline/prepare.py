@@ -22,6 +22,7 @@ from ..protocol.errors import InvalidRequest, ServiceUnavailable
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest
 
 PIN_HEADERS = ("x-worker-instance-id", "x-dynamo-worker-instance-id")
+PREFILL_PIN_HEADERS = ("x-prefill-instance-id", "x-dynamo-prefill-instance-id")  # a disaggregated request's prefill
 API_NAMES = {"chat": "chat completions", "completions": "completions", "embedding": "embeddings",
              "images": "image generation", "videos": "video generation"}  # model type -> what users call it
 
@@ -102,9 +103,10 @@ def pinned_instance(gateway: Gateway, headers: Mapping[str, str], backend_instan
     return pin_of(headers, backend_instance_id)
 
 
-def pin_of(headers: Mapping[str, str], backend_instance_id: Any = None) -> str | None:
-    """A pinning header's value, else ``backend_instance_id`` as a string (nvext already enabled)."""
-    for header in PIN_HEADERS:
+def pin_of(headers: Mapping[str, str], backend_instance_id: Any = None,
+           names: tuple[str, ...] = PIN_HEADERS) -> str | None:
+    """A pinning header's value (of ``names``), else ``backend_instance_id`` as a string (nvext already enabled)."""
+    for header in names:
         value = headers.get(header)
         if value:
             return value

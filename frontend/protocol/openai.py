@@ -125,7 +125,8 @@ class NvExt(msgspec.Struct, kw_only=True):
     """NVIDIA Dynamo's request extensions (``frontend/pipeline/nvext.py``). ``greed_sampling``: greedy decoding.
     ``use_raw_prompt``: no chat template, the messages' text is the prompt. ``annotations``: named SSE events
     on streams (request_id, formatted_prompt, token_ids, llm_metrics). ``backend_instance_id``: pin a worker
-    instance. ``token_data``: the prompt as token ids. ``max_thinking_tokens``: the reasoning budget.
+    instance (``decode_worker_id`` too, when it is not set); ``prefill_worker_id``: the prefill worker of a
+    disaggregated request. ``token_data``: the prompt as token ids. ``max_thinking_tokens``: the reasoning budget.
     ``extra_fields``: what the response's ``nvext`` reports (worker_id, timing). The other fields are Dynamo's
     deprecated copies of root-level fields, used when the root-level field is not set. Unknown fields are
     ignored; the server's ``--disable-nvext`` ignores all of them.
@@ -135,6 +136,8 @@ class NvExt(msgspec.Struct, kw_only=True):
     use_raw_prompt: bool | None = None
     annotations: list[str] | None = None
     backend_instance_id: int | str | None = None
+    prefill_worker_id: int | str | None = None
+    decode_worker_id: int | str | None = None
     token_data: list[TokenId] | None = None
     max_thinking_tokens: NonNegativeInt | None = None
     extra_fields: list[str] | None = None

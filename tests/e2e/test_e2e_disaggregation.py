@@ -235,3 +235,26 @@ def test_the_daemon_starts_mock_prefill_workers(start_daemon):
     metrics = daemon.http.get("/metrics").text
     assert f'dynamo_frontend_model_prefill_workers{{model="{daemon.model}"}} 1' in metrics
     assert _counter(daemon, "disagg_transfers_total", model=daemon.model) == 1
+
+
+def test_the_client_can_name_the_prefill_and_the_decode_worker(start_daemon):
+    daemon = start_daemon("--router-mode", "kv", mock_workers=0)
+    Workers(daemon, prefill=2, decode=2)
+    roles = _roles(daemon)
+    prefills = sorted(i for i, role in roles.items() if role == "prefill")
+    decodes = sorted(i for i, role in roles.items() if role == "decode")
+    for prefill, decode in ((prefills[0], decodes[1]), (prefills[1], decodes[0])):
+        for how in ("headers", "nvext"):
+            body = {"model": daemon.model, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}],
+                    "nvext": {"extra_fields": ["worker_id"]}}
+            headers = {}
+            if how == "headers":
+                headers = {"x-prefill-instance-id": prefill, "x-worker-instance-id": decode}
+            else:
+                body["nvext"].update(prefill_worker_id=prefill, decode_worker_id=decode)
+            response = daemon.http.post("/v1/chat/completions", json=body, headers=headers)
+            assert response.status_code == 200, response.text
+            assert response.json()["nvext"]["worker_id"] == {"prefill_worker_id": prefill, "decode_worker_id": decode}
+    response = daemon.http.post("/v1/chat/completions", headers={"x-prefill-instance-id": decodes[0]}, json={
+        "model": daemon.model, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 503 and decodes[0] in response.json()["error"]["message"]
