@@ -6,7 +6,14 @@ cancelled. A request vLLM refuses (a sampling value out of range, a schema its g
 compile) ends with ``invalid`` set, so the client gets a 400 with vLLM's reason.
 
 Load: vLLM reports its scheduler's state after every step to the stat loggers; :class:`LoadStatLogger` turns
-that into the SDK's load report (running and waiting requests, KV blocks in use).
+that into the SDK's load report (running and waiting requests, KV blocks in use), and adds up the prompt tokens
+of every step by where their KV came from (computed, prefix-cache hit, transferred from a prefill worker) for the
+worker's ``/metrics``.
+
+Disaggregated serving: a prefill leg (``remote_decode``) or a decode leg (``kv_transfer_params``) passes vLLM's
+KV-transfer parameters in its sampling parameters (sampling.py); the prefill leg's last output carries vLLM's
+answer (where the decode worker finds the KV), which goes back to the frontend as the leg's
+``kv_transfer_params`` (None when vLLM gave none: the leg still ends normally and the frontend falls back).
 
 Engine death: when vLLM's engine-core process dies, every request in flight fails with a clear error and
 ``dead`` completes, so the worker can unregister and exit non-zero.
@@ -27,6 +34,7 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 from ...protocol.engine import GenerateRequest
 from ...worker import Engine, TokenSink
 from ...worker.load_publisher import LoadPublisher
+from ...worker.status_server import MetricRow, PromptTokenSources
 from .sampling import sampling_params, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -38,8 +46,9 @@ FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "abort"}
 class VllmEngine(Engine):
     """Serves text generation from an ``AsyncLLM`` running in this process (its engine core in a child)."""
 
-    def __init__(self, llm: AsyncLLM) -> None:
+    def __init__(self, llm: AsyncLLM, prompt_tokens: PromptTokenSources) -> None:
         self.llm = llm
+        self.prompt_tokens = prompt_tokens  # filled by the engine's LoadStatLogger
         self.tasks: dict[str, tuple[asyncio.Task, TokenSink]] = {}
         self.dead: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -65,7 +74,8 @@ class VllmEngine(Engine):
                 token_ids = list(completion.token_ids)
                 reason = FINISH_REASONS.get(completion.finish_reason or "", "stop") if output.finished else None
                 sink.send(token_ids, reason, token_logprobs(token_ids, completion.logprobs, top_n),
-                          cached_tokens=output.num_cached_tokens or 0)
+                          cached_tokens=output.num_cached_tokens or 0,
+                          kv_transfer_params=output.kv_transfer_params if output.finished else None)
         except asyncio.CancelledError:
             raise
         except EngineDeadError as exc:
@@ -80,6 +90,9 @@ class VllmEngine(Engine):
             entry = self.tasks.get(request.request_id)
             if entry is not None and entry[1] is sink:
                 del self.tasks[request.request_id]
+
+    def worker_metrics(self, labels: tuple[tuple[str, str], ...]) -> list[MetricRow]:
+        return self.prompt_tokens.rows(labels)
 
     async def watch_engine(self) -> None:
         """Complete ``dead`` when the engine core dies, even while no request is in flight."""
@@ -100,11 +113,16 @@ class VllmEngine(Engine):
 
 class LoadStatLogger(StatLoggerBase):
     """A vLLM stat logger that publishes the scheduler's load after each step: running and waiting requests,
-    and KV blocks in use (vLLM reports a fraction; ``total_blocks`` is set once the engine has sized its cache)."""
+    and KV blocks in use (vLLM reports a fraction; ``total_blocks`` is set once the engine has sized its cache);
+    and adds each step's prompt tokens by source to ``prompt_tokens``.
+
+    ``prompt_tokens.kv_transfers`` stays 0: vLLM reports a step's prompt tokens summed over the requests it
+    prefilled, so the requests that received a KV transfer cannot be told apart."""
 
     def __init__(self, publisher: LoadPublisher) -> None:
         self.publisher = publisher
         self.total_blocks = 0
+        self.prompt_tokens = PromptTokenSources()
 
     def factory(self) -> Callable:
         """What ``AsyncLLM.from_engine_args(stat_loggers=[...])`` takes: (vllm_config, engine_index) -> logger."""
@@ -114,6 +132,11 @@ class LoadStatLogger(StatLoggerBase):
         if scheduler_stats is not None:
             self.publisher.report(scheduler_stats.num_running_reqs, scheduler_stats.num_waiting_reqs,
                                   round(scheduler_stats.kv_cache_usage * self.total_blocks))
+        if iteration_stats is not None:
+            by_source = iteration_stats.prompt_token_stats
+            self.prompt_tokens.local_compute += by_source.computed
+            self.prompt_tokens.local_cache_hit += by_source.local_cache_hit
+            self.prompt_tokens.external_kv_transfer += by_source.external_kv_transfer
 
     def log_engine_initialized(self) -> None:
         pass

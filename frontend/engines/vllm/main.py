@@ -17,6 +17,7 @@ import logging
 import sys
 
 from ...config.options import Option, one_of
+from ...protocol.registry import DISAGGREGATION_MODES
 from ...worker.cli import RUNTIME_FLAGS, add_flags, start_worker_process, worker_flags
 
 log = logging.getLogger("frontend.vllm")
@@ -34,6 +35,12 @@ FLAGS = worker_flags(
     Option("dyn_reasoning_parser", str, "", "Reasoning parser named in the model card (e.g. qwen3)."),
     Option("kv_events", str, "on", "Publish vLLM's KV events for KV-aware routing: on | off.",
            validate=one_of("on", "off")),
+    Option("disaggregation_mode", str, "agg", "The worker's role in disaggregated serving: agg (whole requests) | "
+           "prefill (prefill legs: vLLM's NixlConnector keeps their KV for a decode worker) | decode (decode legs, "
+           "whose prompt KV it pulls from the prefill worker, recomputing it when that fails; and whole requests). "
+           "prefill and decode use --kv-transfer-config when given; see frontend/engines/vllm/disaggregation.py "
+           "(UCX on a machine without RDMA: UCX_TLS=tcp,self UCX_NET_DEVICES=lo).",
+           validate=one_of(*DISAGGREGATION_MODES)),
     Option("drain_timeout_s", float, 30.0, "After SIGTERM/SIGINT, how long requests in flight may take to finish."),
     Option("dyn_log_level", str, "warning", "The worker's own log level: debug | info | warning | error."),
     Option("dyn_log_format", str, "text", "The worker's own log format: text | json."),

@@ -3,7 +3,8 @@
 Every field of :class:`GenerateRequest` maps to :class:`vllm.SamplingParams`: ``None`` keeps vLLM's default.
 Stop strings never reach vLLM (the frontend matches them on the text), so vLLM does not detokenize at all
 (``detokenize=False``) and streams deltas (``RequestOutputKind.DELTA``). Structured output goes to vLLM's
-``structured_outputs`` (json schema, regex, choice, grammar).
+``structured_outputs`` (json schema, regex, choice, grammar). The two legs of a disaggregated request carry
+vLLM's ``kv_transfer_params`` (read by its KV connector, e.g. NixlConnector) in ``extra_args``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,22 @@ def sampling_params(request: GenerateRequest) -> SamplingParams:
         fields["thinking_token_budget"] = stop.max_thinking_tokens
     if sampling.guided is not None:
         fields["structured_outputs"] = structured_outputs(sampling.guided)
+    transfer = kv_transfer_params(request)
+    if transfer is not None:
+        fields["extra_args"] = {"kv_transfer_params": transfer}
     return SamplingParams(**fields)
+
+
+def kv_transfer_params(request: GenerateRequest) -> dict | None:
+    """What vLLM's KV connector reads for one leg of a disaggregated request (None for a whole request).
+
+    A prefill leg (``remote_decode``) asks the connector to keep the prompt's KV for a remote decode worker;
+    vLLM's last output then names where it is. A decode leg passes that answer as it came, and the connector
+    pulls the KV from the prefill worker before decoding."""
+    if request.remote_decode:
+        return {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
+                "remote_block_ids": None, "remote_host": None, "remote_port": None}
+    return request.kv_transfer_params
 
 
 def structured_outputs(guided: GuidedDecoding) -> StructuredOutputsParams:

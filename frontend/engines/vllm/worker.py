@@ -17,6 +17,7 @@ from ...protocol.registry import ModelCard
 from ...worker import WorkerRuntime
 from ...worker.cli import runtime_kwargs
 from ...worker.load_publisher import LoadPublisher
+from .disaggregation import configure_disaggregation
 from .engine import LoadStatLogger, VllmEngine
 from .kv_events import KvEventRelay
 
@@ -33,6 +34,7 @@ async def serve(args: argparse.Namespace) -> bool:
     if not os.path.isdir(engine_args.model):
         raise EngineStartError(f"--model {engine_args.model!r} is not a directory: the frontend reads the "
                                f"model's tokenizer and chat template from the same path")
+    configure_disaggregation(engine_args, args.disaggregation_mode, args.host)
     relay = KvEventRelay(args.host) if args.kv_events == "on" and engine_args.kv_events_config is None else None
     if relay is not None:
         engine_args.kv_events_config = relay.vllm_config()
@@ -46,7 +48,7 @@ async def serve(args: argparse.Namespace) -> bool:
         _close(relay, load)
         raise EngineStartError(f"vLLM failed to start: {type(exc).__name__}: {exc}") from exc
     stats.total_blocks = llm.vllm_config.cache_config.num_gpu_blocks or 0
-    engine = VllmEngine(llm)
+    engine = VllmEngine(llm, stats.prompt_tokens)
     runtime = WorkerRuntime(engine, registry_endpoint=args.registry_endpoint, namespace=args.namespace,
                             host=args.host, context=context, **runtime_kwargs(args))
     load.start(asyncio.get_running_loop())
@@ -83,7 +85,7 @@ def model_card(args: argparse.Namespace, llm: AsyncLLM, relay: KvEventRelay | No
     return ModelCard(name=name if name and name != config.model_config.model else os.path.basename(model_path),
                      model_path=model_path, model_types=["chat", "completions"],
                      context_length=config.model_config.max_model_len, kv_block_size=config.cache_config.block_size,
-                     runtime_config=runtime_config)
+                     runtime_config=runtime_config, disaggregation_mode=args.disaggregation_mode)
 
 
 def _close(relay: KvEventRelay | None, load: LoadPublisher) -> None:
