@@ -73,12 +73,14 @@ class _Logged:
     process: subprocess.Popen
     _log: Any
 
-    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None, cpus: set[int] | None = None) -> None:
+        """Start ``argv``; ``cpus``: the CPUs it (and every process it starts) may run on."""
         self._log = tempfile.NamedTemporaryFile(prefix="e2e-", suffix=".log", delete=False)
         self.argv = argv
         self.process = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**_clean_env(), **(env or {})})
+                                        env={**_clean_env(), **(env or {})},
+                                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
 
     @property
     def pid(self) -> int:
@@ -288,9 +290,10 @@ class VllmWorker(_Logged):
     """An external ``python -m frontend.vllm`` worker (vLLM's CPU build) registering with a daemon's registry.
 
     ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) defaults to 1 here, so that several workers fit the test
-    machine."""
+    machine. ``cpus``: pin the worker and its engine core to these CPUs."""
 
-    def __init__(self, registry_endpoint: str, model_dir: str, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, registry_endpoint: str, model_dir: str, *extra: str, env: dict[str, str] | None = None,
+                 cpus: set[int] | None = None) -> None:
         argv = [sys.executable, "-m", "frontend.vllm", "--model", model_dir, "--registry-endpoint", registry_endpoint,
                 "--block-size", "32", "--max-model-len", "2048", "--dtype", "bfloat16", "--dyn-log-level", "info", *extra]
-        self._spawn(argv, {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})
+        self._spawn(argv, {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}, cpus)

@@ -39,6 +39,15 @@ def require_vllm() -> None:
         pytest.skip("vLLM is not installed (pip install -e '.[vllm]')", allow_module_level=True)
 
 
+def require_nixl() -> None:
+    """Skip the calling test module when NIXL (vLLM's KV transfer for disaggregated serving, in the vllm extra)
+    is not installed (fail instead under FRONTEND_REQUIRE_VLLM=1)."""
+    if importlib.util.find_spec("nixl") is None:
+        if os.environ.get("FRONTEND_REQUIRE_VLLM") == "1":
+            pytest.fail("NIXL is not installed but FRONTEND_REQUIRE_VLLM=1: install the project with .[vllm]")
+        pytest.skip("NIXL is not installed (pip install -e '.[vllm]')", allow_module_level=True)
+
+
 def make_tiny_model(out_dir: str) -> str:
     """The tiny random-weight Qwen2 directory, made by the project's own script."""
     subprocess.run([sys.executable, "-m", "frontend.engines.vllm.tiny_model", out_dir], cwd=REPO, check=True,
