@@ -23,7 +23,7 @@ from ..observability.metrics import (Metrics, Snapshot, SnapshotServer, Snapshot
 from ..observability.tracing import CURRENT_TRACE, start_tracing
 from ..protocol import indexer as indexer_wire
 from ..protocol.engine import GenerateRequest, UnaryRequest
-from ..protocol.errors import InvalidRequest, ModelNotFound, RequestError, ServiceUnavailable, WorkersBusy
+from ..protocol.errors import InvalidRequest, ModelNotFound, ServiceUnavailable, WorkersBusy
 from ..router.select import DECODE, PREFILL, WHOLE, Route, Router
 from ..router.thresholds import ThresholdTable
 from ..stores.media import MediaStore

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -213,6 +214,15 @@ class Daemon(_Logged):
         wait_until(check, timeout, f"model {name!r} to {'appear' if present else 'disappear'}",
                    on_timeout=lambda: self.describe() + "".join("\n" + m.describe() for m in self.mockers))
         return time.monotonic() - start
+
+    def counter(self, name: str, **labels: str) -> float:
+        """The value of the daemon's counter ``dynamo_frontend_<name>`` with exactly these labels (0 when absent)."""
+        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        for line in self.http.get("/metrics").text.splitlines():
+            match = re.fullmatch(rf"dynamo_frontend_{name}\{{(.*)\}} (\S+)", line)
+            if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+                return float(match.group(2))
+        return 0.0
 
     def start_mocker(self, *extra: str, speedup: str = FAST, env: dict[str, str] | None = None) -> "Mocker":
         mocker = Mocker(self.registry_endpoint, *extra, speedup=speedup, env=env)

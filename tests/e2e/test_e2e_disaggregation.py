@@ -33,16 +33,6 @@ def _roles(daemon: Daemon) -> dict[str, str]:
     return {i["instance_id"]: i["disaggregation_mode"] for i in daemon.http.get("/health").json()["instances"]}
 
 
-def _counter(daemon: Daemon, name: str, **labels: str) -> float:
-    """The value of a frontend counter with exactly these labels (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in daemon.http.get("/metrics").text.splitlines():
-        match = re.fullmatch(rf"dynamo_frontend_{name}\{{(.*)\}} (\S+)", line)
-        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
-            return float(match.group(2))
-    return 0.0
-
-
 def _worker_metric(port: int, source: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     match = re.search(rf'worker_prompt_tokens_total\{{worker_id="[^"]+",source="{source}"\}} (\S+)', text)
@@ -104,7 +94,7 @@ def test_prefill_follows_the_prefix_and_decode_takes_the_transferred_kv(start_da
     assert all(len(chosen) == 1 for chosen in prefill_of.values()), prefill_of  # each session kept its prefill worker
     assert len(set().union(*prefill_of.values())) == 2  # and the sessions were spread over both
     requests = SESSIONS * TURNS
-    assert _counter(daemon, "disagg_transfers_total", model=daemon.model) == requests
+    assert daemon.counter("disagg_transfers_total", model=daemon.model) == requests
     # every prompt token reached a decode worker by transfer (or its own cache), none was computed there
     assert workers.total("decode", "local_compute") == 0
     assert workers.total("decode", "external_kv_transfer") + workers.total("decode", "local_cache_hit") == prompt_tokens
@@ -176,8 +166,8 @@ def test_a_killed_prefill_worker_costs_no_request_and_is_replaced(start_daemon):
         for thread in threads:
             thread.join(30)
     assert failures == []
-    fallbacks = (_counter(daemon, "disagg_fallbacks_total", model=daemon.model, reason="no_prefill_worker")
-                 + _counter(daemon, "disagg_fallbacks_total", model=daemon.model, reason="prefill_failed"))
+    fallbacks = (daemon.counter("disagg_fallbacks_total", model=daemon.model, reason="no_prefill_worker")
+                 + daemon.counter("disagg_fallbacks_total", model=daemon.model, reason="prefill_failed"))
     assert fallbacks >= 20
 
 
@@ -202,8 +192,8 @@ def test_a_failed_prefill_is_tried_on_the_other_prefill_worker_then_on_the_decod
     assert worker["prefill_worker_id"] == worker["decode_worker_id"]  # served whole by the decode worker
     assert _roles(daemon)[worker["decode_worker_id"]] == "decode"
     assert body["usage"]["completion_tokens"] == 6
-    assert _counter(daemon, "disagg_transfer_failures_total", model=daemon.model, reason="engine_error") == 2
-    assert _counter(daemon, "disagg_fallbacks_total", model=daemon.model, reason="prefill_failed") == 1
+    assert daemon.counter("disagg_transfer_failures_total", model=daemon.model, reason="engine_error") == 2
+    assert daemon.counter("disagg_fallbacks_total", model=daemon.model, reason="prefill_failed") == 1
     assert _chat(daemon, "a normal prompt")["nvext"]["worker_id"]["prefill_worker_id"] != worker["decode_worker_id"]
 
 
@@ -220,7 +210,7 @@ def test_without_decode_fallback_a_failed_prefill_fails_the_request(start_daemon
         model=daemon.model, max_tokens=4, stream=True, stream_options={"include_usage": True},
         messages=[{"role": "user", "content": "a normal prompt"}]))
     assert chunks[-1].usage.completion_tokens == 4 and chunks[-2].choices[0].finish_reason == "length"
-    assert _counter(daemon, "disagg_transfers_total", model=daemon.model) == 1
+    assert daemon.counter("disagg_transfers_total", model=daemon.model) == 1
 
 
 def test_the_daemon_starts_mock_prefill_workers(start_daemon):
@@ -234,7 +224,7 @@ def test_the_daemon_starts_mock_prefill_workers(start_daemon):
     assert completion.usage.completion_tokens == 5
     metrics = daemon.http.get("/metrics").text
     assert f'dynamo_frontend_model_prefill_workers{{model="{daemon.model}"}} 1' in metrics
-    assert _counter(daemon, "disagg_transfers_total", model=daemon.model) == 1
+    assert daemon.counter("disagg_transfers_total", model=daemon.model) == 1
 
 
 def test_the_client_can_name_the_prefill_and_the_decode_worker(start_daemon):

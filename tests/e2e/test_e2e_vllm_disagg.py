@@ -119,16 +119,6 @@ def _roles(daemon: Daemon) -> dict[str, str]:
             if i["model"] == MODEL}
 
 
-def _counter(daemon: Daemon, name: str, **labels: str) -> float:
-    """The value of a frontend counter with exactly these labels (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in daemon.http.get("/metrics").text.splitlines():
-        match = re.fullmatch(rf"dynamo_frontend_{name}\{{(.*)\}} (\S+)", line)
-        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
-            return float(match.group(2))
-    return 0.0
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     cluster = Cluster(make_tiny_model(str(tmp_path_factory.mktemp("vllm-model") / MODEL)))
@@ -215,13 +205,13 @@ def _grown(before: dict[str, float], after: dict[str, float]) -> dict[str, float
 def test_prompt_kv_moves_from_the_prefill_worker_to_the_decode_worker(cluster, on_failure):
     daemon = cluster.daemon
     prefill, decode = cluster.instance("prefill"), cluster.instance("decode")
-    transfers = _counter(daemon, "disagg_transfers_total", model=MODEL)
+    transfers = daemon.counter("disagg_transfers_total", model=MODEL)
     decode_before, prefill_before = cluster.prompt_tokens("decode"), cluster.prompt_tokens("prefill")
 
     answers = _greedy_answers(cluster, "first")
     for kind, answer in answers.items():
         assert answer.worker == {"prefill_worker_id": prefill, "decode_worker_id": decode}, kind
-    assert _counter(daemon, "disagg_transfers_total", model=MODEL) == transfers + len(answers)
+    assert daemon.counter("disagg_transfers_total", model=MODEL) == transfers + len(answers)
 
     prompt_tokens = sum(answer.prompt_tokens for answer in answers.values())
     # the stat logger records a step after its outputs went out: wait for the last step's numbers
@@ -243,7 +233,7 @@ def test_without_its_prefill_worker_the_decode_worker_serves_the_same_answers(cl
     assert cluster.disaggregated, "needs the answers of the test before"
     daemon, victim = cluster.daemon, cluster.workers["prefill"]
     victim_instance, decode = cluster.instance("prefill"), cluster.instance("decode")
-    fallbacks = {reason: _counter(daemon, "disagg_fallbacks_total", model=MODEL, reason=reason)
+    fallbacks = {reason: daemon.counter("disagg_fallbacks_total", model=MODEL, reason=reason)
                  for reason in ("no_prefill_worker", "prefill_failed")}
     decode_before = cluster.prompt_tokens("decode")
     os.killpg(victim.pid, signal.SIGKILL)
@@ -258,7 +248,7 @@ def test_without_its_prefill_worker_the_decode_worker_serves_the_same_answers(cl
         assert (answer.text, answer.prompt_tokens) == (expected.text, expected.prompt_tokens), kind
         if expected.logprobs is not None:
             assert answer.logprobs == pytest.approx(expected.logprobs, abs=1e-3), kind
-    grown = {reason: _counter(daemon, "disagg_fallbacks_total", model=MODEL, reason=reason) - before
+    grown = {reason: daemon.counter("disagg_fallbacks_total", model=MODEL, reason=reason) - before
              for reason, before in fallbacks.items()}
     # no_prefill_worker once the daemon saw the connection drop; prefill_failed for a leg sent before that
     assert sum(grown.values()) == len(answers), grown
@@ -281,13 +271,13 @@ def test_a_new_prefill_worker_takes_the_prefill_legs_again(cluster, on_failure):
     cluster.start("prefill", 0)
     cluster.start_s["replacement prefill worker"] = cluster.wait_registered()
     prefill, decode = cluster.instance("prefill"), cluster.instance("decode")
-    transfers = _counter(daemon, "disagg_transfers_total", model=MODEL)
+    transfers = daemon.counter("disagg_transfers_total", model=MODEL)
     decode_before = cluster.prompt_tokens("decode")
 
     answers = _greedy_answers(cluster, "second")
     for kind, answer in answers.items():
         assert answer.worker == {"prefill_worker_id": prefill, "decode_worker_id": decode}, kind
-    assert _counter(daemon, "disagg_transfers_total", model=MODEL) == transfers + len(answers)
+    assert daemon.counter("disagg_transfers_total", model=MODEL) == transfers + len(answers)
     wait_until(lambda: _grown(decode_before, cluster.prompt_tokens("decode"))["external_kv_transfer"] > 0, 10.0,
                "the decode worker to count transferred prompt tokens")
     assert _grown(decode_before, cluster.prompt_tokens("decode"))["local_compute"] == 0
