@@ -54,6 +54,7 @@ class HealthInstance(msgspec.Struct, forbid_unknown_fields=True):
     transport: str
     load: InstanceLoad | None
     draining: bool  # shutting down: finishing its requests, routed no new ones
+    disaggregation_mode: Literal["agg", "prefill", "decode"]  # the worker's role (prefill: only prefill legs)
 
 
 class KvIndexSummary(msgspec.Struct, forbid_unknown_fields=True):

@@ -304,7 +304,9 @@ def _bounded_cost(path: str, body: Any) -> Any:
     return body
 
 
-PIN_HEADERS = ("x-worker-instance-id", "x-dynamo-worker-instance-id")
+PIN_HEADERS = ("x-worker-instance-id", "x-dynamo-worker-instance-id", "x-prefill-instance-id",
+               "x-dynamo-prefill-instance-id")
+PIN_FIELDS = ("backend_instance_id", "decode_worker_id", "prefill_worker_id")
 
 
 def _pinned(headers: dict, body: Any) -> bool:
@@ -312,7 +314,7 @@ def _pinned(headers: dict, body: Any) -> bool:
     if any(headers.get(name) for name in PIN_HEADERS):
         return True
     nvext = body.get("nvext") if isinstance(body, dict) else None
-    return isinstance(nvext, dict) and nvext.get("backend_instance_id") is not None
+    return isinstance(nvext, dict) and any(nvext.get(name) is not None for name in PIN_FIELDS)
 
 
 NON_JSON = [b"", b" ", b"null", b"true", b"0", b"-1", b'"x"', b"[]", b"{}", b"[{}]", b"not json", b"{", b"}",
