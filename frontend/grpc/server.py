@@ -20,6 +20,7 @@ import uvloop
 
 from ..gateway.settings import GatewaySettings
 from ..gateway.state import Gateway
+from ..transport.process import tune_garbage_collector
 from .auth import ApiKeyInterceptor
 from .launch import GrpcSettings
 from .proto.kserve_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
@@ -66,6 +67,7 @@ async def serve(gateway_settings: GatewaySettings, settings: GrpcSettings, ready
     try:
         _bind(server, settings)
         await server.start()
+        tune_garbage_collector()
         ready.send("ready")
         ready.close()
         await stop.wait()

@@ -23,7 +23,7 @@ from ..gateway.settings import SETTINGS_ENV, GatewaySettings
 from ..gateway.state import Gateway
 from ..observability.logs import REQUEST_ID, setup_logging
 from ..protocol.errors import MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError
-from ..transport.process import die_with_parent, set_process_title
+from ..transport.process import die_with_parent, set_process_title, tune_garbage_collector
 from .auth import authenticate
 from .reply import internal_error, send_error
 from .route import Route
@@ -76,6 +76,7 @@ class GatewayApp:
         set_process_title("dyn-http")
         self.gateway = Gateway(loop, settings)
         self.api_keys = settings.api_keys if settings.api_keys.enabled else None
+        tune_garbage_collector()
         with open(os.path.join(settings.http_ready_dir, str(os.getpid())), "w"):
             pass  # the daemon tells systemd READY=1 once every worker got here
 

@@ -16,6 +16,7 @@ import msgspec
 import zmq
 
 from ..protocol import tokenizer as wire
+from ..transport.process import tune_garbage_collector
 from ..transport.sockets import open_socket
 from .tokenization import Tokenization
 
@@ -27,6 +28,7 @@ def run(index: int, endpoint: str, ready: Connection) -> None:
     context = zmq.Context()
     recv_from_gateways = open_socket(context, zmq.ROUTER, bind=endpoint)
     tokenization = Tokenization(release_gil=True)
+    tune_garbage_collector()
     ready.send("ready")
     ready.close()
     encode = wire.encoder.encode

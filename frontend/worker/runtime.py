@@ -46,6 +46,7 @@ from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, Imag
                                RequestOutput, TokenLogprob, VideoRequest)
 from ..protocol.errors import FrontendError
 from ..protocol.registry import ModelCard
+from ..transport.process import tune_garbage_collector
 from ..transport.sockets import bind_random_port, open_socket
 from ..transport.zmqloop import SocketDrainer
 from .checksum import model_checksum
@@ -277,6 +278,7 @@ class WorkerRuntime:
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
         status = await self._start_status_server()
         await self.register_model(card)
+        tune_garbage_collector()  # the engine is built: what it made at start-up is never collected again
         heartbeats = asyncio.create_task(self.keep_alive())
         try:
             await asyncio.wait([stop, *([asyncio.ensure_future(until)] if until is not None else [])],
