@@ -12,6 +12,7 @@ Linux only: elsewhere, or where netlink is not permitted, :func:`open_tcp_diag` 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import struct
@@ -51,6 +52,7 @@ def split_host_port(address: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+@functools.lru_cache(maxsize=4096)  # a server sees few distinct addresses; parsing one costs microseconds
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
