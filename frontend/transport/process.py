@@ -41,7 +41,8 @@ def tune_garbage_collector() -> None:
     """Fewer and cheaper garbage collections in a server process, once it is built: what is alive now (modules,
     tokenizers, tables made at start-up) moves to the permanent generation, which no collection walks again, and
     the young generation is collected every ``GC_YOUNG_THRESHOLD`` allocations. Measured in an HTTP process under
-    saturated streaming: collections took about 8 % of its CPU, about 4 % after. Reference cycles are still collected, only less often."""
+    saturated streaming: collections took about 8 % of its CPU, about 4 % after. Reference cycles are still
+    collected, only less often."""
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
