@@ -47,14 +47,14 @@ class PrefillLeg:
     def submit(self) -> Submission:
         """Send the prefill leg to a prefill worker it was not tried on (``ServiceUnavailable`` when none is
         left, ``WorkersBusy`` when they all are)."""
+        if self.pinned_prefill is not None and self.tried:
+            raise ServiceUnavailable(f"the named prefill worker `{self.pinned_prefill}` failed the request")
         request = self.request
         leg = msgspec.structs.replace(
             request, request_id=self.gateway.new_request_id(), remote_decode=True, logprobs=None,
             sampling=SamplingOptions(temperature=0.0),  # the token is dropped: no constraint to compile
             stop=msgspec.structs.replace(request.stop, max_tokens=1, min_tokens=0, ignore_eos=True, stop_token_ids=[],
                                          max_thinking_tokens=None))
-        if self.pinned_prefill is not None and self.tried:
-            raise ServiceUnavailable(f"the named prefill worker `{self.pinned_prefill}` failed the request")
         submission = self.gateway.submit(self.model, leg, prompt_tokens=len(request.token_ids),
                                          block_hashes=self.block_hashes, pinned=self.pinned_prefill, avoid=self.tried,
                                          leg=PREFILL)
@@ -101,7 +101,8 @@ def first_submission(gateway: Gateway, model: ServedModel, request: GenerateRequ
 
 
 def submit_whole(gateway: Gateway, model: ServedModel, request: GenerateRequest, block_hashes: bytes,
-          pinned: str | None) -> Submission:
+                 pinned: str | None) -> Submission:
+    """The request served whole by a worker that is not a prefill worker."""
     return gateway.submit(model, request, prompt_tokens=len(request.token_ids), block_hashes=block_hashes,
                           pinned=pinned)
 
