@@ -38,10 +38,10 @@ import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
-import shutil
 import subprocess
 import sys
 import tempfile

@@ -275,10 +275,10 @@ class Generation:
     def _prefill_outputs(self, outputs: list[RequestOutput]) -> None:
         """Outputs of the prefill leg (its token is dropped): at its end, the decode leg starts with its KV transfer
         parameters, or the prefill is tried again, or the request is served whole (``PrefillLeg.failed``)."""
-        prefill = self._prefill
         last = outputs[-1]
-        if last.finish_reason is None or prefill is None:
+        if last.finish_reason is None:
             return
+        prefill = self._prefill
         params, reason, error = prefill_result(last)
         if params is not None:
             self._prefill = None

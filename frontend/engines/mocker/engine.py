@@ -33,11 +33,11 @@ import asyncio
 import logging
 import random
 import zlib
-
-import xxhash
 from array import array
 from collections import deque
 from dataclasses import dataclass
+
+import xxhash
 
 from ...protocol.engine import GenerateRequest, TokenLogprob
 from ...worker import Engine, TokenSink
