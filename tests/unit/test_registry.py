@@ -152,6 +152,13 @@ def test_runtime_config_difference_is_not_a_conflict(leases):
     assert ack.ok
 
 
+def test_prefill_and_decode_workers_serve_one_model_and_an_unknown_role_is_refused(leases):
+    assert leases.register(register("w1", model=card(disaggregation_mode="prefill")), now=0.0).ok
+    assert leases.register(register("w2", model=card(disaggregation_mode="decode")), now=0.0).ok
+    ack = leases.register(register("w3", model=card(disaggregation_mode="x" * 10_000)), now=0.0)
+    assert not ack.ok and "unknown disaggregation mode" in ack.error and "w3" not in leases.instances
+
+
 def test_different_models_coexist(leases):
     leases.register(register("w1", model=card("a", kv_block_size=16)), now=0.0)
     ack = leases.register(register("w2", model=card("b", kv_block_size=64)), now=0.0)
