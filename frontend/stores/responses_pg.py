@@ -9,7 +9,10 @@ Each HTTP process has a psycopg ``AsyncConnectionPool`` on its event loop: a que
 awaits, so no thread hop is needed (SQLite's calls are blocking file I/O, hence its thread), and the pool bounds
 the process's connections. The daemon creates the schema at start (``prepare``), under an advisory lock so that
 frontends starting together do not race on ``CREATE TABLE``; an unreachable database is then a start-up error.
-Later failures (the server gone, no connection within ``TIMEOUT_S``) raise ``StoreUnavailable``.
+Later failures (the server gone, no connection within ``TIMEOUT_S``) raise ``StoreUnavailable``. A lost
+connection is retried in the background for ``RECONNECT_S`` only: the pool's retries back off exponentially
+(1, 2, 4 ... s), so after a long outage they would leave the store unavailable for minutes after the server is
+back; past ``RECONNECT_S`` the next operation connects afresh instead.
 Only this module imports psycopg: the SQLite default does not need it.
 """
 
@@ -32,6 +35,7 @@ TABLE = "dynamo_responses"
 POOL_MAX_SIZE = 4
 TIMEOUT_S = 5.0  # a store operation (waiting for a connection included) that takes longer fails: a 503
 CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout (whole seconds)
+RECONNECT_S = 2.0  # a lost connection's background retries stop after this; the next operation connects afresh
 PRUNE_EVERY_S = 10.0  # a process prunes at most this often (on a write)
 LOCK_KEY = 0x64796E5F72657370  # pg advisory lock ("dyn_resp"): schema creation, pruning
 
@@ -92,7 +96,7 @@ class PostgresResponseStore(StoreOperations):
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
         self._pool = AsyncConnectionPool(url, min_size=1, max_size=POOL_MAX_SIZE, open=False, timeout=TIMEOUT_S,
-                                         name="responses-store", check=AsyncConnectionPool.check_connection,
+                                         reconnect_timeout=RECONNECT_S, name="responses-store", check=AsyncConnectionPool.check_connection,
                                          kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S})
         self._opened = False
         self._pruned_at = 0.0
