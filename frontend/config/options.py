@@ -297,6 +297,10 @@ OPTIONS: tuple[Option, ...] = (
            "each HTTP process then holds the model's tokenizer); larger ones go to the pool, so that a long prompt "
            "never stalls the streams of an HTTP process (0 = always the pool).", "preprocess",
            validate=_non_negative),
+    Option("fast_bpe", bool, True, "Encode prompts of byte-level BPE tokenizers (GPT-2, Llama 3, Qwen, DeepSeek "
+           "style) with tiktoken's BPE instead of the tokenizers library: the same ids, about 3x faster. Taken per "
+           "model only when its tokenizer.json has that structure and both give the same ids on a built-in sample "
+           "at load (otherwise, and with --no-fast-bpe, the tokenizers library encodes).", "preprocess"),
     Option("disable_nvext", bool, False, "Ignore the nvext object of chat and completion requests and the "
            "worker-pinning headers (x-worker-instance-id), as Dynamo's DYN_DISABLE_FRONTEND_NVEXT does.",
            "preprocess", env_aliases=("DYN_DISABLE_FRONTEND_NVEXT",)),

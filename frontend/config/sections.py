@@ -86,6 +86,7 @@ class PreprocessConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     tokenizer_workers: int = 1
     tokenize_inline_max_bytes: int = 4096  # tokenizer/client.py
+    fast_bpe: bool = True  # tokenizer/fast_bpe.py
     disable_nvext: bool = False
 
 

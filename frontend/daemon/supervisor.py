@@ -170,7 +170,8 @@ class Supervisor:
                           restart_args=(*registry_args, config.discovery.lease_ttl_s))
         self._start_ready("indexer", "dyn-indexer", indexer_server.run, (self.endpoints, config.router))
         for index, endpoint in enumerate(self.endpoints.tokenizers):
-            self._start_ready(f"tokenizer-{index}", "dyn-tokenizer", tokenizer_server.run, (index, endpoint))
+            self._start_ready(f"tokenizer-{index}", "dyn-tokenizer", tokenizer_server.run,
+                              (index, endpoint, config.preprocess.fast_bpe))
         if config.kserve.kserve_grpc_server:  # KServe gRPC server processes (frontend/grpc/)
             from ..grpc import launch as grpc_launch
 

@@ -85,6 +85,7 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     limits: LimitsConfig = LimitsConfig()  # what one request may hold (pipeline/prepare.check_limits)
     stream_coalesce: bool = False  # --stream-coalesce: a stream that falls behind folds its queue into one event
     tokenize_inline_max_bytes: int = 0  # --tokenize-inline-max-bytes: shorter request bodies tokenized in-process
+    fast_bpe: bool = True  # --fast-bpe: byte-level BPE encoded by tiktoken where exact (tokenizer/fast_bpe.py)
     busy_thresholds_path: str = ""  # run-time busy thresholds per model (router/thresholds.py); "": none
     admin_api: bool = True  # GET/POST /busy_threshold (off: DYN_DISABLE_FRONTEND_ADMIN_API)
     local_model: tuple[str, str] = ("", "")  # --model-name, --model-path: that model's files are read from there
@@ -109,6 +110,7 @@ class GatewaySettings(msgspec.Struct, frozen=True):
             api_keys=ApiKeys.from_config(config.auth),
             limits=config.limits, stream_coalesce=config.http.stream_coalesce,
             tokenize_inline_max_bytes=config.preprocess.tokenize_inline_max_bytes,
+            fast_bpe=config.preprocess.fast_bpe,
             busy_thresholds_path=os.path.join(run_dir, BUSY_THRESHOLDS_FILE),
             admin_api=not config.router.disable_frontend_admin_api,
             local_model=(config.discovery.served_model_name, config.discovery.model_path),

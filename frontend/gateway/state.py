@@ -64,7 +64,7 @@ class Gateway:
         self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances,
                                  ModelOverrides(*settings.local_model, settings.kv_cache_block_size))
         self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics,
-                                         settings.tokenize_inline_max_bytes)
+                                         settings.tokenize_inline_max_bytes, settings.fast_bpe)
         self.kv_index = KvIndexReader(settings.endpoints.kv_index_name)
         self.media = MediaStore(settings.media)
         self.tcp_diag = open_tcp_diag()  # slow readers of streamed responses (http/client_backlog.py)

@@ -42,7 +42,7 @@ class TokenizerClient:
     """Sends prompts to the pool and awaits token ids."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, endpoints: list[str],
-                 metrics: Metrics | None = None, inline_max_bytes: int = 0) -> None:
+                 metrics: Metrics | None = None, inline_max_bytes: int = 0, fast_bpe: bool = True) -> None:
         sock = open_socket(context, zmq.DEALER)
         monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         for endpoint in endpoints:
@@ -55,7 +55,7 @@ class TokenizerClient:
         self._metrics = metrics
         self._waiting: dict[int, tuple[asyncio.Future[wire.TokenizeResult], bytes]] = {}
         self.inline_max_bytes = inline_max_bytes
-        self._inline = Tokenization(release_gil=False)
+        self._inline = Tokenization(release_gil=False, fast_bpe=fast_bpe)
         self._loading: set[str] = set()  # model paths loaded (or being loaded, or failed) for inline use
 
     async def tokenize(self, model_path: str, kind: str, body: bytes, block_size: int) -> tuple[list[int], bytes]:

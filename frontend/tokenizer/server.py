@@ -23,11 +23,11 @@ from .tokenization import Tokenization
 log = logging.getLogger(__name__)
 
 
-def run(index: int, endpoint: str, ready: Connection) -> None:
-    """Process entry: serve tokenization requests until terminated."""
+def run(index: int, endpoint: str, fast_bpe: bool, ready: Connection) -> None:
+    """Process entry: serve tokenization requests until terminated (``fast_bpe``: ``--fast-bpe``)."""
     context = zmq.Context()
     recv_from_gateways = open_socket(context, zmq.ROUTER, bind=endpoint)
-    tokenization = Tokenization(release_gil=True)
+    tokenization = Tokenization(release_gil=True, fast_bpe=fast_bpe)
     tune_garbage_collector()
     ready.send("ready")
     ready.close()
