@@ -261,11 +261,13 @@ def test_sigterm_drains_then_unregisters(frontend):
     (That it is shown draining and routed nothing meanwhile is tested with the mock worker, whose pace is
     known: here the generation may be over before /health answers on 2 busy cores.)"""
     worker = frontend.workers[1]
+    # pinned: the KV router would send equal prompts to whichever worker holds their prefix, maybe the other one
+    pin = {"x-worker-instance-id": _worker_instance(frontend, worker)}
     outcomes: list[list[str]] = []
     first_tokens = [threading.Event() for _ in range(DRAINED_STREAMS)]
 
     def stream(first_token: threading.Event) -> None:
-        with httpx.Client(base_url=frontend.base_url, timeout=90) as http:
+        with httpx.Client(base_url=frontend.base_url, timeout=90, headers=pin) as http:
             with http.stream("POST", "/v1/completions", json={
                     "model": MODEL, "prompt": "Finish this", "max_tokens": DRAINED_TOKENS, "ignore_eos": True,
                     "stream": True, "stream_options": {"include_usage": True}}) as response:
