@@ -68,7 +68,7 @@ async def messages(gateway: Gateway, scope, proto, body: bytes) -> None:
     _check_enabled(gateway)
     request: an.MessagesRequest = decode_request(_decoder, body)
     chat = to_chat_request(request)
-    session = await open_session(gateway, chat, msgspec.json.encode(chat), scope.headers, proto.client_disconnect(),
+    session = await open_session(gateway, chat, msgspec.json.encode(chat), scope.headers, proto.client_disconnect,
                                  names=_FIELD_NAMES)
     async with session:
         message_id = "msg_" + uuid.uuid4().hex

@@ -35,7 +35,7 @@ _decoder = msgspec.json.Decoder(ChatCompletionRequest)
 
 async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     request: ChatCompletionRequest = decode_request(_decoder, body)
-    session = await open_session(gateway, request, body, scope.headers, proto.client_disconnect())
+    session = await open_session(gateway, request, body, scope.headers, proto.client_disconnect)
     async with session:
         response_id = "chatcmpl-" + session.request_id
         if request.stream:

@@ -59,7 +59,7 @@ async def handle(gateway: Gateway, scope, proto, body: bytes) -> None:
     tokenized = await asyncio.gather(*(_tokenize(gateway, model, request, body, prompt, ext, len(prompts) > 1)
                                        for prompt in prompts))
     prompt_ids = [ids for ids, _ in tokenized]
-    choices = Choices(proto.client_disconnect()).start(
+    choices = Choices(proto.client_disconnect).start(
         gateway, model, request, prompt_ids, [hashes for _, hashes in tokenized],
         lambda ids, i: engine_request(gateway, request, model, ids, request.max_tokens, request.logprobs, ext=ext,
                                       guided=guided, choice=i),

@@ -50,7 +50,7 @@ async def produce(gateway: Gateway, scope, proto, model, engine_request,
                   response_format: str) -> list[tuple[MediaItem, str | None, str | None]] | None:
     """Run a media request on a worker; each item with its ``(b64_json, url)``, or None if the client left."""
     async with UnaryCall(gateway, model, engine_request, pinned=pinned_instance(gateway, scope.headers),
-                         disconnected=proto.client_disconnect()) as call:
+                         disconnected=proto.client_disconnect) as call:
         result = await call.result()
     if result is None:
         return None

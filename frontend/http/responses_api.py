@@ -64,7 +64,7 @@ async def create(gateway: Gateway, scope, proto, body: bytes) -> None:
     history = await _history(store, request.previous_response_id)
     chat_request, conversation = to_chat_request(request, history)
     session = await open_session(gateway, chat_request, msgspec.json.encode(chat_request), scope.headers,
-                                 proto.client_disconnect(), names=_FIELD_NAMES)
+                                 proto.client_disconnect, names=_FIELD_NAMES)
     run = _Run(request, session, conversation, store if request.store else None)
     async with session:
         if request.stream:

@@ -45,7 +45,7 @@ async def stream(gateway: Gateway, scope, proto, body: bytes) -> None:
     writer: StreamWriter | None = None
     try:
         async with UnaryCall(gateway, model, engine_request, pinned=pinned_instance(gateway, scope.headers),
-                             disconnected=proto.client_disconnect()) as call:
+                             disconnected=proto.client_disconnect) as call:
             async for item in call.replies():
                 if not isinstance(item, MediaProgress) or not item.frame:
                     continue

@@ -12,7 +12,7 @@ budget) and starts one :class:`Generation` per choice (``n``), each with its own
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import msgspec
 
@@ -27,6 +27,7 @@ from ..parsers.registry import build_chain
 from ..protocol.engine import GuidedDecoding, TokenLogprob
 from ..protocol.errors import InvalidRequest
 from ..protocol.openai import ChatCompletionRequest, Usage
+from .disconnect import DisconnectSource
 from .generation import Choices, Generation, collect_all, engine_request, reject_unsupported
 from .guided import check_forced_call, guided_decoding
 from .nvext import Extensions, check_token_ids, extensions, raw_chat_prompt
@@ -136,7 +137,7 @@ class ChatSession:
 
 
 async def open_session(gateway: Gateway, request: ChatCompletionRequest, body: bytes, headers: Mapping[str, str],
-                       disconnected: Awaitable[None] | None, names: Mapping[str, str] | None = None) -> ChatSession:
+                       disconnected: DisconnectSource | None, names: Mapping[str, str] | None = None) -> ChatSession:
     """Validate, tokenize and start the generations; ``body`` is the request as JSON for the tokenizer. ``names``:
     the door's own names of fields whose limits are checked (``prepare.check_limits``) and of ``response_format``
     (``guided.py``), for its 400s."""

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Callable
 
 import msgspec
 
@@ -42,7 +42,7 @@ from ..protocol.errors import ContextLengthExceeded, InvalidRequest, RequestErro
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
 from ..router.select import Route
 from .disaggregation import first_submission, prefill_result
-from .disconnect import DisconnectWatch
+from .disconnect import DisconnectSource, DisconnectWatch
 from .nvext import NO_EXTENSIONS, Extensions
 
 MAX_CHOICES = 1024  # prompts x n of one request
@@ -150,7 +150,7 @@ class Generation:
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
                  block_hashes: bytes, *, pinned: str | None = None,
-                 disconnected: Awaitable[None] | None = None, parser: OutputParser | None = None,
+                 disconnected: DisconnectSource | None = None, parser: OutputParser | None = None,
                  ext: Extensions = NO_EXTENSIONS, observer: GenerationObserver | None = None) -> None:
         self.gateway = gateway
         self.model = model
@@ -433,7 +433,7 @@ class Choices:
     """The generations of one request's choices, started together; ``groups[p]`` are prompt ``p``'s ``n``
     choices and choice ``p * n + i`` is ``groups[p][i]``, as OpenAI numbers them."""
 
-    def __init__(self, disconnected: Awaitable[None] | None) -> None:
+    def __init__(self, disconnected: DisconnectSource | None) -> None:
         self._disconnected = disconnected
         self._shared: DisconnectWatch | None = None
         self.groups: list[list[Generation]] = []

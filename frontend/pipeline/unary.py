@@ -10,14 +10,14 @@ there (the client left, the reader stopped, an exception).
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Awaitable
+from typing import AsyncIterator
 
 from ..gateway.discovery import ServedModel
 from ..gateway.state import Gateway
 from ..observability.metrics import CURRENT_REQUEST
 from ..protocol.engine import EmbedResult, MediaProgress, MediaResult, UnaryError, UnaryReply, UnaryRequest
 from ..protocol.errors import EngineError, InvalidRequest
-from .disconnect import DisconnectWatch
+from .disconnect import DisconnectSource, DisconnectWatch
 
 
 class UnaryCall:
@@ -26,7 +26,7 @@ class UnaryCall:
     __slots__ = ("gateway", "client_gone", "submission", "_labels", "_watcher", "_finished", "_released")
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: UnaryRequest, *, input_tokens: int = 0,
-                 pinned: str | None = None, disconnected: Awaitable[None] | None = None) -> None:
+                 pinned: str | None = None, disconnected: DisconnectSource | None = None) -> None:
         self.gateway = gateway
         self.client_gone = False
         self._labels = (("model", model.name),)

@@ -1,10 +1,12 @@
-"""DisconnectWatch (frontend/pipeline/disconnect.py): fires once on disconnect, and stop() leaves nothing behind."""
+"""DisconnectWatch (frontend/pipeline/disconnect.py): fires once on disconnect, asks for the disconnect awaitable
+only after WATCH_AFTER_S, and stop() leaves nothing behind."""
 
 import asyncio
 import gc
 import weakref
 
-from frontend.pipeline.disconnect import DisconnectWatch
+from frontend.pipeline import disconnect
+from frontend.pipeline.disconnect import WATCH_AFTER_S, DisconnectWatch
 
 
 class Owner:
@@ -15,33 +17,65 @@ class Owner:
         self.calls += 1
 
 
-def test_fires_when_the_client_disconnects():
+class Source:
+    """Stands in for Granian's ``proto.client_disconnect``: counts the awaitables it made."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.future = loop.create_future()
+        self.asked = 0
+
+    def __call__(self) -> asyncio.Future:
+        self.asked += 1
+        return self.future
+
+
+def test_fires_when_the_client_disconnects(monkeypatch):
+    monkeypatch.setattr(disconnect, "WATCH_AFTER_S", 0.0)
+
     async def scenario():
-        loop = asyncio.get_running_loop()
-        disconnected = loop.create_future()
-        owner = Owner()
-        DisconnectWatch(disconnected, owner.gone)
-        disconnected.set_result(None)
+        source, owner = Source(asyncio.get_running_loop()), Owner()
+        DisconnectWatch(source, owner.gone)
+        await asyncio.sleep(0.01)
+        source.future.set_result(None)
         await asyncio.sleep(0)
-        return owner.calls
+        return owner.calls, source.asked
 
-    assert asyncio.run(scenario()) == 1
+    assert asyncio.run(scenario()) == (1, 1)
 
 
-def test_stop_drops_the_callback_so_the_owner_can_be_freed():
+def test_a_short_request_never_asks_and_an_early_disconnect_is_seen_when_the_watch_starts():
     async def scenario():
         loop = asyncio.get_running_loop()
+        short, long, owner = Source(loop), Source(loop), Owner()
+        DisconnectWatch(short, owner.gone).stop()  # answered before WATCH_AFTER_S
+        DisconnectWatch(long, owner.gone)
+        long.future.set_result(None)  # the client left at once: Granian keeps the notice
+        await asyncio.sleep(WATCH_AFTER_S / 2)
+        calls_before = owner.calls
+        await asyncio.sleep(WATCH_AFTER_S)
+        return short.asked, long.asked, calls_before, owner.calls
+
+    assert asyncio.run(scenario()) == (0, 1, 0, 1)
+
+
+def test_stop_drops_the_callback_so_the_owner_can_be_freed(monkeypatch):
+    monkeypatch.setattr(disconnect, "WATCH_AFTER_S", 0.0)
+
+    async def scenario():
         # stands in for Granian's awaitable, which keeps done callbacks after cancel: keep it referenced
-        disconnected = loop.create_future()
-        owner = Owner()
+        source, owner = Source(asyncio.get_running_loop()), Owner()
         ref = weakref.ref(owner)
-        watch = DisconnectWatch(disconnected, owner.gone)
+        watch = DisconnectWatch(source, owner.gone)
+        await asyncio.sleep(0.01)
+        assert source.asked == 1
         watch.stop()
         watch.stop()  # idempotent
-        del owner, watch
+        unstarted = DisconnectWatch(source, owner.gone)  # stopped before it asks: the timer goes too
+        unstarted.stop()
+        del owner, watch, unstarted
         await asyncio.sleep(0)
         gc.collect()
-        return ref() is None, disconnected
+        return ref() is None, source
 
     freed, _ = asyncio.run(scenario())
     assert freed
