@@ -22,6 +22,9 @@ and then compares both encoders on a built-in sample (prose in several scripts, 
 every added token, 2,000 random joins of vocabulary entries): any difference and the tokenizers library
 keeps the job. Decoding stays with the tokenizers library.
 
+The cost is memory: tiktoken holds its own copy of the vocabulary, about 37 MB more per process that loads a
+Qwen tokenizer (151,665 entries; measured RSS 215 against 178 MB).
+
 tiktoken releases the GIL while it encodes, as ``encode_batch_fast`` does; in an HTTP process (short prompts)
 that measured faster under load, not slower (unary chat at 64 connections, two A/B pairs against
 ``--no-fast-bpe``: 10 and 17 % more requests a second, 12 and 10 % less CPU each).
