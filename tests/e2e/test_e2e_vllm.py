@@ -28,6 +28,7 @@ WORKER_START_S = 300.0
 # fast machine the tiny model makes 3 x 2,000 tokens in about a second, sooner than a busy test process reads its
 # first event or sees the worker's load report, so each stream asks for several choices
 DRAINED_TOKENS, DRAINED_STREAMS, DRAINED_CHOICES = 2000, 3, 8
+STREAMS_DONE_S = 300  # those streams took about 20 s here; a slower machine gets time (the drain's limit too)
 COMPACT_JSON = '{"backend": "xgrammar", "disable_any_whitespace": true}'
 
 
@@ -40,7 +41,8 @@ def model_dir(tmp_path_factory):
 def frontend(model_dir):
     # a 10 s lease: two vLLM engines and the tests share 2 cores; every departure below is an explicit unregister
     daemon = Daemon("--router-mode", "kv", "--router-pending-ttl-s", "0.01", mock_workers=0, lease_ttl_s="10")
-    workers = [VllmWorker(daemon.registry_endpoint, model_dir, "--structured-outputs-config", COMPACT_JSON)
+    workers = [VllmWorker(daemon.registry_endpoint, model_dir, "--structured-outputs-config", COMPACT_JSON,
+                          "--drain-timeout-s", str(STREAMS_DONE_S))
                for _ in range(2)]
     try:
         daemon.wait_ready()
@@ -245,7 +247,7 @@ def test_engine_death_moves_in_flight_requests_to_the_other_worker(frontend):
                on_timeout=lambda: f"{_health(frontend)}\n{victim.describe()}")
     for process in engine_cores:
         process.kill()
-    reader.join(60)
+    reader.join(STREAMS_DONE_S)
     events, done = sse_events(outcome["lines"])
     assert done and not [e for e in events if "error" in e], events[-2:]
     assert events[-1]["usage"]["completion_tokens"] == DRAINED_TOKENS * DRAINED_CHOICES
@@ -287,7 +289,7 @@ def test_sigterm_drains_then_unregisters(frontend):
         assert first_token.wait(60), "a stream did not start"
     os.kill(worker.pid, signal.SIGTERM)
     for reader in readers:
-        reader.join(90)
+        reader.join(STREAMS_DONE_S)
     assert len(outcomes) == DRAINED_STREAMS
     for lines in outcomes:
         events, done = sse_events(lines)
