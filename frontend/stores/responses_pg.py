@@ -96,7 +96,8 @@ class PostgresResponseStore(StoreOperations):
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
         self._pool = AsyncConnectionPool(url, min_size=1, max_size=POOL_MAX_SIZE, open=False, timeout=TIMEOUT_S,
-                                         reconnect_timeout=RECONNECT_S, name="responses-store", check=AsyncConnectionPool.check_connection,
+                                         reconnect_timeout=RECONNECT_S, name="responses-store",
+                                         check=AsyncConnectionPool.check_connection,
                                          kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S})
         self._opened = False
         self._pruned_at = 0.0

@@ -146,17 +146,19 @@ def byte_alphabet() -> dict[int, str]:
     return stand_ins
 
 
-def _char_bytes() -> dict[str, int]:
-    return {char: byte for byte, char in byte_alphabet().items()}
+_CHAR_BYTES = {char: byte for byte, char in byte_alphabet().items()}
+
+
+def _entry_bytes(entry: str) -> bytes:
+    """The bytes a vocabulary entry (written in GPT-2's byte alphabet) stands for; KeyError outside it."""
+    return bytes([_CHAR_BYTES[char] for char in entry])
 
 
 def _ranks(vocab: dict[str, int], added_ids: set[int]) -> dict[bytes, int]:
     """Each vocabulary entry's bytes -> its id; every single byte must be one. An added token listed in the
     vocabulary too is left out: only the added-token split makes it, never a merge."""
-    alphabet = _char_bytes()
     try:
-        ranks = {bytes([alphabet[char] for char in token]): token_id for token, token_id in vocab.items()
-                 if token_id not in added_ids}
+        ranks = {_entry_bytes(token): token_id for token, token_id in vocab.items() if token_id not in added_ids}
     except KeyError as exc:
         raise ValueError(f"a vocabulary outside the byte-level alphabet ({exc})") from None
     if any(bytes([byte]) not in ranks for byte in range(256)):
@@ -216,12 +218,11 @@ def _encoder(encoding: tiktoken.Encoding, specials: dict[str, int], nfc: bool) -
 def _first_mismatch(tokenizer: Tokenizer, encode: Callable[[str], list[int]], spec: dict[str, Any],
                     specials: dict[str, int]) -> str | None:
     """The first sample text on which ``encode`` and the tokenizers library disagree, or None."""
-    alphabet = _char_bytes()
     entries = list(spec["model"]["vocab"])
     rng = random.Random(0)
     texts = [_SAMPLE, *(f"x{token}y {token}\n{token}\u0338 {_SAMPLE[:40]}" for token in specials)]
     for _ in range(RANDOM_JOINS):
-        joined = b"".join(bytes([alphabet[char] for char in rng.choice(entries)]) for _ in range(rng.randint(1, 4)))
+        joined = b"".join(_entry_bytes(rng.choice(entries)) for _ in range(rng.randint(1, 4)))
         texts.append(joined.decode("utf-8", "replace"))
     for text in texts:
         if encode(text) != tokenizer.encode(text, add_special_tokens=False).ids:
