@@ -13,6 +13,10 @@ from typing import Any, Callable
 
 import zmq
 
+# plain ints: pyzmq's enum members make every ``&`` a Flag construction (on every send)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
 
 class SocketDrainer:
     """Calls ``on_message(frames)`` for every multipart message that arrives on ``sock``; with ``multipart=False``
@@ -44,7 +48,7 @@ class SocketDrainer:
 
     def after_send(self) -> None:
         """Schedule a drain if input arrived while sending (the edge may have been consumed)."""
-        if not self._scheduled and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if not self._scheduled and self.sock.getsockopt(_EVENTS) & _POLLIN:
             self._scheduled = True
             self.loop.call_soon(self.drain)
 

@@ -6,7 +6,7 @@ import gc
 import weakref
 
 from frontend.pipeline import disconnect
-from frontend.pipeline.disconnect import WATCH_AFTER_S, DisconnectWatch
+from frontend.pipeline.disconnect import SWEEP_EVERY_S, WATCH_AFTER_S, DisconnectWatch
 
 
 class Owner:
@@ -79,3 +79,31 @@ def test_stop_drops_the_callback_so_the_owner_can_be_freed(monkeypatch):
 
     freed, _ = asyncio.run(scenario())
     assert freed
+
+
+def test_watches_made_apart_start_no_sooner_than_due_and_stopped_ones_never_ask():
+    """The watches of a loop share one timer (``_Waiting``): each still waits its own ``WATCH_AFTER_S``."""
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        made = []
+        for index in range(20):
+            source = Source(loop)
+            watch = DisconnectWatch(source, Owner().gone)
+            made.append((loop.time(), source))
+            if index % 2:
+                watch.stop()
+            await asyncio.sleep(0.002)
+        asked_after: dict[int, float] = {}
+        end = loop.time() + WATCH_AFTER_S + SWEEP_EVERY_S + 1.0
+        while loop.time() < end and len(asked_after) < 10:
+            for index, (created, source) in enumerate(made):
+                if source.asked and index not in asked_after:
+                    asked_after[index] = loop.time() - created
+            await asyncio.sleep(0.001)
+        return asked_after, [source.asked for _, source in made]
+
+    asked_after, asked = asyncio.run(scenario())
+    assert sorted(asked_after) == list(range(0, 20, 2))
+    assert asked == [1, 0] * 10
+    assert min(asked_after.values()) >= WATCH_AFTER_S

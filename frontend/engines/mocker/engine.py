@@ -100,7 +100,7 @@ class Sequence:
     """One request inside the engine."""
 
     __slots__ = ("request", "sink", "rng", "position", "generated", "stop_ids", "blocks", "computed",
-                 "cached_tokens", "script", "paused", "transferred")
+                 "cached_tokens", "script", "paused", "transferred", "prompt_len")
 
     def __init__(self, request: GenerateRequest, sink: TokenSink, rng: random.Random, position: int,
                  script: ScriptedOutput | None = None) -> None:
@@ -115,14 +115,11 @@ class Sequence:
             stop_ids.update(request.eos_token_ids)
         self.stop_ids = frozenset(stop_ids)
         self.blocks = SequenceBlocks(request.token_ids)
+        self.prompt_len = len(request.token_ids)
         self.computed = 0  # prompt tokens whose KV exists
         self.cached_tokens = 0
         self.paused = False  # its client reads too slowly: not decoded until resumed
         self.transferred = request.kv_transfer_params is not None  # a decode leg: its prompt KV is "transferred"
-
-    @property
-    def prompt_len(self) -> int:
-        return len(self.request.token_ids)
 
     @property
     def in_prefill(self) -> bool:
@@ -143,11 +140,13 @@ class MockEngine(Engine):
         self.waiting: deque[Sequence] = deque()
         self.running: dict[str, Sequence] = {}
         self._wakeup = asyncio.Event()
-        self._outbox: list[tuple[TokenSink, tuple, dict]] = []
+        # the step's outputs: (sink, token ids, logprobs, cached tokens, the finish's arguments or None)
+        self._outbox: list[tuple[TokenSink, list[int], list[TokenLogprob] | None, int, dict | None]] = []
         self.steps = 0
         self.engine_id = f"mock-{random.getrandbits(48):012x}"  # named in a prefill leg's kv_transfer_params
         self.prompt_tokens = PromptTokenSources()
         self._transfer_ms = 0.0  # KV received in this step
+        self._unseeded_rng = random.Random()  # shared by the requests that ask for neither a seed nor greedy
 
     # ---- Engine interface -----------------------------------------------------------------------------
 
@@ -204,8 +203,11 @@ class MockEngine(Engine):
     def deliver(self) -> None:
         """Hand the last step's outputs to their requests (and its KV events to the publisher)."""
         outbox, self._outbox = self._outbox, []
-        for sink, args, kwargs in outbox:
-            sink.send(*args, **kwargs)
+        for sink, token_ids, logprobs, cached_tokens, ending in outbox:
+            if ending is None:
+                sink.send(token_ids, None, logprobs, cached_tokens=cached_tokens)
+            else:
+                sink.send(token_ids, logprobs=logprobs, cached_tokens=cached_tokens, **ending)
         if self.publisher is not None:
             self.publisher.flush()
         self._report_load()
@@ -213,10 +215,15 @@ class MockEngine(Engine):
     def step(self) -> float:
         """Advance every running request once; returns the simulated duration in milliseconds."""
         self.steps += 1
-        decoding = [s for s in self.running.values() if not s.in_prefill and not s.paused]
+        decoding, prefilling = [], []
+        for sequence in self.running.values():
+            if sequence.computed < sequence.prompt_len:
+                prefilling.append(sequence)
+            elif not sequence.paused:
+                decoding.append(sequence)
         budget = self.settings.max_num_batched_tokens - len(decoding)
         prefilled = 0
-        for sequence in [s for s in self.running.values() if s.in_prefill]:
+        for sequence in prefilling:
             prefilled += self._prefill_chunk(sequence, budget - prefilled)
         budget -= prefilled
         while self.waiting and budget > 0 and len(self.running) < self.settings.max_num_seqs:
@@ -302,12 +309,14 @@ class MockEngine(Engine):
                          or token in sequence.stop_ids):
             self._finish(sequence, [], "stop")
             return
+        blocks = sequence.blocks
         try:
-            self.cache.append(sequence.blocks, token)
+            self.cache.append(blocks, token)
         except CacheFull:
             self._finish(sequence, [], "error", error="the KV cache is full")
             return
-        self.cache.commit(sequence.blocks, len(sequence.blocks.tokens) - 1)
+        if (len(blocks.tokens) - 1) // self.settings.block_size > len(blocks.hashes):  # a block is now full
+            self.cache.commit(blocks, len(blocks.tokens) - 1)
         sequence.generated += 1
         logprobs = self._logprobs(sequence, token) if request.logprobs is not None else None
         cached = sequence.cached_tokens if sequence.generated == 1 else 0
@@ -315,7 +324,7 @@ class MockEngine(Engine):
             params = self._transfer_params(sequence) if request.remote_decode else None
             self._finish(sequence, [token], "length", logprobs, cached_tokens=cached, kv_transfer_params=params)
         else:
-            self._outbox.append((sequence.sink, ([token], None, logprobs), {"cached_tokens": cached}))
+            self._outbox.append((sequence.sink, [token], logprobs, cached, None))
 
     def _guided_output(self, request: GenerateRequest, rng: random.Random) -> ScriptedOutput | None:
         """Structured output as a scripted answer (None: not honoured by the mock, e.g. a regex)."""
@@ -344,8 +353,8 @@ class MockEngine(Engine):
                 cached_tokens: int = 0, retryable: bool = False, kv_transfer_params: dict | None = None) -> None:
         del self.running[sequence.request.request_id]
         self.cache.release(sequence.blocks)
-        self._outbox.append((sequence.sink, (tokens, reason, logprobs),
-                             {"error": error, "cached_tokens": cached_tokens, "retryable": retryable,
+        self._outbox.append((sequence.sink, tokens, logprobs, cached_tokens,
+                             {"finish_reason": reason, "error": error, "retryable": retryable,
                               "kv_transfer_params": kv_transfer_params}))
 
     def _logprobs(self, sequence: Sequence, token: int) -> list[TokenLogprob]:
@@ -365,11 +374,12 @@ class MockEngine(Engine):
             top.append((alternative, logprob))
         return [TokenLogprob(token, chosen, top)]
 
-    @staticmethod
-    def _rng_for(request: GenerateRequest) -> random.Random:
+    def _rng_for(self, request: GenerateRequest) -> random.Random:
+        """A seeded request's own generator (its output repeats), a greedy one's from its prompt; the others share
+        one (seeding a generator per request costs more than the rest of a one-token request)."""
         sampling = request.sampling
         if sampling.seed is not None:
             return random.Random(sampling.seed)
         if sampling.temperature == 0:
             return random.Random(zlib.crc32(repr(request.token_ids).encode()))
-        return random.Random()
+        return self._unseeded_rng
