@@ -4,7 +4,8 @@ Sockets:
     send_to_registry   DEALER  connect  ``registry_endpoint`` (tcp)   Register / Heartbeat / Unregister, Ack back
     recv_from_gateways ROUTER  bind     tcp://HOST:random              Generate/Abort/PauseRequest in,
                                                                        OutputBatch out; Embed/Image/VideoRequest
-                                                                       in, their replies out (protocol.engine)
+                                                                       in, their replies out (protocol.engine);
+                                                                       a message in holds one request per frame
 
 With ``etcd`` settings (``--discovery-backend etcd``) the registry socket is not used: the instance is a key in
 etcd under a lease of ``lease_ttl_s`` kept alive (``etcd_lease.py``), and the frontends watch etcd.
@@ -378,11 +379,16 @@ class WorkerRuntime:
     # ---- request plane ------------------------------------------------------------------------------
 
     def _on_request(self, frames: list[bytes]) -> None:
-        """One message from a gateway (the drainer reads every queued one when the socket fires)."""
-        if len(frames) != 2:
+        """One message from a gateway (the drainer reads every queued one when the socket fires): after the
+        gateway's identity, one request per frame (a gateway sends the requests of one loop turn together)."""
+        if len(frames) < 2:
             self.malformed_frames += 1
             return
-        identity, payload = frames
+        identity = frames[0]
+        for payload in frames[1:]:
+            self._on_payload(identity, payload)
+
+    def _on_payload(self, identity: bytes, payload: bytes) -> None:
         try:
             message = engine_wire.to_worker_decoder.decode(payload)
         except msgspec.DecodeError as exc:

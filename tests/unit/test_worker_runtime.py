@@ -70,7 +70,7 @@ def test_register_serve_and_unregister(run):
         try:
             await runtime.register_model(CARD)
             gateway.sock.send(b"\xc1")  # not msgpack
-            gateway.sock.send_multipart([b"two", b"frames"])  # the ROUTER adds the identity: three
+            gateway.sock.send_multipart([b"two", b"frames"])  # two requests (one per frame), neither msgpack
             for count, request_id in enumerate(("r1", "r2"), 1):
                 gateway.sock.send(engine_wire.encoder.encode(GenerateRequest(request_id, [7, 8],
                                                                              StopConditions(max_tokens=3))))
@@ -87,10 +87,39 @@ def test_register_serve_and_unregister(run):
     batches, messages, malformed = run(scenario())
     assert [type(message) for message in messages] == [registry_wire.Register, registry_wire.Unregister]
     assert messages[0].card == CARD
-    assert malformed == 2
+    assert malformed == 3
     for batch, request_id in zip(batches, ("r1", "r2")):  # one batch per event-loop turn
         assert batch == OutputBatch([RequestOutput(request_id, [1], None), RequestOutput(request_id, [2], None),
                                      RequestOutput(request_id, [3], "length")])
+
+
+def test_a_message_of_several_frames_is_several_requests(run):
+    """A gateway sends the requests of one loop turn as the frames of one message (gateway/engine_client.py)."""
+    async def scenario() -> list[OutputBatch]:
+        loop = asyncio.get_running_loop()
+        context = zmq.Context()
+        registry = FakeRegistry(loop, context, lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
+        runtime = WorkerRuntime(Counter(), registry_endpoint=registry.endpoint, context=context)
+        batches: list[OutputBatch] = []
+        gateway = SocketDrainer(loop, open_socket(context, zmq.DEALER, connect=runtime.endpoint),
+                                lambda frames: batches.append(engine_wire.from_worker_decoder.decode(frames[-1])))
+        try:
+            await runtime.register_model(CARD)
+            gateway.sock.send_multipart([engine_wire.encoder.encode(GenerateRequest(request_id, [7, 8],
+                                                                                    StopConditions(max_tokens=3)))
+                                         for request_id in ("a", "b")])
+            gateway.after_send()
+            await until(lambda: sum(len(batch.outputs) for batch in batches) == 6)
+        finally:
+            await runtime.close()
+            gateway.close()
+            registry.close()
+            context.term()
+        return batches
+
+    outputs = [output for batch in run(scenario()) for output in batch.outputs]
+    assert [(output.request_id, output.token_ids, output.finish_reason) for output in outputs] == [
+        (request_id, [token], "length" if token == 3 else None) for request_id in "ab" for token in (1, 2, 3)]
 
 
 def test_a_late_registry_reply_never_answers_a_later_call(run):
