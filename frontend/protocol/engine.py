@@ -1,7 +1,9 @@
 """Request plane between a gateway process and a backend worker.
 
 Sockets: each worker binds one ROUTER (its advertised ``endpoint``, tcp); every gateway process connects one
-DEALER per worker instance. Framing: one frame per message, MessagePack of a tagged Struct.
+DEALER per worker instance. Framing: MessagePack of a tagged Struct per frame; a worker sends one frame per
+message, a gateway sends the requests it submitted in one event-loop turn as the frames of one message (one
+ZeroMQ send, one wake-up of the I/O threads on both sides, for all of them).
 
     gateway DEALER  --[GenerateRequest | AbortRequest]-->  worker ROUTER
     gateway DEALER  <--[OutputBatch]----------------------  worker ROUTER (addressed by the gateway's identity)
