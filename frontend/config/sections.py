@@ -51,6 +51,7 @@ class HttpConfig(msgspec.Struct, frozen=True, kw_only=True):
     graceful_shutdown_timeout: float = 30.0
     access_log: bool = False
     max_concurrent_requests: int = 0
+    io_thread_sched_batch: bool = True  # transport/process.py batch_schedule_helper_threads
     stream_coalesce: bool = False  # http/streaming.py
 
     @property

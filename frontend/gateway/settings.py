@@ -84,6 +84,7 @@ class GatewaySettings(msgspec.Struct, frozen=True):
     api_keys: ApiKeys = ApiKeys()  # digests of --api-key / --api-key-file (gateway/auth.py); empty: no check
     limits: LimitsConfig = LimitsConfig()  # what one request may hold (pipeline/prepare.check_limits)
     stream_coalesce: bool = False  # --stream-coalesce: a stream that falls behind folds its queue into one event
+    io_thread_sched_batch: bool = True  # --io-thread-sched-batch: Granian's runtime threads under SCHED_BATCH
     tokenize_inline_max_bytes: int = 0  # --tokenize-inline-max-bytes: shorter request bodies tokenized in-process
     fast_bpe: bool = True  # --fast-bpe: byte-level BPE encoded by tiktoken where exact (tokenizer/fast_bpe.py)
     busy_thresholds_path: str = ""  # run-time busy thresholds per model (router/thresholds.py); "": none
@@ -109,6 +110,7 @@ class GatewaySettings(msgspec.Struct, frozen=True):
             media=MediaSettings.from_config(config.media, run_dir),
             api_keys=ApiKeys.from_config(config.auth),
             limits=config.limits, stream_coalesce=config.http.stream_coalesce,
+            io_thread_sched_batch=config.http.io_thread_sched_batch,
             tokenize_inline_max_bytes=config.preprocess.tokenize_inline_max_bytes,
             fast_bpe=config.preprocess.fast_bpe,
             busy_thresholds_path=os.path.join(run_dir, BUSY_THRESHOLDS_FILE),

@@ -23,7 +23,8 @@ from ..gateway.settings import SETTINGS_ENV, GatewaySettings
 from ..gateway.state import Gateway
 from ..observability.logs import REQUEST_ID, setup_logging
 from ..protocol.errors import MethodNotAllowed, NotFoundRoute, PayloadTooLarge, RequestError
-from ..transport.process import die_with_parent, set_process_title, tune_garbage_collector
+from ..transport.process import (batch_schedule_helper_threads, die_with_parent, set_process_title,
+                                 tune_garbage_collector)
 from .auth import authenticate
 from .reply import internal_error, send_error
 from .route import Route
@@ -66,6 +67,7 @@ class GatewayApp:
     def __init__(self) -> None:
         self.gateway: Gateway | None = None
         self.api_keys: ApiKeys | None = None  # None: no key configured, no check
+        self._threads_pending = False  # --io-thread-sched-batch: Granian's threads start after __rsgi_init__
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # SIGKILL, not SIGTERM: Granian's worker runtime takes SIGTERM as "wait for the main process to say
@@ -76,6 +78,7 @@ class GatewayApp:
         set_process_title("dyn-http")
         self.gateway = Gateway(loop, settings)
         self.api_keys = settings.api_keys if settings.api_keys.enabled else None
+        self._threads_pending = settings.io_thread_sched_batch
         tune_garbage_collector()
         with open(os.path.join(settings.http_ready_dir, str(os.getpid())), "w"):
             pass  # the daemon tells systemd READY=1 once every worker got here
@@ -87,6 +90,9 @@ class GatewayApp:
     async def __rsgi__(self, scope, proto) -> None:
         if scope.proto != "http":
             return
+        if self._threads_pending:  # the first request: Granian's runtime thread, which brought it, now exists
+            self._threads_pending = False
+            log.debug("helper threads under SCHED_BATCH", extra={"threads": batch_schedule_helper_threads()})
         gateway = self.gateway
         try:
             route = route_of(scope.path, scope.method)

@@ -128,7 +128,7 @@ def test_every_option_settable_from_env():
         "kserve_grpc_workers": "2", "grpc_initial_stream_window_size": "1048576",
         "mock_extra_models": "embedding,videos", "media_store_path": "/tmp/media", "media_store_ttl_s": "60",
         "media_store_max_mb": "16", "media_public_url": "https://api.example.com",
-        "disable_nvext": "true", "stream_coalesce": "true", "tokenize_inline_max_bytes": "0", "fast_bpe": "false",
+        "disable_nvext": "true", "stream_coalesce": "true", "io_thread_sched_batch": "false", "tokenize_inline_max_bytes": "0", "fast_bpe": "false",
         "api_key": "k1,k2", "api_key_file": "/keys.txt", "api_key_exempt": "/live",
         "max_stop_strings": "4", "max_stop_string_length": "64", "max_tools": "8", "max_tool_schema_bytes": "4096",
         "max_messages": "100", "max_stream_backlog_mb": "2.5", "slow_reader_timeout_s": "5", "max_queued_tokens": "64",

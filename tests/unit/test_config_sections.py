@@ -30,7 +30,7 @@ SAMPLES = {
     "http_host": "127.0.0.1", "http_port": 1234, "workers": 3, "http_body_limit_mb": 2.5,
     "tls_cert_path": "/c.pem", "tls_key_path": "/k.pem", "tls_client_ca_path": "/ca.pem", "tls_min_version": "1.3",
     "graceful_shutdown_timeout": 5.0, "access_log": True, "max_concurrent_requests": 7, "tokenizer_workers": 2,
-    "disable_nvext": True, "stream_coalesce": True, "tokenize_inline_max_bytes": 100, "fast_bpe": False, "router_mode": "kv", "kv_overlap_score_weight": 0.5, "router_temperature": 0.3,
+    "disable_nvext": True, "stream_coalesce": True, "io_thread_sched_batch": False, "tokenize_inline_max_bytes": 100, "fast_bpe": False, "router_mode": "kv", "kv_overlap_score_weight": 0.5, "router_temperature": 0.3,
     "kv_events": False, "router_ttl_s": 60.0, "router_pending_ttl_s": 5.0, "active_decode_blocks_threshold": 0.9,
     "active_prefill_tokens_threshold": 10000, "kv_index_capacity_blocks": 4096, "kv_index_max_workers": 8,
     "migration_limit": 1, "migration_max_seq_len": 4096, "decode_fallback": False, "mock_prefill_workers": 1,

@@ -16,9 +16,9 @@ import pytest
 import zmq
 from async_support import until
 
+from frontend.transport.process import batch_schedule_helper_threads, die_with_parent
 from frontend.transport.sockets import (DEFAULT_HWM, KV_EVENTS_HWM, LINGER_MS, ROUTED_BLOCKS_HWM, bind_random_port,
                                         open_socket)
-from frontend.transport.process import die_with_parent
 from frontend.transport.zmqloop import SocketDrainer
 
 _names = itertools.count()
@@ -261,3 +261,40 @@ def test_a_child_whose_parent_died_before_it_asked_exits_at_once():
     child.start()
     child.join(4)
     assert child.exitcode == -signal.SIGTERM
+
+
+def _policies_after_batching(queue) -> None:
+    """In a fresh process: a helper thread, a ZeroMQ context's I/O thread, then batch_schedule_helper_threads."""
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait, name="helper")
+    helper.start()
+    context = zmq.Context()
+    context.socket(zmq.DEALER).close()  # the I/O thread exists once a socket was made
+    changed = batch_schedule_helper_threads()
+    policies = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as comm:
+            name = comm.read().strip()
+        key = "caller" if int(tid) == threading.get_native_id() else "helper" if int(tid) == helper.native_id \
+            else name
+        policies[key] = os.sched_getscheduler(int(tid))
+    stop.set()
+    helper.join()
+    context.term()
+    queue.put((changed, policies))
+
+
+def test_batch_scheduling_takes_every_thread_but_the_caller_and_zeromqs():
+    if not hasattr(os, "SCHED_BATCH"):
+        pytest.skip("SCHED_BATCH is Linux only")
+    ctx = multiprocessing.get_context("spawn")  # its own threads only: nothing of the test process changes
+    queue = ctx.Queue()
+    child = ctx.Process(target=_policies_after_batching, args=(queue,))
+    child.start()
+    changed, policies = queue.get(timeout=60)
+    child.join(10)
+    assert policies["caller"] == os.SCHED_OTHER
+    assert policies["helper"] == os.SCHED_BATCH
+    zeromq = {name: policy for name, policy in policies.items() if name.startswith("ZMQbg/")}
+    assert zeromq and set(zeromq.values()) == {os.SCHED_OTHER}
+    assert changed == sum(1 for policy in policies.values() if policy == os.SCHED_BATCH)
