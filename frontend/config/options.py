@@ -230,9 +230,9 @@ ETCD_OPTIONS: tuple[Option, ...] = (
 )
 
 DEFAULT_HTTP_WORKERS = max(1, (os.cpu_count() or 2) // 2)
-"""Measured on 2 cores with the mock workers (bench note of issue 14): 1 HTTP process used 15-20 % less CPU per
-request and ~25 % less per streamed token than 2 (each engine step reaches one process in one message instead of
-two halves); its unary throughput was the same in one comparison and 15-20 % lower in another, and it caps the
+"""Measured on 2 cores with the mock workers (bench notes of issue 14; 2026-12-04): 1 HTTP process used up to ~10 %
+less CPU per request and ~15 % less per streamed token than 2 (each engine step reaches one process in one message
+instead of two halves) and streamed 5-10 % more tokens/s; 2 served 20-40 % more unary requests/s, since 1 caps the
 frontend at one core."""
 
 OPTIONS: tuple[Option, ...] = (
