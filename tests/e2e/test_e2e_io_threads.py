@@ -5,6 +5,8 @@ the normal policy. Off, every thread keeps it. (Which threads exactly: tests/uni
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,9 @@ def thread_policies(server) -> dict[str, int]:
 
 @pytest.mark.parametrize("enabled", [True, False], ids=["default", "off"])
 def test_granians_threads_run_as_batch_threads_after_the_first_request(start_daemon, enabled):
+    probe = "import os; os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))"
+    if subprocess.run([sys.executable, "-c", probe]).returncode != 0:
+        pytest.skip("this machine does not allow SCHED_BATCH")
     server = start_daemon("--workers", "1", *(() if enabled else ("--no-io-thread-sched-batch",)), mock_workers=1)
     response = server.http.post("/v1/chat/completions", json={
         "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
