@@ -53,7 +53,7 @@ def batch_schedule_helper_threads() -> int:
                 continue
             os.sched_setscheduler(int(tid), os.SCHED_BATCH, os.sched_param(0))
             changed += 1
-        except OSError:  # the thread ended meanwhile
+        except OSError:  # the thread ended meanwhile, or this machine forbids the policy (a seccomp profile)
             continue
     return changed
 
