@@ -17,11 +17,12 @@ the interface the workers share. The worker leaves UCX's settings alone.
 from __future__ import annotations
 
 import os
-import socket
 from typing import MutableMapping
 
 from vllm.config import KVTransferConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
+
+from ...transport.ports import port_for_later_bind
 
 KV_ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
 SIDE_CHANNEL_HOST, SIDE_CHANNEL_PORT = "VLLM_NIXL_SIDE_CHANNEL_HOST", "VLLM_NIXL_SIDE_CHANNEL_PORT"
@@ -38,7 +39,7 @@ def configure_disaggregation(engine_args: AsyncEngineArgs, mode: str, host: str,
         engine_args.kv_transfer_config = nixl_transfer_config(mode)
     if SIDE_CHANNEL_PORT not in environ:
         environ.setdefault(SIDE_CHANNEL_HOST, host)
-        environ[SIDE_CHANNEL_PORT] = str(free_port(host))
+        environ[SIDE_CHANNEL_PORT] = str(port_for_later_bind(host))
 
 
 def nixl_transfer_config(mode: str) -> KVTransferConfig:
@@ -47,9 +48,3 @@ def nixl_transfer_config(mode: str) -> KVTransferConfig:
     policy = "recompute" if mode == "decode" else "fail"  # fail: vLLM's default; a producer loads no KV
     return KVTransferConfig(kv_connector="NixlConnector", kv_role=KV_ROLES[mode], kv_load_failure_policy=policy)
 
-
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` now (bound and released: the side channel binds it moments later)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]

@@ -3,7 +3,8 @@
 vLLM binds its PUB socket only for a wildcard (``tcp://*:PORT``) or an ipc endpoint and connects otherwise,
 so to publish on the worker's advertised host alone, vLLM's engine core binds an ipc socket in a private
 directory and :class:`KvEventRelay` forwards every message, frames untouched, to a PUB bound on
-``tcp://HOST:random``. vLLM binds its replay ROUTER itself, on ``tcp://HOST:PORT`` (a free port chosen here).
+``tcp://HOST:random``. vLLM binds its replay ROUTER itself, on ``tcp://HOST:PORT`` (a free port chosen here,
+outside the ephemeral range: ``transport/ports.py``).
 
 Sockets (in the worker process, one relay thread):
     recv_from_engine  XSUB  connect  ipc://RUN_DIR/kv-events     vLLM's PUB (engine-core process)
@@ -14,23 +15,16 @@ Sockets (in the worker process, one relay thread):
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import threading
 
 import zmq
 from vllm.config import KVEventsConfig
 
+from ...transport.ports import port_for_later_bind
 from ...transport.sockets import KV_EVENTS_HWM, bind_random_port, open_socket
 
 TOPIC = "kv-events"
-
-
-def free_tcp_port(host: str) -> int:
-    """A port nothing listens on right now (the engine binds it a moment later)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 class KvEventRelay:
@@ -39,7 +33,7 @@ class KvEventRelay:
     def __init__(self, host: str, *, buffer_steps: int = 10_000) -> None:
         self._dir = tempfile.mkdtemp(prefix="dyn-vllm-")
         self.engine_endpoint = f"ipc://{os.path.join(self._dir, 'kv-events')}"
-        self.replay_endpoint = f"tcp://{host}:{free_tcp_port(host)}"
+        self.replay_endpoint = f"tcp://{host}:{port_for_later_bind(host)}"  # the engine binds it after loading
         self.buffer_steps = buffer_steps
         self._context = zmq.Context()
         self._recv = open_socket(self._context, zmq.XSUB, connect=self.engine_endpoint)
