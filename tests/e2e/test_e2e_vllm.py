@@ -296,7 +296,9 @@ def test_sigterm_drains_then_unregisters(frontend):
         assert done and events[-1]["usage"]["completion_tokens"] == DRAINED_TOKENS * DRAINED_CHOICES
     assert worker.process.wait(60) == 0, worker.describe()
     assert re.search(r"msg=draining .*in_flight=[1-9]", worker.log_text()), worker.describe()
-    wait_until(lambda: frontend.http.get("/health").status_code == 503, 10.0, "the worker to unregister")
+    wait_until(lambda: frontend.http.get("/health").status_code == 503, 10.0, "the worker to unregister",
+               on_timeout=lambda: f"/health: {frontend.http.get('/health').text}\n{worker.describe()}\n"
+                                  f"{frontend.describe()}")
 
 
 def test_a_worker_whose_engine_cannot_start_exits_2_with_the_reason(tmp_path):
