@@ -115,7 +115,6 @@ class WorkerConnection:
         self.sock = sock
         self._client = client
         self._queued: list[bytes] = []
-        self.closed = False
 
     def send(self, message: msgspec.Struct) -> None:
         """Send now (what :meth:`send_soon` queued goes first)."""
@@ -131,9 +130,9 @@ class WorkerConnection:
         self._queued.append(wire.encoder.encode(message))
 
     def flush(self) -> None:
-        """Send what is queued, as one message (nothing once closed)."""
+        """Send what is queued, as one message (nothing once closed: closing empties the queue)."""
         frames, self._queued = self._queued, []
-        if not frames or self.closed:
+        if not frames:
             return
         if len(frames) == 1:
             self.sock.send(frames[0])
@@ -142,8 +141,7 @@ class WorkerConnection:
         self.drainer.after_send()
 
     def close(self) -> None:
-        self.closed = True
-        self._queued = []
+        self._queued = []  # a dropped instance's streams have failed; the end-of-turn flush finds nothing
         self.sock.disable_monitor()
         self.monitor.close()
         self.drainer.close()

@@ -217,7 +217,7 @@ class MockEngine(Engine):
         self.steps += 1
         decoding, prefilling = [], []
         for sequence in self.running.values():
-            if sequence.computed < sequence.prompt_len:
+            if sequence.in_prefill:
                 prefilling.append(sequence)
             elif not sequence.paused:
                 decoding.append(sequence)
@@ -315,8 +315,7 @@ class MockEngine(Engine):
         except CacheFull:
             self._finish(sequence, [], "error", error="the KV cache is full")
             return
-        if (len(blocks.tokens) - 1) // self.settings.block_size > len(blocks.hashes):  # a block is now full
-            self.cache.commit(blocks, len(blocks.tokens) - 1)
+        self.cache.commit(blocks, len(blocks.tokens) - 1)
         sequence.generated += 1
         logprobs = self._logprobs(sequence, token) if request.logprobs is not None else None
         cached = sequence.cached_tokens if sequence.generated == 1 else 0
