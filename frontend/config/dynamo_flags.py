@@ -14,7 +14,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-_PLANES = "requests, responses and KV events travel over ZeroMQ"
+_PLANES = "requests and responses travel on this frontend's own TCP connections, KV events over ZeroMQ"
 _NATS = "no NATS here: " + _PLANES
 _TCP_TLS = "the request plane is ZeroMQ on this machine; Dynamo's TCP request-plane TLS does not apply"
 _COST = "Dynamo's newer KV cost terms: this router weighs overlap with --kv-overlap-score-weight"

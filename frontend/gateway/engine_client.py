@@ -1,6 +1,6 @@
-"""The gateway side of the request plane: one DEALER per worker instance, streams keyed by request id.
+"""The gateway side of the request plane: one TCP connection per worker instance, streams keyed by request id.
 
-Replies arrive as ``OutputBatch`` messages (one per engine step); the socket callback splits them into the
+Replies arrive as ``OutputBatch`` messages (one per engine step); the connection splits them into the
 per-request :class:`RequestStream` buffers and wakes each waiting handler once, however many tokens came.
 Replies of unary requests (``MediaProgress``, ``EmbedResult``, ``MediaResult``, ``UnaryError``; see
 ``frontend/pipeline/unary.py``) go to their request's stream as they are.
@@ -9,6 +9,11 @@ Flow control: a request's stream holds at most ``max_queued_tokens`` tokens its 
 slower than its worker: a stream waiting for a slow client, a busy process). Past that the worker is told to
 pause the request (``PauseRequest``), and to resume it when the reader takes what is queued. What was in flight
 when the pause lands still arrives: the bound is the limit plus the worker's output over one round trip.
+
+A lost connection (the worker's process died: its kernel closed the connection; or it stopped answering
+heartbeats) fails the requests on it with ``WorkerGone`` at once, and the instance is not routed to until a
+reconnection succeeds (tried every ``RECONNECT_MIN_S``, backing off to ``RECONNECT_MAX_S``, while discovery
+lists the instance).
 """
 
 from __future__ import annotations
@@ -17,20 +22,22 @@ import asyncio
 import logging
 
 import msgspec
-import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from ..protocol import engine as wire
-from ..protocol.engine import AbortRequest, GenerateRequest, OutputBatch, PauseRequest, RequestOutput, UnaryRequest
+from ..protocol.engine import (AbortRequest, GenerateRequest, OutputBatch, PauseRequest, Ping, Pong, RequestOutput,
+                               UnaryRequest)
 from ..protocol.errors import WorkerGone
 from ..protocol.registry import Instance
-from ..transport.sockets import open_socket
-from ..transport.zmqloop import SocketDrainer
+from ..transport.framing import FramedProtocol, frame, frames, tcp_address
 
-HEARTBEAT_IVL_MS = 1000  # ZMTP PING on an idle connection to a worker
-HEARTBEAT_TIMEOUT_MS = 3000  # no traffic for this long after a PING: the connection is lost
+HEARTBEAT_IVL_S = 1.0  # a Ping on every connection this often
+HEARTBEAT_TIMEOUT_S = 3.0  # nothing heard from a worker for this long: the connection is lost
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 2.0
 
 log = logging.getLogger(__name__)
+
+_PING = frame(wire.encoder.encode(Ping()))
 
 
 class RequestStream:
@@ -93,35 +100,89 @@ class RequestStream:
         return items
 
 
-class WorkerConnection:
-    """The DEALER socket to one worker instance, watched: ZMTP heartbeats (``HEARTBEAT_IVL_MS``) find a peer that
-    stopped answering, and a socket monitor reports a lost connection (a killed worker's kernel closes its TCP
-    connections at once), so its requests fail over in about a second instead of at its lease expiry.
+class WorkerConnection(FramedProtocol):
+    """The connection to one worker instance. Requests submitted before it is up wait for it; while it is down
+    the instance is ``unreachable`` and it reconnects (see the module docstring).
 
-    New requests are sent at the end of the event-loop turn that submitted them (:meth:`send_soon`), those of
-    one turn together as the frames of one message: under load one ZeroMQ send (one wake-up of its I/O thread
-    here and in the worker) carries several requests. Every other message goes at once, after what is queued."""
+    New requests are written at the end of the event-loop turn that submitted them (:meth:`send_soon`), those of
+    one turn together: under load one send (one wake-up of the worker) carries several requests. Every other
+    message goes at once, after what is queued."""
 
     def __init__(self, client: "EngineClient", instance: Instance) -> None:
-        sock = open_socket(client.context, zmq.DEALER)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        sock.connect(instance.endpoint)
+        super().__init__()
         self.instance = instance
-        self.drainer = SocketDrainer(client.loop, sock, client._on_batch, multipart=False)
-        self.monitor = SocketDrainer(client.loop, monitor,
-                                     lambda frames: client._on_connection_event(instance.instance_id, frames))
-        self.sock = sock
         self._client = client
-        self._queued: list[bytes] = []
+        self._address = tcp_address(instance.endpoint)
+        self._queued: list[bytes] = []  # payloads of this turn, or waiting for the connection
+        self._closed = False
+        self._retry_s = RECONNECT_MIN_S
+        self._missed = 0  # heartbeat intervals without a word from the worker
+        self._connecting: asyncio.Task | None = client.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        try:
+            await self._client.loop.create_connection(lambda: self, *self._address)
+        except OSError as exc:
+            self._connecting = None
+            self._down(f"cannot connect to the worker: {exc}")
+        else:
+            self._connecting = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._closed:
+            transport.abort()
+            return
+        self._retry_s = RECONNECT_MIN_S
+        self._missed = 0
+        self._client.unreachable.discard(self.instance.instance_id)
+        if self._queued:
+            self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self._closed:
+            self._down("the connection to the worker was lost")
+
+    def _down(self, why: str) -> None:
+        """Not connected: fail the requests on this worker, and try again later."""
+        self._queued = []
+        client = self._client
+        instance_id = self.instance.instance_id
+        if instance_id not in client.unreachable:
+            log.warning("lost the connection to a worker", extra={"instance": instance_id, "reason": why})
+        client.unreachable.add(instance_id)
+        client._fail_streams(instance_id, "the worker serving this request went away (connection lost)")
+        if not self._closed:
+            client.loop.call_later(self._retry_s, self._reconnect)
+            self._retry_s = min(self._retry_s * 2, RECONNECT_MAX_S)
+
+    def _reconnect(self) -> None:
+        if not self._closed and self.transport is None and self._connecting is None:
+            self._connecting = self._client.loop.create_task(self._connect())
+
+    def on_frame(self, payload: memoryview) -> None:
+        self._client._on_frame(payload)
+
+    def heartbeat(self) -> None:
+        """Once per ``HEARTBEAT_IVL_S``: ping, and drop the connection when the worker went silent."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self.heard:
+            self.heard, self._missed = False, 0
+        else:
+            self._missed += 1
+            if self._missed * HEARTBEAT_IVL_S >= HEARTBEAT_TIMEOUT_S:
+                log.warning("a worker stopped answering", extra={"instance": self.instance.instance_id})
+                transport.abort()  # connection_lost follows
+                return
+        transport.write(_PING)
 
     def send(self, message: msgspec.Struct) -> None:
         """Send now (what :meth:`send_soon` queued goes first)."""
-        if self._queued:
-            self.flush()
-        self.sock.send(wire.encoder.encode(message))
-        self.drainer.after_send()
+        self._queued.append(wire.encoder.encode(message))
+        self.flush()
 
     def send_soon(self, message: msgspec.Struct) -> None:
         """Send at the end of this event-loop turn, with the other messages queued in it."""
@@ -130,35 +191,34 @@ class WorkerConnection:
         self._queued.append(wire.encoder.encode(message))
 
     def flush(self) -> None:
-        """Send what is queued, as one message (nothing once closed: closing empties the queue)."""
-        frames, self._queued = self._queued, []
-        if not frames:
+        """Write what is queued, in one write (kept for the connection while it is not up)."""
+        transport = self.transport
+        if transport is None or not self._queued:
             return
-        if len(frames) == 1:
-            self.sock.send(frames[0])
-        else:
-            self.sock.send_multipart(frames)
-        self.drainer.after_send()
+        payloads, self._queued = self._queued, []
+        transport.write(frame(payloads[0]) if len(payloads) == 1 else frames(payloads))
 
     def close(self) -> None:
+        self._closed = True
         self._queued = []  # a dropped instance's streams have failed; the end-of-turn flush finds nothing
-        self.sock.disable_monitor()
-        self.monitor.close()
-        self.drainer.close()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class EngineClient:
     """Submits requests to worker instances and routes their outputs back to the waiting streams."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, context: zmq.Context, max_queued_tokens: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_queued_tokens: int) -> None:
         self.loop = loop
-        self.context = context
         self.max_queued_tokens = max_queued_tokens  # per request, before its worker is paused
         self.connections: dict[str, WorkerConnection] = {}
         self.streams: dict[str, RequestStream] = {}
         self.unreachable: set[str] = set()  # connected instances whose connection is lost (not routed to)
         self.malformed_batches = 0
         self._due: list[WorkerConnection] = []  # connections with requests queued in this loop turn
+        self._heartbeats: asyncio.TimerHandle | None = None
 
     def sync_instances(self, instances: list[Instance]) -> None:
         """Connect to new instances; drop gone ones and fail their in-flight requests."""
@@ -172,6 +232,13 @@ class EngineClient:
                 if known is not None:
                     self._drop(instance_id)
                 self.connections[instance_id] = WorkerConnection(self, instance)
+        if self.connections and self._heartbeats is None:
+            self._heartbeats = self.loop.call_later(HEARTBEAT_IVL_S, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        for connection in list(self.connections.values()):
+            connection.heartbeat()
+        self._heartbeats = self.loop.call_later(HEARTBEAT_IVL_S, self._heartbeat) if self.connections else None
 
     def _drop(self, instance_id: str) -> None:
         self.connections.pop(instance_id).close()
@@ -181,18 +248,6 @@ class EngineClient:
     def _fail_streams(self, instance_id: str, reason: str) -> None:
         for stream in [s for s in self.streams.values() if s.instance_id == instance_id]:
             stream.fail(reason)
-
-    def _on_connection_event(self, instance_id: str, frames: list[bytes]) -> None:
-        """The connection to a worker was lost (its requests fail with ``WorkerGone``, and it is not routed to)
-        or (re)established."""
-        event = parse_monitor_message(frames)["event"]
-        if event == zmq.EVENT_DISCONNECTED:
-            if instance_id not in self.unreachable:
-                log.warning("lost the connection to a worker", extra={"instance": instance_id})
-            self.unreachable.add(instance_id)
-            self._fail_streams(instance_id, "the worker serving this request went away (connection lost)")
-        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self.unreachable.discard(instance_id)
 
     def submit(self, instance_id: str, request: GenerateRequest | UnaryRequest) -> RequestStream:
         """Send ``request`` to the instance (at the end of this loop turn) and open its stream."""
@@ -227,14 +282,16 @@ class EngineClient:
         if connection is not None:
             connection.send(PauseRequest(stream.request_id, paused))
 
-    def _on_batch(self, frame: bytes) -> None:
+    def _on_frame(self, payload: memoryview) -> None:
         try:
-            message = wire.from_worker_decoder.decode(frame)
+            message = wire.from_worker_decoder.decode(payload)
         except msgspec.DecodeError:
             self.malformed_batches += 1
             return
         streams = self.streams
-        if type(message) is not OutputBatch:  # a unary reply
+        if type(message) is not OutputBatch:  # a unary reply (or a Pong, which the read itself counted)
+            if type(message) is Pong:
+                return
             stream = streams.get(message.request_id)
             if stream is not None:
                 stream.push(message)
@@ -247,3 +304,6 @@ class EngineClient:
     def close(self) -> None:
         for instance_id in list(self.connections):
             self._drop(instance_id)
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+            self._heartbeats = None

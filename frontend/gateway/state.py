@@ -60,7 +60,7 @@ class Gateway:
         self.tracing = start_tracing(settings.otel_export_enabled)  # None while off
         self._metrics_writer = SnapshotWriter(loop, self.metrics, settings.metrics_dir)
         self._metrics_server = SnapshotServer(loop, self.context, self.metrics, settings.metrics_dir)
-        self.engines = EngineClient(loop, self.context, settings.limits.max_queued_tokens)
+        self.engines = EngineClient(loop, settings.limits.max_queued_tokens)
         self.models = ModelTable(loop, self.context, settings.endpoints.registry_pub, self.engines.sync_instances,
                                  ModelOverrides(*settings.local_model, settings.kv_cache_block_size))
         self.tokenizer = TokenizerClient(loop, self.context, settings.endpoints.tokenizers, self.metrics,

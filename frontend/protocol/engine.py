@@ -1,21 +1,25 @@
 """Request plane between a gateway process and a backend worker.
 
-Sockets: each worker binds one ROUTER (its advertised ``endpoint``, tcp); every gateway process connects one
-DEALER per worker instance. Framing: MessagePack of a tagged Struct per frame; a worker sends one frame per
-message, a gateway sends the requests it submitted in one event-loop turn as the frames of one message (one
-ZeroMQ send, one wake-up of the I/O threads on both sides, for all of them).
+Connections: each worker listens on one TCP port (its advertised ``endpoint``, ``tcp://HOST:PORT``); every
+gateway process opens one connection per worker instance. Framing (``transport/framing.py``): a 4-byte length,
+then MessagePack of a tagged Struct, per frame. A gateway writes the requests it submitted in one event-loop turn
+together (one send, one wake-up of the worker, for all of them).
 
-    gateway DEALER  --[GenerateRequest | AbortRequest]-->  worker ROUTER
-    gateway DEALER  <--[OutputBatch]----------------------  worker ROUTER (addressed by the gateway's identity)
+    gateway  --[GenerateRequest | AbortRequest | PauseRequest]-->  worker
+    gateway  <--[OutputBatch]--------------------------------------  worker
 
-A worker sends one OutputBatch per engine step per gateway, holding the new tokens of every request of that
-gateway that advanced in the step, so that one socket read serves many streams.
+A worker sends one OutputBatch per engine step per gateway connection, holding the new tokens of every request of
+that gateway that advanced in the step, so that one socket read serves many streams.
 
 Requests that produce one result instead of a token stream ("unary": embeddings, images, videos) travel on
-the same sockets:
+the same connections:
 
-    gateway DEALER  --[EmbedRequest | ImageRequest | VideoRequest | AbortRequest]-->  worker ROUTER
-    gateway DEALER  <--[MediaProgress]* then [EmbedResult | MediaResult | UnaryError]--  worker ROUTER
+    gateway  --[EmbedRequest | ImageRequest | VideoRequest | AbortRequest]-->  worker
+    gateway  <--[MediaProgress]* then [EmbedResult | MediaResult | UnaryError]--  worker
+
+Heartbeats: a gateway sends ``Ping`` on every connection each second and a worker answers ``Pong``; a gateway
+that hears nothing from a worker for 3 s drops the connection (a stopped process, a lost host), and a worker
+drops a gateway it has not heard from for 10 s, aborting that gateway's requests (as when its connection closes).
 
 Requests are map-encoded like GenerateRequest; replies are array-like like OutputBatch (one msgspec union
 per direction: ``to_worker_decoder`` and ``from_worker_decoder``).
@@ -221,10 +225,18 @@ class UnaryError(msgspec.Struct, tag="failed", array_like=True, omit_defaults=Tr
     invalid: bool = False
 
 
+class Ping(msgspec.Struct, tag="ping", gc=False):
+    """A gateway's heartbeat; the worker answers :class:`Pong` at once."""
+
+
+class Pong(msgspec.Struct, tag="pong", array_like=True, gc=False):
+    """A worker's answer to :class:`Ping`."""
+
+
 UnaryRequest = EmbedRequest | ImageRequest | VideoRequest
 UnaryReply = EmbedResult | MediaResult | UnaryError
-ToWorker = GenerateRequest | AbortRequest | PauseRequest | EmbedRequest | ImageRequest | VideoRequest
-FromWorker = OutputBatch | EmbedResult | MediaResult | MediaProgress | UnaryError
+ToWorker = GenerateRequest | AbortRequest | PauseRequest | EmbedRequest | ImageRequest | VideoRequest | Ping
+FromWorker = OutputBatch | EmbedResult | MediaResult | MediaProgress | UnaryError | Pong
 
 to_worker_decoder = msgspec.msgpack.Decoder(ToWorker)
 from_worker_decoder = msgspec.msgpack.Decoder(FromWorker)

@@ -2,10 +2,11 @@
 
 Sockets:
     send_to_registry   DEALER  connect  ``registry_endpoint`` (tcp)   Register / Heartbeat / Unregister, Ack back
-    recv_from_gateways ROUTER  bind     tcp://HOST:random              Generate/Abort/PauseRequest in,
+    recv_from_gateways TCP     listen   HOST:random                    Generate/Abort/PauseRequest in,
                                                                        OutputBatch out; Embed/Image/VideoRequest
-                                                                       in, their replies out (protocol.engine);
-                                                                       a message in holds one request per frame
+                                                                       in, their replies out (protocol.engine;
+                                                                       one connection per gateway process,
+                                                                       ``request_plane.py``)
 
 With ``etcd`` settings (``--discovery-backend etcd``) the registry socket is not used: the instance is a key in
 etcd under a lease of ``lease_ttl_s`` kept alive (``etcd_lease.py``), and the frontends watch etcd.
@@ -17,13 +18,15 @@ method; a missing one is a RegistrationError, and a request for it fails with "t
 ...". A paused request (its client reads too slowly) is held: its outputs wait in the worker until it is
 resumed, and an engine that can stop generating for it does (``pause_request``). Outputs emitted in the same
 event-loop turn are coalesced into one ``OutputBatch`` per gateway, so a
-step-based engine sends one message per step per gateway. With ``OTEL_EXPORT_ENABLED`` the runtime traces: a
+step-based engine sends one message per step per gateway. When a gateway's connection goes (its process died, it
+went silent), the requests it sent are aborted. With ``OTEL_EXPORT_ENABLED`` the runtime traces: a
 request whose gateway traces it (``GenerateRequest.trace_context``) gets a ``worker.generate`` span, child of the
 gateway's request span, from its arrival to its finish reason or abort (``TokenSink.span``; see
 ``frontend/observability/tracing.py``).
 
-Both sockets are plain ZeroMQ sockets of one context, drained from the event loop by
-``frontend.transport.zmqloop.SocketDrainer`` (no zmq.asyncio future per message).
+The registry socket is a plain ZeroMQ socket drained from the event loop by
+``frontend.transport.zmqloop.SocketDrainer`` (no zmq.asyncio future per message); the gateways' connections are
+asyncio TCP connections of the same loop.
 """
 
 from __future__ import annotations
@@ -43,14 +46,16 @@ import zmq
 from ..config.etcd_settings import EtcdSettings
 from ..observability.tracing import end_worker_span, start_worker_tracing
 from ..protocol import engine as engine_wire, registry as registry_wire
-from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, ImageRequest, MediaItem, PauseRequest,
-                               RequestOutput, TokenLogprob, VideoRequest)
+from ..protocol.engine import (AbortRequest, EmbedRequest, GenerateRequest, ImageRequest, MediaItem, PauseRequest, Ping,
+                               Pong, RequestOutput, TokenLogprob, VideoRequest)
 from ..protocol.errors import FrontendError
 from ..protocol.registry import ModelCard
+from ..transport.framing import frame
 from ..transport.process import tune_garbage_collector
-from ..transport.sockets import bind_random_port, open_socket
+from ..transport.sockets import open_socket
 from ..transport.zmqloop import SocketDrainer
 from .checksum import model_checksum
+from .request_plane import GatewayConnection, RequestListener
 from .status_server import MetricRow, StatusServer
 from .unary import TYPE_METHODS, InvalidInput, NotServed, ProgressSink, UnaryServer, Vector
 
@@ -61,6 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_PONG = frame(engine_wire.encoder.encode(Pong()))
 REGISTER_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 30.0
 DRAIN_POLL_S = 0.05
@@ -76,12 +82,12 @@ class TokenSink:
     request's ``worker.generate`` span while this worker traces and the gateway sent a trace context
     (``request.trace_context``), else None; it ends with the finish reason."""
 
-    __slots__ = ("request_id", "_runtime", "_identity", "finished", "held", "span")
+    __slots__ = ("request_id", "_runtime", "gateway", "finished", "held", "span")
 
-    def __init__(self, request_id: str, runtime: "WorkerRuntime", identity: bytes) -> None:
+    def __init__(self, request_id: str, runtime: "WorkerRuntime", gateway: GatewayConnection) -> None:
         self.request_id = request_id
         self._runtime = runtime
-        self._identity = identity
+        self.gateway = gateway
         self.finished = False
         self.held: list[RequestOutput] | None = None  # a list while paused
         self.span: Span | None = None
@@ -106,7 +112,7 @@ class TokenSink:
         if self.held is not None:
             self.held.append(output)
         else:
-            self._runtime._emit(self._identity, output)
+            self._runtime._emit(self.gateway, output)
 
     def pause(self, paused: bool) -> None:
         """Hold the outputs from now on, or send the held ones and stop holding."""
@@ -116,7 +122,7 @@ class TokenSink:
             return
         held, self.held = self.held, None
         for output in held or ():
-            self._runtime._emit(self._identity, output)
+            self._runtime._emit(self.gateway, output)
         if self.finished:
             self._runtime._forget(self.request_id)
 
@@ -165,8 +171,8 @@ class Engine(abc.ABC):
 class WorkerRuntime:
     """Owns the sockets, codecs, lease and request routing of one worker instance.
 
-    ``context`` is the ZeroMQ context for its sockets; the engine's publishers may share it. Without one the
-    runtime makes its own and terminates it on :meth:`close` (a context passed in is left to its owner).
+    ``context`` is the ZeroMQ context for its registry socket; the engine's publishers may share it. Without one
+    the runtime makes its own and terminates it on :meth:`close` (a context passed in is left to its owner).
     """
 
     def __init__(self, engine: Engine, *, registry_endpoint: str, namespace: str = "dynamo",
@@ -181,9 +187,8 @@ class WorkerRuntime:
         self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._owns_context = context is None
         self.context = zmq.Context() if context is None else context
-        self._requests = open_socket(self.context, zmq.ROUTER)
-        self.endpoint = bind_random_port(self._requests, host)
-        self._request_drainer: SocketDrainer | None = None  # from the first registration on, with the loop
+        self._listener = RequestListener(host)  # bound now; accepting from the first registration on
+        self.endpoint = self._listener.endpoint
         self._registry: SocketDrainer | None = None
         self._registry_reply: asyncio.Future[bytes] | None = None
         self._registry_turn = asyncio.Lock()
@@ -191,7 +196,7 @@ class WorkerRuntime:
         self._lease_ttl_s = lease_ttl_s
         self._etcd_lease: EtcdLease | None = None
         self._routes: dict[str, TokenSink] = {}
-        self._pending: dict[bytes, list[RequestOutput]] = {}
+        self._pending: dict[GatewayConnection, list[RequestOutput]] = {}
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unary: UnaryServer | None = None
@@ -213,7 +218,7 @@ class WorkerRuntime:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._unary = UnaryServer(self.engine, self._loop, self._send_now)
-            self._request_drainer = SocketDrainer(self._loop, self._requests, self._on_request)
+            await self._listener.start(self._loop, self)
         if self.etcd is not None:
             await self._register_etcd(card)
             return
@@ -364,10 +369,7 @@ class WorkerRuntime:
                 pass
         if self._unary is not None:
             self._unary.close()
-        if self._request_drainer is not None:
-            self._request_drainer.close()  # and the socket
-        else:
-            self._requests.close(0)
+        self._listener.close()
         if self._registry is not None:
             self._registry.close()
             self._registry = None
@@ -378,17 +380,8 @@ class WorkerRuntime:
 
     # ---- request plane ------------------------------------------------------------------------------
 
-    def _on_request(self, frames: list[bytes]) -> None:
-        """One message from a gateway (the drainer reads every queued one when the socket fires): after the
-        gateway's identity, one request per frame (a gateway sends the requests of one loop turn together)."""
-        if len(frames) < 2:
-            self.malformed_frames += 1
-            return
-        identity = frames[0]
-        for payload in frames[1:]:
-            self._on_payload(identity, payload)
-
-    def _on_payload(self, identity: bytes, payload: bytes) -> None:
+    def on_gateway_frame(self, gateway: GatewayConnection, payload: memoryview) -> None:
+        """One frame from a gateway: a request, an abort or pause, or a heartbeat."""
         try:
             message = engine_wire.to_worker_decoder.decode(payload)
         except msgspec.DecodeError as exc:
@@ -396,17 +389,28 @@ class WorkerRuntime:
             log.warning("malformed request frame", extra={"error": str(exc)})
             return
         if isinstance(message, GenerateRequest):
-            self._start(identity, message)
+            self._start(gateway, message)
         elif isinstance(message, AbortRequest):
             self._abort(message.request_id)
         elif isinstance(message, PauseRequest):
             self._pause(message.request_id, message.paused)
+        elif isinstance(message, Ping):
+            gateway.write(_PONG)
         else:
             assert self._unary is not None
-            self._unary.start(identity, message)
+            self._unary.start(gateway, message)
 
-    def _start(self, identity: bytes, request: GenerateRequest) -> None:
-        sink = TokenSink(request.request_id, self, identity)
+    def on_gateway_lost(self, gateway: GatewayConnection) -> None:
+        """A gateway's connection is gone: nobody reads its requests' outputs any more, so they are aborted."""
+        self._listener.forget(gateway)
+        self._pending.pop(gateway, None)
+        for request_id in [rid for rid, sink in self._routes.items() if sink.gateway is gateway]:
+            self._abort(request_id)
+        if self._unary is not None:
+            self._unary.abort_from(gateway)
+
+    def _start(self, gateway: GatewayConnection, request: GenerateRequest) -> None:
+        sink = TokenSink(request.request_id, self, gateway)
         if self.tracing is not None and request.trace_context:
             sink.span = self.tracing.worker_span(request, self.instance_id)
         self._routes[request.request_id] = sink
@@ -438,10 +442,10 @@ class WorkerRuntime:
     def _forget(self, request_id: str) -> None:
         self._routes.pop(request_id, None)
 
-    def _emit(self, identity: bytes, output: RequestOutput) -> None:
-        pending = self._pending.get(identity)
+    def _emit(self, gateway: GatewayConnection, output: RequestOutput) -> None:
+        pending = self._pending.get(gateway)
         if pending is None:
-            self._pending[identity] = [output]
+            self._pending[gateway] = [output]
         else:
             pending.append(output)
         if not self._flush_scheduled:
@@ -453,19 +457,12 @@ class WorkerRuntime:
         self._flush_scheduled = False
         pending, self._pending = self._pending, {}
         encode = engine_wire.encoder.encode
-        for identity, outputs in pending.items():
-            self._requests.send_multipart([identity, encode(engine_wire.OutputBatch(outputs))])
-        self._after_send()
+        for gateway, outputs in pending.items():
+            gateway.send(encode(engine_wire.OutputBatch(outputs)))
 
-    def _send_now(self, identity: bytes, message: msgspec.Struct) -> None:
+    def _send_now(self, gateway: GatewayConnection, message: msgspec.Struct) -> None:
         """Send one unary reply at once (not batched)."""
-        self._requests.send_multipart([identity, engine_wire.encoder.encode(message)])
-        self._after_send()
-
-    def _after_send(self) -> None:
-        # ZeroMQ's FD is edge-triggered: a send can consume the readable edge, so check for input now.
-        if self._request_drainer is not None:
-            self._request_drainer.after_send()
+        gateway.send(engine_wire.encoder.encode(message))
 
     @property
     def active_requests(self) -> int:

@@ -90,30 +90,43 @@ class UnaryServer:
     """Runs unary requests as tasks and sends each one's reply to the gateway that sent it."""
 
     def __init__(self, engine: "Engine", loop: asyncio.AbstractEventLoop,
-                 send: Callable[[bytes, msgspec.Struct], None]) -> None:
+                 send: Callable[[object, msgspec.Struct], None]) -> None:
         self.engine = engine
         self._loop = loop
         self._send = send
         self.tasks: dict[str, asyncio.Task] = {}
+        self._senders: dict[str, object] = {}  # request id -> the gateway connection that sent it
 
-    def start(self, identity: bytes, request: UnaryRequest) -> None:
+    def start(self, gateway: object, request: UnaryRequest) -> None:
+        """Run ``request``; its reply goes to ``gateway`` (the connection it came on)."""
         request_id = request.request_id
-        task = self._loop.create_task(self._serve(identity, request))
+        task = self._loop.create_task(self._serve(gateway, request))
         self.tasks[request_id] = task
+        self._senders[request_id] = gateway
         log.debug("unary request started", extra={"request_id": request_id})
-        task.add_done_callback(lambda _: self.tasks.pop(request_id, None))
+        task.add_done_callback(lambda _: self._forget(request_id))
+
+    def _forget(self, request_id: str) -> None:
+        self.tasks.pop(request_id, None)
+        self._senders.pop(request_id, None)
 
     def abort(self, request_id: str) -> None:
         task = self.tasks.pop(request_id, None)
+        self._senders.pop(request_id, None)
         if task is not None:
             task.cancel()
             log.debug("unary request aborted", extra={"request_id": request_id})
+
+    def abort_from(self, gateway: object) -> None:
+        """Abort every request ``gateway`` sent (its connection is gone)."""
+        for request_id in [rid for rid, sender in self._senders.items() if sender is gateway]:
+            self.abort(request_id)
 
     def close(self) -> None:
         for task in list(self.tasks.values()):
             task.cancel()
 
-    async def _serve(self, identity: bytes, request: UnaryRequest) -> None:
+    async def _serve(self, identity: object, request: UnaryRequest) -> None:
         request_id = request.request_id
         try:
             reply: msgspec.Struct = await self._run(identity, request)
@@ -126,7 +139,7 @@ class UnaryServer:
             reply = UnaryError(request_id, f"engine error: {exc}")
         self._send(identity, reply)
 
-    async def _run(self, identity: bytes, request: UnaryRequest) -> msgspec.Struct:
+    async def _run(self, identity: object, request: UnaryRequest) -> msgspec.Struct:
         if isinstance(request, EmbedRequest):
             vectors = await self.engine.embed(request)
             if len(vectors) != len(request.inputs):

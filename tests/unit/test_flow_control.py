@@ -56,7 +56,7 @@ def test_a_reader_that_stops_pauses_the_worker_and_loses_nothing(run, honours):
         registry = FakeRegistry(loop, context, lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
         engine = Ticker(honours)
         runtime = WorkerRuntime(engine, registry_endpoint=registry.endpoint, context=context)
-        client = EngineClient(loop, context, MAX_QUEUED)
+        client = EngineClient(loop, MAX_QUEUED)
         try:
             await runtime.register_model(CARD)
             client.sync_instances([Instance("w1", runtime.endpoint, CARD)])

@@ -1,5 +1,5 @@
-"""The worker SDK's sockets over real sockets: registry calls and the request plane (frontend/worker/runtime.py)
-against a registry and a gateway played by the test on the same event loop, and the KV event publisher's
+"""The worker SDK's sockets over real sockets: registry calls and the request plane (frontend/worker/runtime.py,
+request_plane.py) against a registry and gateways played by the test on the same event loop, and the KV event publisher's
 replay (frontend/worker/kv_publisher.py)."""
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ import msgspec
 import pytest
 import zmq
 from async_support import until
+from framed_peer import FramedPeer
 
 from frontend.protocol import engine as engine_wire, kv_events as kv_wire, registry as registry_wire
-from frontend.protocol.engine import GenerateRequest, OutputBatch, RequestOutput, StopConditions
+from frontend.protocol.engine import GenerateRequest, OutputBatch, Ping, Pong, RequestOutput, StopConditions
 from frontend.protocol.registry import ModelCard
+from frontend.transport.framing import HEADER, MAX_FRAME_BYTES, frames
 from frontend.transport.sockets import bind_random_port, open_socket
 from frontend.transport.zmqloop import SocketDrainer
-from frontend.worker import Engine, RegistrationError, WorkerRuntime
+from frontend.worker import Engine, RegistrationError, WorkerRuntime, request_plane
 from frontend.worker.kv_publisher import KvEventPublisher
 
 CARD = ModelCard("m", "config/models/tiny", checksum="fixed")
@@ -59,34 +61,34 @@ class FakeRegistry:
 
 
 def test_register_serve_and_unregister(run):
-    """Requests one per message and several per message (one per frame); malformed frames are counted."""
+    """Requests one per write and several per write (one per frame); malformed frames are counted."""
     async def scenario() -> tuple[list, list, int]:
         loop = asyncio.get_running_loop()
         context = zmq.Context()
         registry = FakeRegistry(loop, context, lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
         runtime = WorkerRuntime(Counter(), registry_endpoint=registry.endpoint, context=context)
         batches: list[OutputBatch] = []
-        gateway = SocketDrainer(loop, open_socket(context, zmq.DEALER, connect=runtime.endpoint),
-                                lambda frames: batches.append(engine_wire.from_worker_decoder.decode(frames[-1])))
         try:
             await runtime.register_model(CARD)
-            gateway.sock.send(b"\xc1")  # not msgpack
-            gateway.sock.send_multipart([b"two", b"frames"])  # two requests (one per frame), neither msgpack
-            for count, request_id in enumerate(("r1", "r2"), 1):
-                gateway.sock.send(engine_wire.encoder.encode(GenerateRequest(request_id, [7, 8],
-                                                                             StopConditions(max_tokens=3))))
-                gateway.after_send()
-                await until(lambda count=count: len(batches) == count)
-            # a gateway sends the requests of one loop turn as the frames of one message (gateway/engine_client.py)
-            gateway.sock.send_multipart([engine_wire.encoder.encode(GenerateRequest(request_id, [7, 8],
-                                                                                    StopConditions(max_tokens=3)))
-                                         for request_id in ("a", "b")])
-            gateway.after_send()
-            await until(lambda: sum(len(batch.outputs) for batch in batches[2:]) == 6)
+            gateway = await FramedPeer.connect(runtime.endpoint)
+            gateway.send(b"\xc1")  # not msgpack
+            gateway.write(frames([b"two", b"frames"]))  # two requests in one write, neither msgpack
+            for request_id in ("r1", "r2"):
+                gateway.send(engine_wire.encoder.encode(GenerateRequest(request_id, [7, 8],
+                                                                        StopConditions(max_tokens=3))))
+                batches.append(engine_wire.from_worker_decoder.decode(await gateway.read()))
+            # a gateway writes the requests of one loop turn together (gateway/engine_client.py)
+            gateway.write(frames([engine_wire.encoder.encode(GenerateRequest(request_id, [7, 8],
+                                                                             StopConditions(max_tokens=3)))
+                                  for request_id in ("a", "b")]))
+            while sum(len(batch.outputs) for batch in batches[2:]) < 6:
+                batches.append(engine_wire.from_worker_decoder.decode(await gateway.read()))
+            gateway.send(engine_wire.encoder.encode(Ping()))
+            assert engine_wire.from_worker_decoder.decode(await gateway.read()) == Pong()
             assert runtime.active_requests == 0
+            gateway.close()
         finally:
             await runtime.close()
-            gateway.close()
             registry.close()
             context.term()  # the runtime closed its sockets and left the context it was given
         return batches, [message for _, message in registry.received], runtime.malformed_frames
@@ -102,6 +104,69 @@ def test_register_serve_and_unregister(run):
             for output in batch.outputs]
     assert both == [(request_id, [token], "length" if token == 3 else None) for request_id in "ab"
                     for token in (1, 2, 3)]
+
+
+class Endless(Engine):
+    """Starts every request and never finishes one; records aborts."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.aborted: list[str] = []
+
+    def add_request(self, request, sink):
+        self.started.append(request.request_id)
+        sink.send([1])
+
+    def abort_request(self, request_id):
+        self.aborted.append(request_id)
+
+
+@pytest.mark.parametrize("how", ["closes", "oversized-frame", "goes-silent"])
+def test_a_gateway_that_goes_away_has_its_requests_aborted(run, monkeypatch, how):
+    """Its connection closes, it sends a frame over the limit (the worker closes it), or it goes silent (no
+    heartbeat): nobody will read its requests' outputs, so the engine stops generating them. Another gateway's
+    request runs on."""
+    monkeypatch.setattr(request_plane, "GATEWAY_SILENT_S", 0.2)
+
+    async def scenario() -> tuple[list[str], list[str], int, bytes | None]:
+        loop = asyncio.get_running_loop()
+        context = zmq.Context()
+        registry = FakeRegistry(loop, context, lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
+        engine = Endless()
+        runtime = WorkerRuntime(engine, registry_endpoint=registry.endpoint, context=context)
+        try:
+            await runtime.register_model(CARD)
+            leaving, staying = await FramedPeer.connect(runtime.endpoint), await FramedPeer.connect(runtime.endpoint)
+            for gateway, request_id in ((leaving, "gone"), (staying, "kept")):
+                gateway.send(engine_wire.encoder.encode(GenerateRequest(request_id, [7], StopConditions(max_tokens=9))))
+                await gateway.read()  # its first output
+            keep_talking = loop.create_task(_ping_every(staying, 0.05))
+            if how == "closes":
+                leaving.close()
+            elif how == "oversized-frame":
+                leaving.write(HEADER.pack(MAX_FRAME_BYTES + 1) + b"x" * 100)
+            await until(lambda: engine.aborted)
+            last_read = await asyncio.wait_for(leaving.read(), 1.0) if how != "closes" else None
+            keep_talking.cancel()
+            active, aborted = runtime.active_requests, list(engine.aborted)
+            leaving.close()
+            staying.close()
+        finally:
+            await runtime.close()
+            registry.close()
+            context.term()
+        return engine.started, aborted, active, last_read
+
+    started, aborted, active, last_read = run(scenario())
+    assert started == ["gone", "kept"] and aborted == ["gone"]
+    assert active == 1  # the other gateway's request
+    assert last_read is None  # the worker closed the connection
+
+
+async def _ping_every(gateway: FramedPeer, interval_s: float) -> None:
+    while True:
+        gateway.send(engine_wire.encoder.encode(Ping()))
+        await asyncio.sleep(interval_s)
 
 
 def test_a_late_registry_reply_never_answers_a_later_call(run):
