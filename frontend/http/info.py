@@ -34,7 +34,7 @@ def health(gateway: Gateway, proto) -> None:
     """200 with the live instances; 503 while no worker is registered, or once the daemon is shutting down."""
     instances = [
         {"instance_id": i.instance_id, "model": i.card.name, "endpoint": i.endpoint,
-         "namespace": gateway.settings.namespace, "transport": "zmq", "load": _load(gateway, i.instance_id),
+         "namespace": gateway.settings.namespace, "transport": "tcp", "load": _load(gateway, i.instance_id),
          "draining": i.draining, "disaggregation_mode": i.card.disaggregation_mode}
         for i in gateway.models.instances
     ]

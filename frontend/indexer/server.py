@@ -37,6 +37,7 @@ from .worker_state import WorkerKvState
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 1.0
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class WorkerFeed:
@@ -286,12 +287,11 @@ def _poller(indexer: Indexer, *always: zmq.Socket) -> tuple[zmq.Poller, dict]:
 
 
 def _drain(sock: zmq.Socket) -> list[list[bytes]]:
+    """Every message queued on ``sock`` (asked with ``zmq.EVENTS``, not by a read that raises ``zmq.Again``)."""
     messages = []
-    while True:
-        try:
-            messages.append(sock.recv_multipart(zmq.NOBLOCK))
-        except zmq.Again:
-            return messages
+    while sock.getsockopt(_EVENTS) & _POLLIN:
+        messages.append(sock.recv_multipart(zmq.NOBLOCK))
+    return messages
 
 
 def _latest_snapshot(sock: zmq.Socket) -> registry_wire.Snapshot | None:

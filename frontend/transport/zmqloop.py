@@ -35,16 +35,14 @@ class SocketDrainer:
         self.after_send()  # input queued before the reader was added raised no edge it could see
 
     def drain(self) -> None:
-        """Read until the socket has nothing more."""
+        """Read until the socket has nothing more (asked with ``zmq.EVENTS``: cheaper than the ``zmq.Again`` a
+        read of an empty socket raises, and it re-arms the descriptor's edge the same way)."""
         self._scheduled = False
         recv = self._recv
         handle = self.on_message
-        while True:
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            handle(frames)
+        events = self.sock.getsockopt
+        while events(_EVENTS) & _POLLIN:
+            handle(recv(zmq.NOBLOCK))
 
     def after_send(self) -> None:
         """Schedule a drain if input arrived while sending (the edge may have been consumed)."""

@@ -22,6 +22,7 @@ from ..transport.framing import FramedProtocol, endpoint_of, frame
 
 GATEWAY_SILENT_S = 10.0
 MAX_UNSENT_BYTES = 256 << 20  # outputs written but not yet taken by the gateway's kernel
+CLOSE_FLUSH_S = 5.0  # on close, how long written outputs may take to reach the gateways
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,20 @@ class RequestListener:
     def forget(self, connection: GatewayConnection) -> None:
         self.connections.discard(connection)
 
-    def close(self) -> None:
-        """Stop accepting and drop every gateway connection."""
+    async def close(self, flush_timeout_s: float = CLOSE_FLUSH_S) -> None:
+        """Stop accepting and close every gateway connection once what was written to it is sent (outputs of
+        requests that finished just before: a gateway may still be reading them), waiting at most
+        ``flush_timeout_s``; then drop what is left."""
         if self._server is not None:
             self._server.close()
         else:
             self._sock.close()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()  # sends what is buffered, then closes
+        deadline = asyncio.get_running_loop().time() + flush_timeout_s
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()

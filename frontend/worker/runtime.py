@@ -369,7 +369,7 @@ class WorkerRuntime:
                 pass
         if self._unary is not None:
             self._unary.close()
-        self._listener.close()
+        await self._listener.close()
         if self._registry is not None:
             self._registry.close()
             self._registry = None
