@@ -13,7 +13,8 @@ from async_support import until
 from framed_peer import FramedPeer
 
 from frontend.protocol import engine as engine_wire, kv_events as kv_wire, registry as registry_wire
-from frontend.protocol.engine import GenerateRequest, OutputBatch, Ping, Pong, RequestOutput, StopConditions
+from frontend.protocol.engine import (EmbedRequest, GenerateRequest, OutputBatch, Ping, Pong, RequestOutput,
+                                      StopConditions)
 from frontend.protocol.registry import ModelCard
 from frontend.transport.framing import HEADER, MAX_FRAME_BYTES, frames
 from frontend.transport.sockets import bind_random_port, open_socket
@@ -120,6 +121,14 @@ class Endless(Engine):
     def abort_request(self, request_id):
         self.aborted.append(request_id)
 
+    async def embed(self, request):
+        self.started.append(request.request_id)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.aborted.append(request.request_id)
+            raise
+
 
 @pytest.mark.parametrize("how", ["closes", "oversized-frame", "goes-silent"])
 def test_a_gateway_that_goes_away_has_its_requests_aborted(run, monkeypatch, how):
@@ -161,6 +170,30 @@ def test_a_gateway_that_goes_away_has_its_requests_aborted(run, monkeypatch, how
     assert started == ["gone", "kept"] and aborted == ["gone"]
     assert active == 1  # the other gateway's request
     assert last_read is None  # the worker closed the connection
+
+
+def test_a_gateway_that_goes_away_has_its_unary_requests_cancelled(run):
+    async def scenario() -> tuple[list[str], list[str], int]:
+        loop = asyncio.get_running_loop()
+        context = zmq.Context()
+        registry = FakeRegistry(loop, context, lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
+        engine = Endless()
+        runtime = WorkerRuntime(engine, registry_endpoint=registry.endpoint, context=context)
+        try:
+            await runtime.register_model(msgspec.structs.replace(CARD, model_types=["embedding"]))
+            gateway = await FramedPeer.connect(runtime.endpoint)
+            gateway.send(engine_wire.encoder.encode(EmbedRequest("e1", [[1, 2]])))
+            await until(lambda: engine.started == ["e1"])
+            gateway.close()
+            await until(lambda: engine.aborted)
+            active = runtime.active_requests
+        finally:
+            await runtime.close()
+            registry.close()
+            context.term()
+        return engine.started, engine.aborted, active
+
+    assert run(scenario()) == (["e1"], ["e1"], 0)
 
 
 async def _ping_every(gateway: FramedPeer, interval_s: float) -> None:
