@@ -5,6 +5,8 @@ replay (frontend/worker/kv_publisher.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import AsyncIterator
 
 import msgspec
 import pytest
@@ -59,6 +61,22 @@ class FakeRegistry:
 
     def close(self) -> None:
         self.drainer.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(engine: Engine, card: ModelCard = CARD) -> AsyncIterator[WorkerRuntime]:
+    """A runtime of ``engine`` registered with a registry that accepts it; closed (with the registry) after."""
+    context = zmq.Context()
+    registry = FakeRegistry(asyncio.get_running_loop(), context,
+                            lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
+    runtime = WorkerRuntime(engine, registry_endpoint=registry.endpoint, context=context)
+    try:
+        await runtime.register_model(card)
+        yield runtime
+    finally:
+        await runtime.close()
+        registry.close()
+        context.term()
 
 
 def test_register_serve_and_unregister(run):
@@ -139,12 +157,8 @@ def test_a_gateway_that_goes_away_has_its_requests_aborted(run, monkeypatch, how
 
     async def scenario() -> tuple[list[str], list[str], int, bytes | None]:
         loop = asyncio.get_running_loop()
-        context = zmq.Context()
-        registry = FakeRegistry(loop, context, lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
         engine = Endless()
-        runtime = WorkerRuntime(engine, registry_endpoint=registry.endpoint, context=context)
-        try:
-            await runtime.register_model(CARD)
+        async with serving(engine) as runtime:
             leaving, staying = await FramedPeer.connect(runtime.endpoint), await FramedPeer.connect(runtime.endpoint)
             for gateway, request_id in ((leaving, "gone"), (staying, "kept")):
                 gateway.send(engine_wire.encoder.encode(GenerateRequest(request_id, [7], StopConditions(max_tokens=9))))
@@ -160,10 +174,6 @@ def test_a_gateway_that_goes_away_has_its_requests_aborted(run, monkeypatch, how
             active, aborted = runtime.active_requests, list(engine.aborted)
             leaving.close()
             staying.close()
-        finally:
-            await runtime.close()
-            registry.close()
-            context.term()
         return engine.started, aborted, active, last_read
 
     started, aborted, active, last_read = run(scenario())
@@ -174,23 +184,14 @@ def test_a_gateway_that_goes_away_has_its_requests_aborted(run, monkeypatch, how
 
 def test_a_gateway_that_goes_away_has_its_unary_requests_cancelled(run):
     async def scenario() -> tuple[list[str], list[str], int]:
-        loop = asyncio.get_running_loop()
-        context = zmq.Context()
-        registry = FakeRegistry(loop, context, lambda message: registry_wire.Ack(ok=True, lease_ttl_s=30.0))
         engine = Endless()
-        runtime = WorkerRuntime(engine, registry_endpoint=registry.endpoint, context=context)
-        try:
-            await runtime.register_model(msgspec.structs.replace(CARD, model_types=["embedding"]))
+        async with serving(engine, msgspec.structs.replace(CARD, model_types=["embedding"])) as runtime:
             gateway = await FramedPeer.connect(runtime.endpoint)
             gateway.send(engine_wire.encoder.encode(EmbedRequest("e1", [[1, 2]])))
             await until(lambda: engine.started == ["e1"])
             gateway.close()
             await until(lambda: engine.aborted)
             active = runtime.active_requests
-        finally:
-            await runtime.close()
-            registry.close()
-            context.term()
         return engine.started, engine.aborted, active
 
     assert run(scenario()) == (["e1"], ["e1"], 0)
