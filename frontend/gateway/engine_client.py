@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 import msgspec
 
@@ -46,10 +47,14 @@ class RequestStream:
     Items are ``RequestOutput`` for a generation; the replies of a unary request otherwise. When the worker
     goes away, ``next()`` raises :class:`~frontend.protocol.errors.WorkerGone` once the items received before
     are read; :meth:`wake` ends a wait with nothing (its reader is told to stop by other means).
+
+    ``direct``, when set, is offered each output that arrives while the reader waits with nothing queued: it
+    returns True when it handled the output there and then (a streamed response writing a plain token event,
+    ``Generation.write_directly``), and the reader is not woken; False queues it as usual.
     """
 
     __slots__ = ("request_id", "instance_id", "_items", "_waiter", "_loop", "_failure", "_client", "_queued",
-                 "_paused")
+                 "_paused", "direct")
 
     def __init__(self, client: "EngineClient", request_id: str, instance_id: str) -> None:
         self.request_id = request_id
@@ -61,8 +66,12 @@ class RequestStream:
         self._client = client
         self._queued = 0  # tokens in _items
         self._paused = False
+        self.direct: Callable[[RequestOutput], bool] | None = None
 
     def push(self, output) -> None:
+        direct = self.direct
+        if direct is not None and self._waiter is not None and not self._items and direct(output):
+            return
         self._items.append(output)
         if type(output) is RequestOutput:
             self._queued += len(output.token_ids)

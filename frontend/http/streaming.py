@@ -75,6 +75,23 @@ class StreamWriter:
             return await self._wait_for_reader(self.backlog)
         return True
 
+    def ready(self) -> bool:
+        """Whether :meth:`write_now` may be used: the client is there and no backlog check is due (that one waits,
+        so it is :meth:`send`'s)."""
+        return not self.closed and (self.backlog is None or self.written < self._next_check)
+
+    def write_now(self, data: bytes) -> bool:
+        """Write without a wait, when :meth:`ready`; False once the client is gone. (Granian's send queues the
+        bytes when called; its awaitable only reports the outcome, at once: it ends, or raises.)"""
+        try:
+            for _ in self.transport.send_bytes(data):
+                break
+        except Exception:  # granian's ProtocolClosed (or a connection error): the peer left
+            self.closed = True
+            return False
+        self.written += len(data)
+        return True
+
     async def _wait_for_reader(self, backlog: ClientBacklog) -> bool:
         self._next_check = self.written + backlog.check_every
         try:
@@ -114,6 +131,8 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
     per_output = not generations[0].gateway.settings.stream_coalesce
     try:
         if len(generations) == 1:  # the common case, without choice_batches' extra hop per batch
+            if per_output:  # plain token events are written where they arrive (Generation.write_directly)
+                generations[0].write_directly(writer.ready, lambda delta: _write_now(writer, encode(0, delta)))
             async with aclosing(generations[0].batches(per_output=per_output)) as single:
                 async for deltas in single:
                     out = _encoded(encode, 0, deltas)
@@ -128,6 +147,10 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
     except RequestError as error:
         return StreamEnd.FAILED if await writer.send(encode_error(error)) else StreamEnd.CLIENT_GONE
     return StreamEnd.CLIENT_GONE if any(generation.client_gone for generation in generations) else StreamEnd.FINISHED
+
+
+def _write_now(writer: StreamWriter, data: bytes) -> bool:
+    return not data or writer.write_now(data)
 
 
 def _encoded(encode: Callable[[int, Delta], bytes], index: int, deltas: list[Delta]) -> bytes:

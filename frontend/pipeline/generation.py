@@ -146,7 +146,7 @@ class Generation:
     __slots__ = ("gateway", "model", "request", "tokenizer", "prompt_tokens", "pipeline", "submission", "stream",
                  "observer", "timing", "started", "first_token_at", "finished_at", "_prefilled", "_worker_prefilled",
                  "client_gone", "_watcher", "_errored", "_released", "output_ids", "migrations", "_prefill",
-                 "prefill_worker")
+                 "prefill_worker", "_direct_ready", "_direct_write", "_direct_end")
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
                  block_hashes: bytes, *, pinned: str | None = None,
@@ -182,6 +182,9 @@ class Generation:
         self.client_gone = False
         self._errored = self._released = False
         self._watcher = DisconnectWatch(disconnected, self.cancel) if disconnected is not None else None
+        self._direct_ready: Callable[[], bool] | None = None  # see write_directly
+        self._direct_write: Callable[[Delta], bool] | None = None
+        self._direct_end: list[Delta] = []  # a delta the direct path made that ends the stream, for batches()
 
     @property
     def route(self) -> Route:
@@ -207,6 +210,45 @@ class Generation:
         return Usage(self.prompt_tokens, pipeline.completion_tokens,
                      self.prompt_tokens + pipeline.completion_tokens, details)
 
+    def write_directly(self, ready: Callable[[], bool], write: Callable[[Delta], bool]) -> None:
+        """Have :meth:`batches` (``per_output``) leave plain outputs to ``write``, called where they arrive (the
+        socket callback) while its reader waits with nothing queued: no task wake-up, no generator frames per
+        token. An output goes this way when ``ready()`` (the writer need not wait for a slow client), it is not
+        the first of its worker (time to first token), it ends nothing (no finish reason, no failure) and no
+        prefill leg is running; everything else is read by :meth:`batches` as before, in order. A stop string that
+        matches there ends the stream through :meth:`batches`; ``write`` returning False (the client left)
+        cancels the generation."""
+        self._direct_ready, self._direct_write = ready, write
+
+    def _direct_output(self, output: RequestOutput) -> bool:
+        """``RequestStream.direct``: handle ``output`` here (True) or leave it to :meth:`batches` (False)."""
+        pipeline = self.pipeline
+        if pipeline.finish_reason is not None:
+            return True  # what a worker sends after a stop string matched here is dropped, as batches() would
+        if (output.finish_reason is not None or output.retryable or self.client_gone or self._prefill is not None
+                or not self._worker_prefilled or not self._direct_ready()):
+            return False
+        try:
+            if self.output_ids is not None:
+                self.output_ids += output.token_ids
+            before = pipeline.completion_tokens
+            delta = pipeline.feed([output])
+            self._count_tokens(pipeline.completion_tokens - before)
+            if delta.finish_reason is not None:  # a stop string matched
+                self._direct_end.append(delta)
+                self.stream.wake()
+            elif not self._direct_write(delta):
+                self.cancel()
+        except Exception:  # a bug fails this stream only, not the other streams of the worker's message
+            log.exception("streaming an output failed", extra={"request_id": self.request.request_id})
+            self.cancel()
+        return True
+
+    def _count_tokens(self, count: int) -> None:
+        if count:
+            self.observer.tokens(count)
+            self.timing.tokens(self.submission.route.instance_id, count)
+
     async def deltas(self) -> AsyncIterator[Delta]:
         """One delta per wake-up: everything that arrived since the last one, folded (for readers that do not
         stream events: unary answers, gRPC). See :meth:`batches`."""
@@ -224,8 +266,10 @@ class Generation:
         pipeline = self.pipeline
         try:
             while not finished:
+                stream = self.stream  # another one after a migration or a prefill leg
+                stream.direct = self._direct_output if per_output and self._direct_write is not None else None
                 try:
-                    outputs = await self.stream.next()
+                    outputs = await stream.next()
                 except WorkerGone:
                     if self.client_gone:
                         raise
@@ -234,6 +278,11 @@ class Generation:
                         raise
                     continue
                 if self.client_gone:
+                    return
+                if self._direct_end:  # the direct path's stop string match ends the stream
+                    deltas, self._direct_end = self._direct_end, []
+                    self.finished_at = time.perf_counter()
+                    yield deltas
                     return
                 if self._prefill is not None:
                     self._prefill_outputs(outputs)
@@ -249,9 +298,7 @@ class Generation:
                             continue
                 before = pipeline.completion_tokens
                 deltas = pipeline.feed_each(outputs) if per_output and len(outputs) > 1 else [pipeline.feed(outputs)]
-                if pipeline.completion_tokens > before:
-                    self.observer.tokens(pipeline.completion_tokens - before)
-                    self.timing.tokens(self.submission.route.instance_id, pipeline.completion_tokens - before)
+                self._count_tokens(pipeline.completion_tokens - before)
                 last = deltas[-1]
                 if last.finish_reason is not None:
                     finished = True
@@ -303,6 +350,7 @@ class Generation:
 
     def _switch_to(self, submission: Submission) -> None:
         """Read on from ``submission``; the one before ended on its worker (or its worker is gone)."""
+        self.stream.direct = None
         self.submission.release(abort=False)
         self.submission, self.stream = submission, submission.stream
         self._worker_prefilled = False
@@ -362,6 +410,7 @@ class Generation:
             return
         self._released = True
         self._stop_watching()
+        self._stop_direct()
         finished = self.finished_at != 0.0
         self.submission.release(abort=not finished or self.pipeline.stopped_by_string)
         pipeline = self.pipeline
@@ -371,6 +420,12 @@ class Generation:
     def _stop_watching(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
+
+    def _stop_direct(self) -> None:
+        """Drop the direct path's references (its writer holds the response stream, which Granian ends only once
+        it is freed)."""
+        self.stream.direct = None
+        self._direct_ready = self._direct_write = None
 
     def abandon(self) -> None:
         """Release a generation that will never be read (a later choice of its request failed to start)."""

@@ -136,3 +136,28 @@ def test_a_worker_that_stops_answering_heartbeats_is_dropped(run, monkeypatch):
             worker.close()
 
     assert run(scenario()) >= 0.1  # dropped for its silence, after the timeout and not before
+
+
+def test_a_direct_reader_gets_outputs_only_while_the_reader_waits_with_nothing_queued(run):
+    """``RequestStream.direct`` (a streamed response writing token events where they arrive) is offered an output
+    only when the reader waits with nothing queued, so that nothing it writes overtakes what the reader holds."""
+    async def scenario() -> tuple[list, list]:
+        loop = asyncio.get_running_loop()
+        client = EngineClient(loop, 64)
+        stream = engine_client.RequestStream(client, "r1", "w1")
+        offered: list = []
+        stream.direct = lambda output: offered.append(output.token_ids) or output.token_ids != [3]
+        stream.push(RequestOutput("r1", [1]))  # the reader is not waiting: queued
+        read = [[o.token_ids for o in await stream.next()]]
+        reading = loop.create_task(stream.next())
+        await asyncio.sleep(0)  # the reader waits now
+        stream.push(RequestOutput("r1", [2]))  # taken directly: the reader sleeps on
+        stream.push(RequestOutput("r1", [3]))  # refused by direct: queued, the reader wakes
+        stream.push(RequestOutput("r1", [4]))  # something is queued: not offered
+        read.append([o.token_ids for o in await reading])
+        client.close()
+        return offered, read
+
+    offered, read = run(scenario())
+    assert offered == [[2], [3]]
+    assert read == [[[1]], [[3], [4]]]
