@@ -7,7 +7,9 @@ door's ``encode_error``. The door only says how a delta and an error look on its
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import weakref
 from contextlib import aclosing
 from typing import Callable
 
@@ -50,7 +52,7 @@ class StreamWriter:
     """Writes a streamed response's bytes to a Granian stream transport; remembers when the client has gone. With
     a :class:`ClientBacklog`, a write waits while the client leaves too much unread (see ``client_backlog``)."""
 
-    __slots__ = ("transport", "closed", "backlog", "written", "too_slow", "_next_check")
+    __slots__ = ("transport", "closed", "backlog", "written", "too_slow", "_next_check", "_queued")
 
     def __init__(self, transport, backlog: ClientBacklog | None = None) -> None:
         self.transport = transport
@@ -59,10 +61,13 @@ class StreamWriter:
         self.written = 0
         self.too_slow: SlowReader | None = None  # set when the client read too slowly (send returned False)
         self._next_check = backlog.check_every if backlog is not None else 0
+        self._queued: list[bytes] = []  # write_soon's bytes, written at the end of the loop turn
 
     async def send(self, data: bytes) -> bool:
         """Write; False once the client is gone or, with ``too_slow`` set, has read too slowly (the caller stops
         producing). After ``too_slow`` the writer writes without waiting, for the caller's error event."""
+        if self._queued:
+            self.flush_queued()
         if self.closed:
             return False
         try:
@@ -76,21 +81,34 @@ class StreamWriter:
         return True
 
     def ready(self) -> bool:
-        """Whether :meth:`write_now` may be used: the client is there and no backlog check is due (that one waits,
+        """Whether :meth:`write_soon` may be used: the client is there and no backlog check is due (that one waits,
         so it is :meth:`send`'s)."""
         return not self.closed and (self.backlog is None or self.written < self._next_check)
 
-    def write_now(self, data: bytes) -> bool:
-        """Write without a wait, when :meth:`ready`; False once the client is gone. (Granian's send queues the
-        bytes when called; its awaitable only reports the outcome, at once: it ends, or raises.)"""
+    def write_soon(self, data: bytes) -> bool:
+        """Write at the end of this event-loop turn, with whatever else the turn writes to this client (one write
+        for several events), without a wait; use it when :meth:`ready`. False once the client is gone."""
+        if self.closed:
+            return False
+        if not self._queued:
+            _turn_writes().add(self)
+        self._queued.append(data)
+        return True
+
+    def flush_queued(self) -> None:
+        """Write what :meth:`write_soon` queued. (Granian's send takes the bytes when called; its awaitable only
+        reports the outcome, at once: it ends, or raises.)"""
+        queued, self._queued = self._queued, []
+        if self.closed or not queued:
+            return
+        data = queued[0] if len(queued) == 1 else b"".join(queued)
         try:
             for _ in self.transport.send_bytes(data):
                 break
         except Exception:  # granian's ProtocolClosed (or a connection error): the peer left
             self.closed = True
-            return False
+            return
         self.written += len(data)
-        return True
 
     async def _wait_for_reader(self, backlog: ClientBacklog) -> bool:
         self._next_check = self.written + backlog.check_every
@@ -104,6 +122,38 @@ class StreamWriter:
             return False
         self.closed = True
         return False
+
+
+class _TurnWrites:
+    """The writers with bytes queued by :meth:`StreamWriter.write_soon` in this loop turn: one ``call_soon`` writes
+    them all, after the turn's other callbacks (the rest of the outputs that arrived with these)."""
+
+    __slots__ = ("loop", "due")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.due: list[StreamWriter] = []
+
+    def add(self, writer: StreamWriter) -> None:
+        if not self.due:
+            self.loop.call_soon(self.flush)
+        self.due.append(writer)
+
+    def flush(self) -> None:
+        due, self.due = self.due, []
+        for writer in due:
+            writer.flush_queued()
+
+
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TurnWrites] = weakref.WeakKeyDictionary()
+
+
+def _turn_writes() -> _TurnWrites:
+    loop = asyncio.get_running_loop()
+    turns = _TURNS.get(loop)
+    if turns is None:
+        turns = _TURNS[loop] = _TurnWrites(loop)
+    return turns
 
 
 def open_stream(gateway: Gateway, scope, proto, headers: list[tuple[str, str]]) -> StreamWriter:
@@ -132,7 +182,7 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
     try:
         if len(generations) == 1:  # the common case, without choice_batches' extra hop per batch
             if per_output:  # plain token events are written where they arrive (Generation.write_directly)
-                generations[0].write_directly(writer.ready, lambda delta: _write_now(writer, encode(0, delta)))
+                generations[0].write_directly(writer.ready, lambda delta: _write_soon(writer, encode(0, delta)))
             async with aclosing(generations[0].batches(per_output=per_output)) as single:
                 async for deltas in single:
                     out = _encoded(encode, 0, deltas)
@@ -149,8 +199,8 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
     return StreamEnd.CLIENT_GONE if any(generation.client_gone for generation in generations) else StreamEnd.FINISHED
 
 
-def _write_now(writer: StreamWriter, data: bytes) -> bool:
-    return not data or writer.write_now(data)
+def _write_soon(writer: StreamWriter, data: bytes) -> bool:
+    return not data or writer.write_soon(data)
 
 
 def _encoded(encode: Callable[[int, Delta], bytes], index: int, deltas: list[Delta]) -> bytes:

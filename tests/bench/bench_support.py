@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
+from frontend.transport.ports import port_for_later_bind
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port for a server started next, outside the ephemeral range (``frontend/transport/ports.py``)."""
+    return port_for_later_bind("127.0.0.1")
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 30.0, needle: str = "") -> None:

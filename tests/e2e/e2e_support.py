@@ -21,6 +21,8 @@ from typing import Any, Callable
 import httpx
 import openai
 
+from frontend.transport.ports import port_for_later_bind
+
 REPO = Path(__file__).resolve().parents[2]
 TINY_DIR = REPO / "config" / "models" / "tiny"
 MODEL = "tiny"
@@ -33,12 +35,12 @@ _HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
-    """A free loopback port not handed out before in this test run: the kernel may give a port just closed to the
-    next bind(0), and a daemon's HTTP port and registry port picked one after the other must differ."""
+    """A free loopback port not handed out before in this test run (a daemon's HTTP port and registry port picked
+    one after the other must differ), drawn outside the kernel's ephemeral range: the process that binds it starts
+    seconds later (a vLLM worker's status port, after its model loaded), and meanwhile any outgoing connection
+    could take a port from that range (``frontend/transport/ports.py``)."""
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = port_for_later_bind("127.0.0.1")
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port

@@ -1,0 +1,66 @@
+"""The streamed response writer (frontend/http/streaming.py): events written "soon" in one loop turn go to the
+client in one write at the end of the turn, before anything written after them; a client gone is seen."""
+
+from __future__ import annotations
+
+import asyncio
+
+from frontend.http.streaming import StreamWriter
+
+
+class Sent:
+    """Granian's send's outcome: an awaitable that ends at once, or raises."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.error is not None:
+            raise self.error
+        raise StopIteration
+
+    def __await__(self):
+        return self
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.gone = False
+
+    def send_bytes(self, data: bytes) -> Sent:
+        if self.gone:
+            return Sent(ConnectionResetError("the client left"))
+        self.writes.append(data)
+        return Sent()
+
+
+def test_one_turns_events_are_one_write_and_a_later_send_comes_after_them(run):
+    async def scenario() -> tuple[list[bytes], int, bool]:
+        transport = FakeTransport()
+        writer = StreamWriter(transport)
+        assert writer.ready()
+        assert writer.write_soon(b"a") and writer.write_soon(b"b")
+        assert transport.writes == []  # not before the end of the turn
+        await asyncio.sleep(0)
+        writer.write_soon(b"c")
+        assert await writer.send(b"d")  # what was queued goes first
+        await asyncio.sleep(0)
+        return transport.writes, writer.written, writer.closed
+
+    assert run(scenario()) == ([b"ab", b"c", b"d"], 4, False)
+
+
+def test_a_client_gone_is_seen_at_the_write_and_nothing_more_is_queued(run):
+    async def scenario() -> tuple[bool, bool, bool]:
+        transport = FakeTransport()
+        writer = StreamWriter(transport)
+        transport.gone = True
+        writer.write_soon(b"a")
+        await asyncio.sleep(0)
+        return writer.closed, writer.ready(), writer.write_soon(b"b")
+
+    assert run(scenario()) == (True, False, False)
