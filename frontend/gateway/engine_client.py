@@ -29,6 +29,7 @@ from ..protocol.engine import (AbortRequest, GenerateRequest, OutputBatch, Pause
                                UnaryRequest)
 from ..protocol.errors import WorkerGone
 from ..protocol.registry import Instance
+from ..transport.end_of_turn import EndOfTurn
 from ..transport.framing import FramedProtocol, frame, frames, tcp_address
 
 HEARTBEAT_IVL_S = 1.0  # a Ping on every connection this often
@@ -226,7 +227,7 @@ class EngineClient:
         self.streams: dict[str, RequestStream] = {}
         self.unreachable: set[str] = set()  # connected instances whose connection is lost (not routed to)
         self.malformed_batches = 0
-        self._due: list[WorkerConnection] = []  # connections with requests queued in this loop turn
+        self._end_of_turn = EndOfTurn(loop)  # connections with requests queued in this loop turn
         self._heartbeats: asyncio.TimerHandle | None = None
 
     def sync_instances(self, instances: list[Instance]) -> None:
@@ -266,16 +267,9 @@ class EngineClient:
         return stream
 
     def flush_soon(self, connection: WorkerConnection) -> None:
-        """``connection`` has queued requests: send them at the end of this loop turn (``call_soon`` runs after
-        the callbacks already ready, the other requests that arrived with this one)."""
-        if not self._due:
-            self.loop.call_soon(self._flush_due)
-        self._due.append(connection)
-
-    def _flush_due(self) -> None:
-        due, self._due = self._due, []
-        for connection in due:
-            connection.flush()
+        """``connection`` has queued requests: send them at the end of this loop turn, with the other requests
+        that arrived with this one."""
+        self._end_of_turn.add(connection)
 
     def release(self, stream: RequestStream, *, abort: bool) -> None:
         """Forget a stream; with ``abort`` tell the worker to stop generating for it."""

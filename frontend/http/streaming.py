@@ -7,9 +7,7 @@ door's ``encode_error``. The door only says how a delta and an error look on its
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import weakref
 from contextlib import aclosing
 from typing import Callable
 
@@ -21,6 +19,7 @@ from ..pipeline.generation import Generation, choice_batches
 from ..postprocess.pipeline import Delta
 from ..protocol.errors import InvalidRequest, RequestError, SlowReader
 from ..protocol.limits import depth_problem, json_depth_exceeds
+from ..transport.end_of_turn import end_of_turn
 from .client_backlog import ClientBacklog
 from .reply import validation_error
 
@@ -67,7 +66,7 @@ class StreamWriter:
         """Write; False once the client is gone or, with ``too_slow`` set, has read too slowly (the caller stops
         producing). After ``too_slow`` the writer writes without waiting, for the caller's error event."""
         if self._queued:
-            self.flush_queued()
+            self.flush()
         if self.closed:
             return False
         try:
@@ -91,11 +90,11 @@ class StreamWriter:
         if self.closed:
             return False
         if not self._queued:
-            _turn_writes().add(self)
+            end_of_turn().add(self)
         self._queued.append(data)
         return True
 
-    def flush_queued(self) -> None:
+    def flush(self) -> None:
         """Write what :meth:`write_soon` queued. (Granian's send takes the bytes when called; its awaitable only
         reports the outcome, at once: it ends, or raises.)"""
         queued, self._queued = self._queued, []
@@ -122,38 +121,6 @@ class StreamWriter:
             return False
         self.closed = True
         return False
-
-
-class _TurnWrites:
-    """The writers with bytes queued by :meth:`StreamWriter.write_soon` in this loop turn: one ``call_soon`` writes
-    them all, after the turn's other callbacks (the rest of the outputs that arrived with these)."""
-
-    __slots__ = ("loop", "due")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.due: list[StreamWriter] = []
-
-    def add(self, writer: StreamWriter) -> None:
-        if not self.due:
-            self.loop.call_soon(self.flush)
-        self.due.append(writer)
-
-    def flush(self) -> None:
-        due, self.due = self.due, []
-        for writer in due:
-            writer.flush_queued()
-
-
-_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TurnWrites] = weakref.WeakKeyDictionary()
-
-
-def _turn_writes() -> _TurnWrites:
-    loop = asyncio.get_running_loop()
-    turns = _TURNS.get(loop)
-    if turns is None:
-        turns = _TURNS[loop] = _TurnWrites(loop)
-    return turns
 
 
 def open_stream(gateway: Gateway, scope, proto, headers: list[tuple[str, str]]) -> StreamWriter:
