@@ -16,7 +16,8 @@ from typing import Mapping, Sequence
 
 _PLANES = "requests and responses travel on this frontend's own TCP connections, KV events over ZeroMQ"
 _NATS = "no NATS here: " + _PLANES
-_TCP_TLS = "the request plane is ZeroMQ on this machine; Dynamo's TCP request-plane TLS does not apply"
+_TCP_TLS = ("this frontend's request plane is its own TCP protocol, without TLS; Dynamo's TCP request-plane TLS "
+            "does not apply")
 _COST = "Dynamo's newer KV cost terms: this router weighs overlap with --kv-overlap-score-weight"
 _TRACKING = "active blocks and prefill tokens are always tracked (in shared memory)"
 _QUEUE = "no router queue: a request is routed at once, or refused when every worker is busy"

@@ -133,9 +133,8 @@ class WorkerConnection(FramedProtocol):
         try:
             await self._client.loop.create_connection(lambda: self, *self._address)
         except OSError as exc:
-            self._connecting = None
             self._down(f"cannot connect to the worker: {exc}")
-        else:
+        finally:
             self._connecting = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -65,16 +65,10 @@ class StreamWriter:
     async def send(self, data: bytes) -> bool:
         """Write; False once the client is gone or, with ``too_slow`` set, has read too slowly (the caller stops
         producing). After ``too_slow`` the writer writes without waiting, for the caller's error event."""
-        if self._queued:
-            self.flush()
+        self.flush()  # what write_soon queued goes first
+        self._write(data)
         if self.closed:
             return False
-        try:
-            await self.transport.send_bytes(data)
-        except Exception:  # granian raises ProtocolClosed (or a connection error) when the peer left
-            self.closed = True
-            return False
-        self.written += len(data)
         if self.backlog is not None and self.written >= self._next_check:
             return await self._wait_for_reader(self.backlog)
         return True
@@ -95,12 +89,16 @@ class StreamWriter:
         return True
 
     def flush(self) -> None:
-        """Write what :meth:`write_soon` queued. (Granian's send takes the bytes when called; its awaitable only
-        reports the outcome, at once: it ends, or raises.)"""
+        """Write what :meth:`write_soon` queued, in one write."""
         queued, self._queued = self._queued, []
-        if self.closed or not queued:
+        if queued:
+            self._write(queued[0] if len(queued) == 1 else b"".join(queued))
+
+    def _write(self, data: bytes) -> None:
+        """Hand ``data`` to Granian (nothing once the client is gone). Granian's send takes the bytes when called;
+        its awaitable only reports the outcome, at once: it ends, or raises."""
+        if self.closed:
             return
-        data = queued[0] if len(queued) == 1 else b"".join(queued)
         try:
             for _ in self.transport.send_bytes(data):
                 break
