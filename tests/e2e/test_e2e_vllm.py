@@ -6,17 +6,19 @@ whole module; the last tests kill one worker's engine and drain the other, so th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import jsonschema
 import pytest
-from e2e_support import Daemon, VllmWorker, error_of, sse_events, wait_until
+from e2e_support import Daemon, VllmWorker, error_of, free_port, sse_events, wait_until
 from tokenizers import Tokenizer
 from vllm_support import make_tiny_model, require_vllm, vllm_greedy
 
@@ -24,11 +26,9 @@ require_vllm()
 
 MODEL = "tiny-llm"
 WORKER_START_S = 300.0
-# seconds of work in flight when a worker is stopped (well within the drain timeout) or its engine killed: on a
-# fast machine the tiny model makes 3 x 2,000 tokens in about a second, sooner than a busy test process reads its
-# first event or sees the worker's load report, so each stream asks for several choices
-DRAINED_TOKENS, DRAINED_STREAMS, DRAINED_CHOICES = 2000, 3, 24
-STREAMS_DONE_S = 300  # those streams took about 20 s here; a slower machine gets time (the drain's limit too)
+# the streams in flight when a worker is stopped or its engine killed (the tests freeze the engine core first)
+DRAINED_TOKENS, DRAINED_STREAMS, DRAINED_CHOICES = 500, 3, 4
+STREAMS_DONE_S = 300  # they take a few seconds here; a slower machine gets time (the drain's limit too)
 COMPACT_JSON = '{"backend": "xgrammar", "disable_any_whitespace": true}'
 
 
@@ -41,9 +41,12 @@ def model_dir(tmp_path_factory):
 def frontend(model_dir):
     # a 10 s lease: two vLLM engines and the tests share 2 cores; every departure below is an explicit unregister
     daemon = Daemon("--router-mode", "kv", "--router-pending-ttl-s", "0.01", mock_workers=0, lease_ttl_s="10")
+    ports = [free_port(), free_port()]  # each worker's own /metrics (--system-port): its requests in flight
     workers = [VllmWorker(daemon.registry_endpoint, model_dir, "--structured-outputs-config", COMPACT_JSON,
-                          "--drain-timeout-s", str(STREAMS_DONE_S))
-               for _ in range(2)]
+                          "--drain-timeout-s", str(STREAMS_DONE_S), "--system-port", str(port))
+               for port in ports]
+    for worker, port in zip(workers, ports):
+        worker.system_port = port
     try:
         daemon.wait_ready()
         wait_until(lambda: _instances(daemon) == 2 or _dead(workers), WORKER_START_S, "2 vLLM workers to register",
@@ -225,13 +228,9 @@ def test_stop_string_match_aborts_inside_vllm(frontend):
 def test_engine_death_moves_in_flight_requests_to_the_other_worker(frontend):
     """The engine core of the worker serving a stream is killed: the worker fails the request with a retryable
     error and exits 1; the stream continues on the other worker (migration) and ends with every token."""
-    import psutil
-
     victim, survivor = frontend.workers
     instance = _worker_instance(frontend, victim)
-    engine_cores = [p for p in psutil.Process(victim.pid).children(recursive=True) if "EngineCore" in p.name()
-                    or "EngineCore" in " ".join(p.cmdline())]
-    assert engine_cores, [(p.pid, p.name()) for p in psutil.Process(victim.pid).children(recursive=True)]
+    engine_cores = _engine_cores(victim)
     outcome: dict = {}
 
     def stream() -> None:
@@ -242,16 +241,17 @@ def test_engine_death_moves_in_flight_requests_to_the_other_worker(frontend):
                 outcome["lines"] = list(response.iter_lines())
 
     reader = threading.Thread(target=stream)
-    reader.start()
-    wait_until(lambda: _load(frontend, instance)["engine_running_requests"] >= 1, 10.0, "the stream to start",
-               on_timeout=lambda: f"{_health(frontend)}\n{victim.describe()}")
-    for process in engine_cores:
-        process.kill()
+    with _frozen(engine_cores):  # the request cannot finish before the engine dies, however fast the machine
+        reader.start()
+        _wait_for_requests(victim, DRAINED_CHOICES)
+        for process in engine_cores:
+            process.kill()
     reader.join(STREAMS_DONE_S)
     events, done = sse_events(outcome["lines"])
     assert done and not [e for e in events if "error" in e], events[-2:]
     assert events[-1]["usage"]["completion_tokens"] == DRAINED_TOKENS * DRAINED_CHOICES
-    assert 'reason="engine_error"' in frontend.http.get("/metrics").text
+    metrics = frontend.http.get("/metrics").text
+    assert 'reason="engine_error"' in metrics, [line for line in metrics.splitlines() if "migration" in line]
     assert victim.process.wait(60) == 1, victim.describe()
     wait_until(lambda: all(i["instance_id"] != instance for i in _health(frontend)["instances"]), 10.0,
                "the dead worker to leave /health")
@@ -262,32 +262,29 @@ def test_engine_death_moves_in_flight_requests_to_the_other_worker(frontend):
 
 
 def test_sigterm_drains_then_unregisters(frontend):
-    """A stream in flight when the worker gets SIGTERM finishes normally; then the worker leaves and exits 0.
+    """Streams in flight when the worker gets SIGTERM finish normally; then the worker leaves and exits 0.
     (That it is shown draining and routed nothing meanwhile is tested with the mock worker, whose pace is
-    known: here the generation may be over before /health answers on 2 busy cores.)"""
+    known.)"""
     worker = frontend.workers[1]
     # pinned: the KV router would send equal prompts to whichever worker holds their prefix, maybe the other one
     pin = {"x-worker-instance-id": _worker_instance(frontend, worker)}
     outcomes: list[list[str]] = []
-    first_tokens = [threading.Event() for _ in range(DRAINED_STREAMS)]
 
-    def stream(first_token: threading.Event) -> None:
+    def stream() -> None:
         with httpx.Client(base_url=frontend.base_url, timeout=90, headers=pin) as http:
             with http.stream("POST", "/v1/completions", json={
                     "model": MODEL, "prompt": "Finish this", "max_tokens": DRAINED_TOKENS, "ignore_eos": True,
                     "n": DRAINED_CHOICES, "stream": True, "stream_options": {"include_usage": True}}) as response:
-                lines = []
-                for line in response.iter_lines():
-                    lines.append(line)
-                    first_token.set()
-                outcomes.append(lines)
+                outcomes.append(list(response.iter_lines()))
 
-    readers = [threading.Thread(target=stream, args=(event,)) for event in first_tokens]
-    for reader in readers:
-        reader.start()
-    for first_token in first_tokens:  # every stream is generating (whatever the engine's last load report said)
-        assert first_token.wait(60), "a stream did not start"
-    os.kill(worker.pid, signal.SIGTERM)
+    readers = [threading.Thread(target=stream) for _ in range(DRAINED_STREAMS)]
+    with _frozen(_engine_cores(worker)):  # the streams are surely in flight when SIGTERM lands
+        for reader in readers:
+            reader.start()
+        _wait_for_requests(worker, DRAINED_STREAMS * DRAINED_CHOICES)
+        os.kill(worker.pid, signal.SIGTERM)
+        wait_until(lambda: re.search(r"msg=draining .*in_flight=[1-9]", worker.log_text(10**7)), 30.0,
+                   "the worker to start draining", on_timeout=lambda: _our_log_lines(worker))
     for reader in readers:
         reader.join(STREAMS_DONE_S)
     assert len(outcomes) == DRAINED_STREAMS
@@ -296,10 +293,42 @@ def test_sigterm_drains_then_unregisters(frontend):
         assert done and events[-1]["usage"]["completion_tokens"] == DRAINED_TOKENS * DRAINED_CHOICES, (
             _our_log_lines(worker) + "\n" + _our_log_lines(frontend))
     assert worker.process.wait(60) == 0, worker.describe()
-    assert re.search(r"msg=draining .*in_flight=[1-9]", worker.log_text()), worker.describe()
     wait_until(lambda: frontend.http.get("/health").status_code == 503, 10.0, "the worker to unregister",
                on_timeout=lambda: f"/health: {frontend.http.get('/health').text}\n{worker.describe()}\n"
                                   f"{frontend.describe()}")
+
+
+def _engine_cores(worker: VllmWorker) -> list:
+    """The worker's vLLM engine core processes (its children that run the model)."""
+    import psutil
+
+    children = psutil.Process(worker.pid).children(recursive=True)
+    cores = [p for p in children if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline())]
+    assert cores, [(p.pid, p.name()) for p in children]
+    return cores
+
+
+@contextlib.contextmanager
+def _frozen(engine_cores: list) -> Iterator[None]:
+    """Stop the engine core processes (SIGSTOP) for the block: requests reach the worker, none progresses."""
+    for process in engine_cores:
+        process.suspend()
+    try:
+        yield
+    finally:
+        for process in engine_cores:
+            if process.is_running():
+                process.resume()
+
+
+def _wait_for_requests(worker: VllmWorker, count: int) -> None:
+    """Wait until ``count`` generation requests are in flight on the worker (its own /metrics)."""
+    def active() -> float:
+        text = httpx.get(f"http://127.0.0.1:{worker.system_port}/metrics", timeout=10).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("worker_active_requests{"))
+    wait_until(lambda: active() >= count, 30.0, f"{count} requests in flight on the worker",
+               on_timeout=lambda: _our_log_lines(worker))
 
 
 def _our_log_lines(process) -> str:
