@@ -51,7 +51,7 @@ class StreamWriter:
     """Writes a streamed response's bytes to a Granian stream transport; remembers when the client has gone. With
     a :class:`ClientBacklog`, a write waits while the client leaves too much unread (see ``client_backlog``)."""
 
-    __slots__ = ("transport", "closed", "backlog", "written", "too_slow", "_next_check", "_queued")
+    __slots__ = ("transport", "closed", "backlog", "written", "too_slow", "_next_check", "_queued", "_turn")
 
     def __init__(self, transport, backlog: ClientBacklog | None = None) -> None:
         self.transport = transport
@@ -61,6 +61,7 @@ class StreamWriter:
         self.too_slow: SlowReader | None = None  # set when the client read too slowly (send returned False)
         self._next_check = backlog.check_every if backlog is not None else 0
         self._queued: list[bytes] = []  # write_soon's bytes, written at the end of the loop turn
+        self._turn = end_of_turn()  # made in the handler, on its loop
 
     async def send(self, data: bytes) -> bool:
         """Write; False once the client is gone or, with ``too_slow`` set, has read too slowly (the caller stops
@@ -84,7 +85,7 @@ class StreamWriter:
         if self.closed:
             return False
         if not self._queued:
-            end_of_turn().add(self)
+            self._turn.add(self)
         self._queued.append(data)
         return True
 

@@ -42,7 +42,8 @@ _PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EndOfTurn] = wea
 
 
 def end_of_turn() -> EndOfTurn:
-    """The running loop's shared :class:`EndOfTurn`."""
+    """The running loop's shared :class:`EndOfTurn`. Look it up once per object that uses it, not per use:
+    ``asyncio.get_running_loop()`` makes a ``getpid()`` system call (it checks the loop is this process's)."""
     loop = asyncio.get_running_loop()
     turn = _PER_LOOP.get(loop)
     if turn is None:
