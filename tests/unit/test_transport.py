@@ -264,6 +264,16 @@ def test_a_child_whose_parent_died_before_it_asked_exits_at_once():
     assert child.exitcode == -signal.SIGTERM
 
 
+def _zeromq_threads_named(helper: threading.Thread) -> bool:
+    """Whether every thread but this one and ``helper`` has named itself as ZeroMQ's."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        if int(tid) not in (threading.get_native_id(), helper.native_id):
+            with open(f"/proc/self/task/{tid}/comm") as comm:
+                names.append(comm.read().strip())
+    return bool(names) and all(name.startswith("ZMQbg/") for name in names)
+
+
 def _policies_after_batching(queue) -> None:
     """In a fresh process: a helper thread, a ZeroMQ context's I/O thread, then batch_schedule_helper_threads."""
     stop = threading.Event()
@@ -271,6 +281,9 @@ def _policies_after_batching(queue) -> None:
     helper.start()
     context = zmq.Context()
     context.socket(zmq.DEALER).close()  # the I/O thread exists once a socket was made
+    deadline = time.monotonic() + 10
+    while not _zeromq_threads_named(helper) and time.monotonic() < deadline:
+        time.sleep(0.01)  # a new thread names itself ZMQbg/... once it runs: until then it looks like any other
     changed = batch_schedule_helper_threads()
     policies = {}
     for tid in os.listdir("/proc/self/task"):
