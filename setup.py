@@ -1,16 +1,16 @@
 """Native extensions only; all other metadata is in setup.cfg.
 
-The Cython sources live in native/ and build into the package as frontend.kv.blockhash and
-frontend.kv.kvindex (see native/README.md). `pip install -e .` builds them in place.
+The Cython sources live in native/ and build into the package as frontend.kv.blockhash,
+frontend.kv.kvindex and frontend.postprocess.plain_tokens (see native/README.md). `pip install -e .` builds them in place.
 """
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 
-def _extension(name: str) -> Extension:
+def _extension(name: str, package: str = "frontend.kv") -> Extension:
     return Extension(
-        f"frontend.kv.{name}",
+        f"{package}.{name}",
         [f"native/{name}.pyx"],
         include_dirs=["native", "native/third_party/xxhash"],
         define_macros=[("XXH_INLINE_ALL", None)],
@@ -20,7 +20,7 @@ def _extension(name: str) -> Extension:
 
 setup(
     ext_modules=cythonize(
-        [_extension("blockhash"), _extension("kvindex")],
+        [_extension("blockhash"), _extension("kvindex"), _extension("plain_tokens", "frontend.postprocess")],
         include_path=["native", "."],
         compiler_directives={"language_level": 3},
     )

@@ -27,7 +27,7 @@ from ..protocol.openai import (AssistantMessage, ChatChoice, ChatChunkChoice, Ch
                                ChatCompletionRequest, ChatDelta, ChoiceLogprobs, FunctionCall, FunctionCallDelta,
                                ToolCall, ToolCallDelta)
 from .logprobs import chat_logprobs
-from .reply import SSE_DONE, SSE_HEADERS, TEXT_SLOT, send_json, sse_error, sse_event, sse_text_event
+from .reply import SSE_DONE, SSE_HEADERS, TEXT_SLOT, TextEvent, send_json, sse_error, sse_event
 from .streaming import StreamEnd, StreamWriter, decode_request, open_stream, stream_deltas
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
@@ -62,9 +62,10 @@ def _completion(session: ChatSession, outcomes: list[ChatOutcome], response_id: 
 
 
 def _choice_feeder(session: ChatSession, choice: SessionChoice, response_id: str,
-                   created: int) -> tuple[bytes, Callable[[int, Delta], bytes]]:
-    """(the role chunk, feed) of one choice: ``feed(index, delta)`` turns the choice's delta into its SSE bytes,
-    with the annotations asked for. Closures, not methods: this is the streamed chat's per-delta hot path."""
+                   created: int) -> tuple[bytes, Callable[[int, Delta], bytes], TextEvent | None]:
+    """(the role chunk, feed, plain event) of one choice: ``feed(index, delta)`` turns the choice's delta into its
+    SSE bytes, with the annotations asked for; the plain event is what ``feed`` makes of a delta of text alone (None
+    when it adds more: metrics events). Closures, not methods: this is the streamed chat's per-delta hot path."""
     ext, model, index = session.ext, session.model.name, choice.index
     generation = choice.generation
     tokenizer = generation.tokenizer
@@ -76,7 +77,7 @@ def _choice_feeder(session: ChatSession, choice: SessionChoice, response_id: str
         return sse_event(ChatCompletionChunk(response_id, created, model,
                                              [ChatChunkChoice(index, delta, finish_reason, logprobs)]))
 
-    text_event = sse_text_event(ChatCompletionChunk(response_id, created, model,
+    text_event = TextEvent(ChatCompletionChunk(response_id, created, model,
                                                     [ChatChunkChoice(index, ChatDelta(content=TEXT_SLOT))]))
 
     def feed(_index: int, delta: Delta) -> bytes:
@@ -98,19 +99,21 @@ def _choice_feeder(session: ChatSession, choice: SessionChoice, response_id: str
             out = metrics.event() + out
         return out
 
-    return chunk(ChatDelta(role="assistant", content=None if parsed_output else "")), feed
+    return (chunk(ChatDelta(role="assistant", content=None if parsed_output else "")), feed,
+            text_event if metrics is None else None)
 
 
 async def _stream(session: ChatSession, writer: StreamWriter, response_id: str, include_usage: bool) -> None:
     created = int(time.time())
     feeders = [_choice_feeder(session, choice, response_id, created) for choice in session.choices]
-    head = b"".join(opening for opening, _ in feeders)
+    head = b"".join(opening for opening, _, _ in feeders)
     if session.ext.annotations:
         head = prompt_annotations(session.ext, session.request_id, [session.prompt_ids],
                                   session.generation.tokenizer) + head
     await writer.send(head)
     encode = feeders[0][1] if len(feeders) == 1 else lambda index, delta: feeders[index][1](index, delta)
-    ended = await stream_deltas(writer, [choice.generation for choice in session.choices], encode, sse_error)
+    ended = await stream_deltas(writer, [choice.generation for choice in session.choices], encode, sse_error,
+                                plain_event=feeders[0][2])
     if ended is StreamEnd.CLIENT_GONE:
         return
     tail = b""

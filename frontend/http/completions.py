@@ -24,7 +24,7 @@ from ..pipeline.prepare import check_limits, served_model
 from ..protocol.errors import InvalidRequest
 from ..protocol.openai import Completion, CompletionChoice, CompletionRequest
 from .logprobs import completion_logprobs
-from .reply import SSE_DONE, SSE_HEADERS, TEXT_SLOT, send_json, sse_error, sse_event, sse_text_event
+from .reply import SSE_DONE, SSE_HEADERS, TEXT_SLOT, TextEvent, send_json, sse_error, sse_event
 from .streaming import StreamEnd, StreamWriter, decode_request, open_stream, stream_deltas
 
 _decoder = msgspec.json.Decoder(CompletionRequest)
@@ -130,8 +130,8 @@ class _Run:
             choice = CompletionChoice(index, text, finish_reason, logprobs)
             return sse_event(Completion(self.response_id, created, self.model, [choice], None, nvext=nvext))
 
-        text_events = [sse_text_event(Completion(self.response_id, created, self.model,
-                                                 [CompletionChoice(index, TEXT_SLOT, None)], None))
+        text_events = [TextEvent(Completion(self.response_id, created, self.model,
+                                            [CompletionChoice(index, TEXT_SLOT, None)], None))
                        for index in range(len(generations))]
 
         def feed(index: int, delta) -> bytes:
@@ -154,7 +154,9 @@ class _Run:
             head = prompt_annotations(self.ext, generations[0].stream.request_id, prompts, tokenizer) + head
         if head:
             await writer.send(head)
-        if await stream_deltas(writer, generations, feed, sse_error) is StreamEnd.CLIENT_GONE:
+        # a text delta's event, when feed makes nothing more of it (no metrics events, no logprobs offsets to keep)
+        plain = text_events[0] if metrics is None and generations[0].request.logprobs is None else None
+        if await stream_deltas(writer, generations, feed, sse_error, plain_event=plain) is StreamEnd.CLIENT_GONE:
             return
         tail = b""
         if include_usage:

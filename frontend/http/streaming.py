@@ -21,7 +21,7 @@ from ..protocol.errors import InvalidRequest, RequestError, SlowReader
 from ..protocol.limits import depth_problem, json_depth_exceeds
 from ..transport.end_of_turn import end_of_turn
 from .client_backlog import ClientBacklog
-from .reply import validation_error
+from .reply import TextEvent, validation_error
 
 
 def decode_request(decoder: msgspec.json.Decoder, body: bytes):
@@ -139,16 +139,20 @@ class StreamEnd(enum.Enum):
 
 
 async def stream_deltas(writer: StreamWriter, generations: list[Generation], encode: Callable[[int, Delta], bytes],
-                        encode_error: Callable[[RequestError], bytes]) -> StreamEnd:
+                        encode_error: Callable[[RequestError], bytes], *,
+                        plain_event: TextEvent | None = None) -> StreamEnd:
     """Write every choice's deltas as ``encode(choice index, delta)`` makes them, as they arrive (nothing is
     written for empty bytes); a worker's failure as ``encode_error(error)``. Each engine output is its own
     delta (one SSE event) unless ``--stream-coalesce`` folds what a stream has queued into one; the events of
-    the outputs that arrived together go out in one write."""
+    the outputs that arrived together go out in one write. ``plain_event``: the event ``encode`` makes of the
+    first choice's delta of text alone, if that is all it makes of one (such outputs may then be written by the
+    native plain-token path)."""
     per_output = not generations[0].gateway.settings.stream_coalesce
     try:
         if len(generations) == 1:  # the common case, without choice_batches' extra hop per batch
             if per_output:  # plain token events are written where they arrive (Generation.write_directly)
-                generations[0].write_directly(writer.ready, lambda delta: _write_soon(writer, encode(0, delta)))
+                generations[0].write_directly(writer.ready, lambda delta: _write_soon(writer, encode(0, delta)),
+                                              plain_event, writer.write_soon)
             async with aclosing(generations[0].batches(per_output=per_output)) as single:
                 async for deltas in single:
                     out = _encoded(encode, 0, deltas)

@@ -218,13 +218,20 @@ class Metrics:
 
     def observe(self, name: str, labels: Labels, value: float, count: int = 1) -> None:
         """Record ``count`` observations of ``value``."""
-        key = (name, labels)
-        state = self.histograms.get(key)
-        bounds = HISTOGRAMS[name][1]
-        if state is None:
-            state = self.histograms[key] = [0] * (len(bounds) + 1) + [0.0]
+        bounds, state = self.histogram_state(name, labels)
         state[bisect_left(bounds, value)] += count
         state[-1] += value * count
+
+    def histogram_state(self, name: str, labels: Labels) -> tuple[tuple[float, ...], list]:
+        """(bucket bounds, state) of one histogram series, made if new. The state is updated in place, for good
+        (the streamed plain token's native path keeps it): each bucket's count (``bisect_left`` of the bounds; the
+        +Inf bucket after the last bound), then the sum of the values."""
+        key = (name, labels)
+        bounds = HISTOGRAMS[name][1]
+        state = self.histograms.get(key)
+        if state is None:
+            state = self.histograms[key] = [0] * (len(bounds) + 1) + [0.0]
+        return bounds, state
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Protocol
 
 import msgspec
 
@@ -36,6 +36,7 @@ from ..observability.metrics import GenerationObserver, WorkerTiming
 from ..observability.tracing import CURRENT_TRACE, TracedObserver
 from ..parsers.base import OutputParser, Segment, merge
 from ..postprocess.pipeline import Delta, OutputPipeline
+from ..postprocess.plain_tokens import CLIENT_GONE, NOT_PLAIN, PlainTokens
 from ..protocol.engine import (GenerateRequest, GuidedDecoding, RequestOutput, SamplingOptions, StopConditions,
                                TokenLogprob)
 from ..protocol.errors import ContextLengthExceeded, InvalidRequest, RequestError, WorkerGone
@@ -136,6 +137,13 @@ def new_observer(gateway: Gateway, model: ServedModel, stream: bool) -> Generati
     return observer if trace is None else trace.observe(observer, model.name)
 
 
+class PlainEvent(Protocol):
+    """A streamed text delta's event: ``prefix``, the text as a JSON string, ``suffix`` (``http/reply.TextEvent``)."""
+
+    prefix: bytes
+    suffix: bytes
+
+
 class Generation:
     """One request running on a worker, read as a sequence of :class:`Delta`.
 
@@ -146,7 +154,7 @@ class Generation:
     __slots__ = ("gateway", "model", "request", "tokenizer", "prompt_tokens", "pipeline", "submission", "stream",
                  "observer", "timing", "started", "first_token_at", "finished_at", "_prefilled", "_worker_prefilled",
                  "client_gone", "_watcher", "_errored", "_released", "output_ids", "migrations", "_prefill",
-                 "prefill_worker", "_direct_ready", "_direct_write", "_direct_end")
+                 "prefill_worker", "_direct_ready", "_direct_write", "_direct_end", "_plain")
 
     def __init__(self, gateway: Gateway, model: ServedModel, request: AnyRequest, engine_req: GenerateRequest,
                  block_hashes: bytes, *, pinned: str | None = None,
@@ -185,6 +193,7 @@ class Generation:
         self._direct_ready: Callable[[], bool] | None = None  # see write_directly
         self._direct_write: Callable[[Delta], bool] | None = None
         self._direct_end: list[Delta] = []  # a delta the direct path made that ends the stream, for batches()
+        self._plain: PlainTokens | None = None  # the direct path's native writer of plain text outputs
 
     @property
     def route(self) -> Route:
@@ -210,15 +219,27 @@ class Generation:
         return Usage(self.prompt_tokens, pipeline.completion_tokens,
                      self.prompt_tokens + pipeline.completion_tokens, details)
 
-    def write_directly(self, ready: Callable[[], bool], write: Callable[[Delta], bool]) -> None:
+    def write_directly(self, ready: Callable[[], bool], write: Callable[[Delta], bool],
+                       plain_event: PlainEvent | None = None, write_soon: Callable[[bytes], bool] | None = None
+                       ) -> None:
         """Have :meth:`batches` (``per_output``) leave plain outputs to ``write``, called where they arrive (the
         socket callback) while its reader waits with nothing queued: no task wake-up, no generator frames per
         token. An output goes this way when ``ready()`` (the writer need not wait for a slow client), it is not
         the first of its worker (time to first token), it ends nothing (no finish reason, no failure) and no
         prefill leg is running; everything else is read by :meth:`batches` as before, in order. A stop string that
         matches there ends the stream through :meth:`batches`; ``write`` returning False (the client left)
-        cancels the generation."""
+        cancels the generation.
+
+        ``plain_event`` (the event's bytes around the JSON string of the text, when that is all ``write`` makes of
+        a delta of text alone) and ``write_soon`` (the writer's) let a choice with no stop strings, text stages,
+        output parser or logprobs, whose tokenizer has a piece table, write such outputs in one native call
+        (``postprocess/plain_tokens``: the same bytes, counters and metrics)."""
         self._direct_ready, self._direct_write = ready, write
+        if (plain_event is not None and write_soon is not None and self.pipeline.plain_text
+                and type(self.observer) is GenerationObserver):
+            self._plain = PlainTokens(self.pipeline.detokenizer.pieces, self.pipeline.detokenizer, self.pipeline,
+                                      self.observer, self.gateway.metrics, self.timing, plain_event.prefix,
+                                      plain_event.suffix, msgspec.json.encode, write_soon)
 
     def _direct_output(self, output: RequestOutput) -> bool:
         """``RequestStream.direct``: handle ``output`` here (True) or leave it to :meth:`batches` (False)."""
@@ -231,6 +252,13 @@ class Generation:
         try:
             if self.output_ids is not None:
                 self.output_ids += output.token_ids
+            plain = self._plain
+            if plain is not None and output.token_ids and not output.logprobs and not output.cached_tokens:
+                written = plain.write(output.token_ids)
+                if written != NOT_PLAIN:
+                    if written == CLIENT_GONE:
+                        self.cancel()
+                    return True
             before = pipeline.completion_tokens
             delta = pipeline.feed([output])
             self._count_tokens(pipeline.completion_tokens - before)
@@ -426,6 +454,7 @@ class Generation:
         it is freed)."""
         self.stream.direct = None
         self._direct_ready = self._direct_write = None
+        self._plain = None
 
     def abandon(self) -> None:
         """Release a generation that will never be read (a later choice of its request failed to start)."""

@@ -123,6 +123,13 @@ class IncrementalDetokenizer:
         self._read = len(tail)
         self._done_len = len(text)
 
+    @property
+    def pieces(self) -> TokenPieces | None:
+        """The tokenizer's shared piece table (None unless its decoder is byte-level). ``plain_tokens.PlainTokens``
+        steps this detokenizer as :meth:`_from_pieces` does: at a clean boundary (``_read == len(_ids)``) it
+        leaves the window as the step's last id, fully read."""
+        return self._pieces
+
     def step(self, token_ids: list[int]) -> str:
         """Add the ids; return the new text they complete ('' when a character is still incomplete)."""
         if not token_ids:

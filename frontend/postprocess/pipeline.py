@@ -62,6 +62,12 @@ class OutputPipeline:
         self.finish_reason: str | None = None
         self.stopped_by_string = False
 
+    @property
+    def plain_text(self) -> bool:
+        """Whether a delta is the detokenized text alone (no stop strings, stages or parser) and the detokenizer
+        has a piece table: ``plain_tokens.PlainTokens`` may then feed this pipeline's plain outputs."""
+        return self.stop is None and not self.stages and self.parser is None and self.detokenizer.pieces is not None
+
     def feed(self, outputs: list[RequestOutput]) -> Delta:
         """Process every output of a batch; stops at the first finish (engine's or a stop string's)."""
         text_parts: list[str] = []
