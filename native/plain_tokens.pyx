@@ -15,7 +15,8 @@ writer's ``write_soon``), in one call:
 - the event queued on the stream writer.
 
 Anything else (a token that is part of a character or decodes to U+FFFD, a detokenizer window that is not at a
-clean boundary) returns ``NOT_PLAIN`` before changing anything: the caller takes the Python path. Measured in the
+clean boundary, a request whose first token is still to come) returns ``NOT_PLAIN`` before changing anything: the
+caller takes the Python path. Measured in the
 server, the Python path's detokenize, metrics and encode cost ~4 µs per token (docs/BENCHMARKS.md); the Python it
 replaces is a dozen calls with their frames.
 """
@@ -122,6 +123,8 @@ cdef class PlainTokens:
     cpdef int write(self, list token_ids) except -2:
         """Write the event of an output of ``token_ids`` (not empty): ``WRITTEN``, ``CLIENT_GONE`` (the writer
         refused: the caller cancels), or ``NOT_PLAIN`` with nothing changed."""
+        if not self.observer.first_token_seen:  # the worker's first outputs carried no token: TTFT is still due
+            return NOT_PLAIN
         detokenizer = self.detokenizer
         if detokenizer._read != len(detokenizer._ids):  # not at a clean boundary: the general path decodes
             return NOT_PLAIN

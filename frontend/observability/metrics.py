@@ -373,12 +373,17 @@ class WorkerTiming:
         self.worker = ""
         self.labels: Labels = ()
 
+    def serving(self, worker: str) -> None:
+        """The outputs come from ``worker`` from now on (its first output, or a migration's), tokens or not."""
+        if worker != self.worker:
+            self.worker = worker
+            self.labels = (("worker_id", worker), ("dp_rank", "0"), ("worker_type", "decode"))
+
     def tokens(self, worker: str, count: int) -> None:
         """``count`` new tokens arrived now from ``worker``."""
         now = time.perf_counter()
         if worker != self.worker:  # the first output, or a migration
-            self.worker = worker
-            self.labels = (("worker_id", worker), ("dp_rank", "0"), ("worker_type", "decode"))
+            self.serving(worker)
         metrics, labels = self.metrics, self.labels
         if not self.last_at:
             metrics.set_latest("worker_last_time_to_first_token_seconds", labels, now - self.started, now)

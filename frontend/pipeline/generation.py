@@ -386,6 +386,7 @@ class Generation:
     def _first_output(self) -> None:
         self._worker_prefilled = True
         self.submission.first_token()
+        self.timing.serving(self.submission.route.instance_id)  # the direct path's outputs are this worker's
         if not self._prefilled:
             self._prefilled = True
             self.first_token_at = time.perf_counter()

@@ -145,6 +145,18 @@ def test_worker_timing_sets_last_values_by_worker():
     assert ("worker_last_time_to_first_token_seconds", second) not in metrics.latest
 
 
+def test_worker_timing_follows_a_worker_from_its_first_output_even_without_tokens():
+    """A migration's first output may carry no token: the worker's labels change then, not at its first token (the
+    native plain-token path writes the latest ITL under ``timing.labels``)."""
+    metrics = Metrics()
+    timing = WorkerTiming(metrics, time.perf_counter(), prompt_tokens=8)
+    timing.tokens("w1", 1)
+    timing.serving("w2")
+    assert timing.labels == _labels(worker_id="w2", dp_rank="0", worker_type="decode")
+    timing.tokens("w2", 1)
+    assert ("worker_last_inter_token_latency_seconds", timing.labels) in metrics.latest
+
+
 def test_rejections_and_kv_hit_rate():
     metrics = Metrics()
     metrics.model_rejected("tiny", "chat_completions")

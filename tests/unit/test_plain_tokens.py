@@ -150,3 +150,10 @@ def test_any_token_ids_give_the_same_stream(tokenizer, token_ids, sizes):
     assert b"".join(native.events) == b"".join(python.events)
     assert native.pipeline.completion_tokens == python.pipeline.completion_tokens
     assert native.window() == python.window()
+
+
+def test_before_the_first_token_the_python_path_times_it(tokenizer):
+    """A worker whose first output carried no token: its first token is the time to first token, not an ITL."""
+    choice = Choice(tokenizer, native=True)
+    assert choice.plain.write(tokenizer.encode("Hi").ids) == NOT_PLAIN
+    assert choice.pipeline.completion_tokens == 0 and not choice.events
