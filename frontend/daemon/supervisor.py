@@ -17,6 +17,7 @@ get SIGTERM when the daemon exits (``PR_SET_PDEATHSIG``), so none outlives it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
@@ -64,12 +66,37 @@ class StartupError(FrontendError):
 
 def _child_main(title: str, log_level: str, log_format: str, target: Callable[..., None], args: tuple,
                 parent: int) -> None:
+    """A child process's entry: ``target(*args)``, then exit at once with its outcome (0, SystemExit's code, or 1
+    after printing the error). Nothing runs after the target's own ``finally`` blocks: a finalizer that blocks
+    (ZeroMQ's context waiting forever on a socket the SIGTERM interrupted while it was made) would leave the
+    process behind its dead daemon."""
     die_with_parent(parent=parent)  # the daemon may have died while this child was still importing
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon decides
     signal.signal(signal.SIGTERM, _exit_cleanly)  # run finally blocks (the indexer unlinks its shared memory)
     set_process_title(title)
     setup_logging(log_level, title, log_format)
-    target(*args)
+    outcome: BaseException | None = None  # held to the end: freeing its frames could run a blocking finalizer
+    try:
+        target(*args)
+    except BaseException as exc:
+        outcome = exc
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a late SIGTERM must not start the interpreter's own exit
+    if outcome is not None and not isinstance(outcome, SystemExit):
+        traceback.print_exception(outcome)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(_exit_code(outcome))
+
+
+def _exit_code(outcome: BaseException | None) -> int:
+    """0 for a target that returned; SystemExit's code; 1 for an error."""
+    if outcome is None:
+        return 0
+    if isinstance(outcome, SystemExit):
+        return outcome.code if isinstance(outcome.code, int) else 0 if outcome.code is None else 1
+    return 1
 
 
 def _exit_cleanly(signum: int, frame: Any) -> None:
