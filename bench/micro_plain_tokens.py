@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import msgspec
 from tokenizers import Tokenizer
 
 try:
@@ -69,9 +68,8 @@ class Stream:
                 write_soon(event(delta.text))
 
     def native_path(self, outputs: list[RequestOutput]) -> None:
-        plain = PlainTokens(self.pipeline.detokenizer.pieces, self.pipeline.detokenizer, self.pipeline,
-                            self.observer, self.metrics, self.timing, self.event.prefix, self.event.suffix,
-                            msgspec.json.encode, self.write_soon)
+        plain = PlainTokens(self.pipeline, self.observer, self.timing, self.event.prefix, self.event.suffix,
+                            self.write_soon)
         write = plain.write
         for output in outputs:
             if write(output.token_ids) != WRITTEN:

@@ -27,6 +27,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+import msgspec
+
 cdef extern from "Python.h":
     int PyUnicode_IS_ASCII(object)
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
@@ -36,6 +38,7 @@ NOT_PLAIN = 0
 CLIENT_GONE = -1
 
 cdef str _ITL_LATEST = "worker_last_inter_token_latency_seconds"
+cdef object _json_encode = msgspec.json.encode  # the doors' encoder (http/reply.json_encode)
 
 
 cdef inline bint _json_plain(const char* data, Py_ssize_t size):
@@ -50,9 +53,9 @@ cdef inline bint _json_plain(const char* data, Py_ssize_t size):
 
 
 cdef class PlainTokens:
-    """Writes one streamed choice's plain outputs (see the module docstring). Made by ``Generation`` once its first
-    output went the Python way (time to first token, the worker's labels); every object it is given stays the
-    choice's own for the stream's life."""
+    """Writes one streamed choice's plain outputs (see the module docstring). Made when the stream starts; it
+    leaves every output to the Python path until the request's first token was counted there (time to first
+    token). Every object it is given stays the choice's own for the stream's life."""
 
     cdef dict pieces
     cdef object table
@@ -66,18 +69,16 @@ cdef class PlainTokens:
     cdef dict latest
     cdef bytes prefix
     cdef bytes suffix
-    cdef object json_string
     cdef object write_soon
 
     def __cinit__(self):
         self.itl_bounds = NULL
 
-    def __init__(self, table, detokenizer, pipeline, observer, metrics, timing, bytes prefix, bytes suffix,
-                 json_string, write_soon):
-        """``table``: the tokenizer's ``TokenPieces``; ``observer``: a ``GenerationObserver`` past its first token;
-        ``metrics``: its ``Metrics``; ``prefix``/``suffix``: the door's text event around the JSON string of the
-        text; ``json_string(str) -> bytes``: the door's JSON encoder; ``write_soon(bytes) -> bool``: the stream
-        writer's."""
+    def __init__(self, pipeline, observer, timing, bytes prefix, bytes suffix, write_soon):
+        """``pipeline``: the choice's ``OutputPipeline`` (``plain_text``: its detokenizer has a piece table);
+        ``observer``: its ``GenerationObserver``; ``timing``: its ``WorkerTiming``; ``prefix``/``suffix``: the
+        door's text event around the JSON string of the text; ``write_soon(bytes) -> bool``: the stream writer's."""
+        metrics = observer.metrics
         bounds, state = metrics.histogram_state("inter_token_latency_seconds", observer.labels)
         self.n_bounds = len(bounds)
         self.itl_bounds = <double*>malloc(max(self.n_bounds, 1) * sizeof(double))
@@ -86,16 +87,15 @@ cdef class PlainTokens:
         for i in range(self.n_bounds):
             self.itl_bounds[i] = bounds[i]
         self.itl_state = state
-        self.pieces = table.cache
-        self.table = table
-        self.detokenizer = detokenizer
+        self.latest = metrics.latest
         self.pipeline = pipeline
+        self.detokenizer = pipeline.detokenizer
+        self.table = self.detokenizer.pieces
+        self.pieces = self.table.cache
         self.observer = observer
         self.timing = timing
-        self.latest = metrics.latest
         self.prefix = prefix
         self.suffix = suffix
-        self.json_string = json_string
         self.write_soon = write_soon
 
     def __dealloc__(self):
@@ -135,7 +135,7 @@ cdef class PlainTokens:
         last = token_ids[count - 1]
         detokenizer._ids = [last]  # as IncrementalDetokenizer._from_pieces leaves it
         detokenizer._read = 1
-        detokenizer._done_len = PyUnicode_GET_LENGTH(self.pieces[last])
+        detokenizer._done_len = PyUnicode_GET_LENGTH(text if count == 1 else self.pieces[last])
         detokenizer._held_steps = 0
         self.pipeline.completion_tokens += count
         self._count(count)
@@ -176,7 +176,7 @@ cdef class PlainTokens:
             utf8 = PyUnicode_AsUTF8AndSize(text, &size)
             if _json_plain(utf8, size):
                 return self._joined(utf8, size, True)
-        body = self.json_string(text)
+        body = _json_encode(text)
         return self._joined(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), False)
 
     cdef bytes _joined(self, const char* middle, Py_ssize_t size, bint quote):

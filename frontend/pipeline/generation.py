@@ -237,9 +237,8 @@ class Generation:
         self._direct_ready, self._direct_write = ready, write
         if (plain_event is not None and write_soon is not None and self.pipeline.plain_text
                 and type(self.observer) is GenerationObserver):
-            self._plain = PlainTokens(self.pipeline.detokenizer.pieces, self.pipeline.detokenizer, self.pipeline,
-                                      self.observer, self.gateway.metrics, self.timing, plain_event.prefix,
-                                      plain_event.suffix, msgspec.json.encode, write_soon)
+            self._plain = PlainTokens(self.pipeline, self.observer, self.timing, plain_event.prefix,
+                                      plain_event.suffix, write_soon)
 
     def _direct_output(self, output: RequestOutput) -> bool:
         """``RequestStream.direct``: handle ``output`` here (True) or leave it to :meth:`batches` (False)."""

@@ -7,7 +7,6 @@ NOT_PLAIN: int
 CLIENT_GONE: int
 
 class PlainTokens:
-    def __init__(self, table: Any, detokenizer: Any, pipeline: Any, observer: Any, metrics: Any, timing: Any,
-                 prefix: bytes, suffix: bytes, json_string: Callable[[str], bytes],
+    def __init__(self, pipeline: Any, observer: Any, timing: Any, prefix: bytes, suffix: bytes,
                  write_soon: Callable[[bytes], bool]) -> None: ...
     def write(self, token_ids: list[int]) -> int: ...

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 from tokenizers import Tokenizer
@@ -44,9 +43,8 @@ class Choice:
             content=TEXT_SLOT))]))
         self.events: list[bytes] = []
         self.accept = accept
-        self.plain = PlainTokens(self.pipeline.detokenizer.pieces, self.pipeline.detokenizer, self.pipeline,
-                                 self.observer, self.metrics, self.timing, self.event.prefix, self.event.suffix,
-                                 msgspec.json.encode, self.write_soon) if native else None
+        self.plain = PlainTokens(self.pipeline, self.observer, self.timing, self.event.prefix, self.event.suffix,
+                                 self.write_soon) if native else None
         self.native_writes = 0
 
     def write_soon(self, data: bytes) -> bool:
