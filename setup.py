@@ -1,7 +1,7 @@
 """Native extensions only; all other metadata is in setup.cfg.
 
 The Cython sources live in native/ and build into the package as frontend.kv.blockhash,
-frontend.kv.kvindex and frontend.postprocess.plain_tokens (see native/README.md). `pip install -e .` builds them in place.
+frontend.kv.kvindex, frontend.transport.end_of_turn and frontend.postprocess.plain_tokens (see native/README.md). `pip install -e .` builds them in place.
 """
 
 from Cython.Build import cythonize
@@ -20,7 +20,8 @@ def _extension(name: str, package: str = "frontend.kv") -> Extension:
 
 setup(
     ext_modules=cythonize(
-        [_extension("blockhash"), _extension("kvindex"), _extension("plain_tokens", "frontend.postprocess")],
+        [_extension("blockhash"), _extension("kvindex"), _extension("end_of_turn", "frontend.transport"),
+         _extension("plain_tokens", "frontend.postprocess")],
         include_path=["native", "."],
         compiler_directives={"language_level": 3},
     )

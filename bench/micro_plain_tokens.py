@@ -4,9 +4,11 @@
 
 One streamed chat choice on the bundled tokenizer, fed one token per engine output (an English story, so every
 token is self-contained). The Python path is what ``Generation`` did before ``PlainTokens``: ``OutputPipeline.feed``,
-the metrics observer's and the worker timing's ``tokens``, the door's ``TextEvent``, the writer's ``write_soon``
-(a list here). The native path is ``PlainTokens.write`` (``native/plain_tokens.pyx``). Prints the median over
-``--rounds`` of the µs per token of each and their ratio. A tight loop keeps everything in cache: in the server the
+the metrics observer's and the worker timing's ``tokens``, the door's ``TextEvent``, the writer's ``write_soon``.
+The native path is ``PlainTokens.take`` (``native/plain_tokens.pyx``), as the gateway calls it for each output. Both
+write to a ``TurnWriter`` (``native/end_of_turn.pyx``) whose transport keeps the bytes, flushed after each output
+(each output is a turn of its own at engine pace). Prints the median over ``--rounds`` of the µs per token of each
+and their ratio. A tight loop keeps everything in cache: in the server the
 same Python costs about 2.5 times as much (docs/BENCHMARKS.md, "Paced streaming").
 """
 
@@ -29,9 +31,10 @@ except ImportError:  # run from a checkout without the package on sys.path
 from frontend.http.reply import TEXT_SLOT, TextEvent
 from frontend.observability.metrics import GenerationObserver, Metrics, WorkerTiming
 from frontend.postprocess.pipeline import OutputPipeline
-from frontend.postprocess.plain_tokens import WRITTEN, PlainTokens
+from frontend.postprocess.plain_tokens import PlainTokens
 from frontend.protocol.engine import RequestOutput
 from frontend.protocol.openai import ChatChunkChoice, ChatCompletionChunk, ChatDelta
+from frontend.transport.end_of_turn import EndOfTurn, TurnWriter
 
 STORY = "The lighthouse keeper climbed the stairs every evening to light the lamp for the ships at sea. "
 
@@ -47,17 +50,18 @@ class Stream:
         self.event = TextEvent(ChatCompletionChunk("chatcmpl-1", 1, "tiny", [ChatChunkChoice(0, ChatDelta(
             content=TEXT_SLOT))]))
         self.written: list[bytes] = []
+        self.writer = TurnWriter(self, EndOfTurn(NoLoop()))
         self.pipeline.feed([RequestOutput("r", [first])])
         self.observer.tokens(1)
         self.timing.tokens("worker-1", 1)
 
-    def write_soon(self, data: bytes) -> bool:
+    def send_bytes(self, data: bytes) -> list:
+        """The writer's transport (Granian's send: its awaitable ends at once)."""
         self.written.append(data)
-        return True
+        return []
 
     def python_path(self, outputs: list[RequestOutput]) -> None:
-        pipeline, observer, timing, event, write_soon = (self.pipeline, self.observer, self.timing, self.event,
-                                                         self.write_soon)
+        pipeline, observer, timing, event, writer = self.pipeline, self.observer, self.timing, self.event, self.writer
         for output in outputs:
             before = pipeline.completion_tokens
             delta = pipeline.feed([output])
@@ -65,15 +69,24 @@ class Stream:
             observer.tokens(count)
             timing.tokens("worker-1", count)
             if delta.text:
-                write_soon(event(delta.text))
+                writer.write_soon(event(delta.text))
+            writer.flush()
 
     def native_path(self, outputs: list[RequestOutput]) -> None:
-        plain = PlainTokens(self.pipeline, self.observer, self.timing, self.event.prefix, self.event.suffix,
-                            self.write_soon)
-        write = plain.write
+        writer = self.writer
+        take = PlainTokens(self.pipeline, self.observer, self.timing, self.event.prefix, self.event.suffix,
+                           writer).take
         for output in outputs:
-            if write(output.token_ids) != WRITTEN:
+            if not take(output):
                 raise AssertionError("a token of the story was not written natively")
+            writer.flush()
+
+
+class NoLoop:
+    """The benchmark flushes the writer itself, once per output."""
+
+    def call_soon(self, callback) -> None:
+        pass
 
 
 def _per_token_us(tokenizer: Tokenizer, token_ids: list[int], native: bool) -> tuple[float, bytes]:

@@ -12,7 +12,13 @@ writer's ``write_soon``), in one call:
 - one inter-token latency observation for the request's model (its histogram updated in place) and the
   worker's latest inter-token latency, from one clock reading;
 - the event: the door's template prefix, the text as a JSON string, the suffix (none for no text);
-- the event queued on the stream writer.
+- the event queued on the stream's ``TurnWriter`` (``frontend.transport.end_of_turn``), written at the end of the
+  loop turn.
+
+:meth:`PlainTokens.take` is the gateway's way in (``EngineClient``, for each output of a worker's message whose
+stream has a plain writer and a reader waiting with nothing queued): it checks the output is plain text (no
+finish, failure, logprobs or cached-token count) and the writer ready, writes it, and keeps the tokens for a
+migration. From the worker's bytes to the queued event, no Python function runs.
 
 Anything else (a token that is part of a character or decodes to U+FFFD, a detokenizer window that is not at a
 clean boundary, a request whose first token is still to come) returns ``NOT_PLAIN`` before changing anything: the
@@ -27,7 +33,11 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+import logging
+
 import msgspec
+
+from frontend.transport.end_of_turn cimport TurnWriter
 
 cdef extern from "Python.h":
     int PyUnicode_IS_ASCII(object)
@@ -36,6 +46,8 @@ cdef extern from "Python.h":
 WRITTEN = 1
 NOT_PLAIN = 0
 CLIENT_GONE = -1
+
+log = logging.getLogger(__name__)
 
 cdef str _ITL_LATEST = "worker_last_inter_token_latency_seconds"
 cdef object _json_encode = msgspec.json.encode  # the doors' encoder (http/reply.json_encode)
@@ -55,7 +67,8 @@ cdef inline bint _json_plain(const char* data, Py_ssize_t size):
 cdef class PlainTokens:
     """Writes one streamed choice's plain outputs (see the module docstring). Made when the stream starts; it
     leaves every output to the Python path until the request's first token was counted there (time to first
-    token). Every object it is given stays the choice's own for the stream's life."""
+    token). Every object it is given stays the choice's own for the stream's life; the generation drops it when
+    the stream ends (it holds the writer, and the generation's ``cancel``)."""
 
     cdef dict pieces
     cdef object table
@@ -69,15 +82,20 @@ cdef class PlainTokens:
     cdef dict latest
     cdef bytes prefix
     cdef bytes suffix
-    cdef object write_soon
+    cdef TurnWriter writer
+    cdef list output_ids
+    cdef object cancel
 
     def __cinit__(self):
         self.itl_bounds = NULL
 
-    def __init__(self, pipeline, observer, timing, bytes prefix, bytes suffix, write_soon):
+    def __init__(self, pipeline, observer, timing, bytes prefix, bytes suffix, TurnWriter writer,
+                 list output_ids=None, cancel=None):
         """``pipeline``: the choice's ``OutputPipeline`` (``plain_text``: its detokenizer has a piece table);
         ``observer``: its ``GenerationObserver``; ``timing``: its ``WorkerTiming``; ``prefix``/``suffix``: the
-        door's text event around the JSON string of the text; ``write_soon(bytes) -> bool``: the stream writer's."""
+        door's text event around the JSON string of the text; ``writer``: the response's; ``output_ids``: the
+        generation's tokens so far, which :meth:`take` extends (None: not kept); ``cancel()``: what :meth:`take`
+        calls when the client has gone."""
         metrics = observer.metrics
         bounds, state = metrics.histogram_state("inter_token_latency_seconds", observer.labels)
         self.n_bounds = len(bounds)
@@ -96,7 +114,9 @@ cdef class PlainTokens:
         self.timing = timing
         self.prefix = prefix
         self.suffix = suffix
-        self.write_soon = write_soon
+        self.writer = writer
+        self.output_ids = output_ids
+        self.cancel = cancel
 
     def __dealloc__(self):
         free(self.itl_bounds)
@@ -120,6 +140,29 @@ cdef class PlainTokens:
             parts.append(piece)
         return "".join(parts)
 
+    cpdef bint take(self, output) except -1:
+        """Write ``output`` (a ``RequestOutput``) if it is plain text and the writer is ready: True when it was
+        taken (written, or the client has gone: ``cancel`` called), False to leave it to the Python path with
+        nothing changed. A failure here cancels this stream only, not the other streams of the worker's message."""
+        if (output.finish_reason is not None or output.retryable or output.logprobs or output.cached_tokens
+                or self.pipeline.finish_reason is not None or not self.writer.is_ready()):
+            return False
+        token_ids = output.token_ids
+        if not token_ids:
+            return False
+        try:
+            written = self.write(token_ids)
+            if written == NOT_PLAIN:
+                return False
+            if self.output_ids is not None:
+                self.output_ids.extend(token_ids)
+            if written == CLIENT_GONE:
+                self.cancel()
+        except Exception:
+            log.exception("streaming an output failed", extra={"request_id": output.request_id})
+            self.cancel()
+        return True
+
     cpdef int write(self, list token_ids) except -2:
         """Write the event of an output of ``token_ids`` (not empty): ``WRITTEN``, ``CLIENT_GONE`` (the writer
         refused: the caller cancels), or ``NOT_PLAIN`` with nothing changed."""
@@ -141,7 +184,7 @@ cdef class PlainTokens:
         self._count(count)
         if PyUnicode_GET_LENGTH(text) == 0:  # a skipped special token: the doors write no event for no text
             return WRITTEN
-        return WRITTEN if self.write_soon(self._event(text)) else CLIENT_GONE
+        return WRITTEN if self.writer.queue(self._event(text)) else CLIENT_GONE
 
     cdef void _count(self, Py_ssize_t count) except *:
         """``GenerationObserver.tokens`` and ``WorkerTiming.tokens`` for a later token, from one clock reading."""

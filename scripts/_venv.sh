@@ -12,7 +12,7 @@ if [ ! -x "$PY" ]; then
 fi
 stale() {
   [ ! -f "$STAMP" ] && return 0
-  for f in "$ROOT/setup.cfg" "$ROOT/setup.py" "$ROOT/pyproject.toml" "$ROOT"/native/*.pyx "$ROOT"/native/*.pxd "$ROOT"/frontend/kv/*.pxd; do
+  for f in "$ROOT/setup.cfg" "$ROOT/setup.py" "$ROOT/pyproject.toml" "$ROOT"/native/*.pyx "$ROOT"/native/*.pxd "$ROOT"/frontend/*/*.pxd; do
     [ "$f" -nt "$STAMP" ] && return 0
   done
   for extra in ${EXTRAS//,/ }; do

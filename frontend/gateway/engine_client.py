@@ -24,6 +24,7 @@ from typing import Callable
 
 import msgspec
 
+from ..postprocess.plain_tokens import PlainTokens
 from ..protocol import engine as wire
 from ..protocol.engine import (AbortRequest, GenerateRequest, OutputBatch, PauseRequest, Ping, Pong, RequestOutput,
                                UnaryRequest)
@@ -50,12 +51,14 @@ class RequestStream:
     are read; :meth:`wake` ends a wait with nothing (its reader is told to stop by other means).
 
     ``direct``, when set, is offered each output that arrives while the reader waits with nothing queued: it
-    returns True when it handled the output there and then (a streamed response writing a plain token event,
-    ``Generation.write_directly``), and the reader is not woken; False queues it as usual.
+    returns True when it handled the output there and then (a streamed response writing a token's event,
+    ``Generation.write_directly``), and the reader is not woken; False queues it as usual. ``plain``, when set,
+    is offered such an output first: a ``PlainTokens`` writes plain text outputs in one native call
+    (``PlainTokens.take``), without a Python function between the worker's message and the queued event.
     """
 
     __slots__ = ("request_id", "instance_id", "_items", "_waiter", "_loop", "_failure", "_client", "_queued",
-                 "_paused", "direct")
+                 "_paused", "direct", "plain")
 
     def __init__(self, client: "EngineClient", request_id: str, instance_id: str) -> None:
         self.request_id = request_id
@@ -68,6 +71,7 @@ class RequestStream:
         self._queued = 0  # tokens in _items
         self._paused = False
         self.direct: Callable[[RequestOutput], bool] | None = None
+        self.plain: PlainTokens | None = None
 
     def push(self, output) -> None:
         direct = self.direct
@@ -298,10 +302,12 @@ class EngineClient:
             if stream is not None:
                 stream.push(message)
             return
-        for output in message.outputs:
+        for output in message.outputs:  # per streamed token: keep this loop lean
             stream = streams.get(output.request_id)
             if stream is not None:
-                stream.push(output)
+                plain = stream.plain
+                if plain is None or stream._waiter is None or stream._items or not plain.take(output):
+                    stream.push(output)
 
     def close(self) -> None:
         for instance_id in list(self.connections):

@@ -8,6 +8,7 @@ door's ``encode_error``. The door only says how a delta and an error look on its
 from __future__ import annotations
 
 import enum
+import sys
 from contextlib import aclosing
 from typing import Callable
 
@@ -19,7 +20,7 @@ from ..pipeline.generation import Generation, choice_batches
 from ..postprocess.pipeline import Delta
 from ..protocol.errors import InvalidRequest, RequestError, SlowReader
 from ..protocol.limits import depth_problem, json_depth_exceeds
-from ..transport.end_of_turn import end_of_turn
+from ..transport.end_of_turn import TurnWriter, end_of_turn
 from .client_backlog import ClientBacklog
 from .reply import TextEvent, validation_error
 
@@ -47,69 +48,33 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
     return request
 
 
-class StreamWriter:
-    """Writes a streamed response's bytes to a Granian stream transport; remembers when the client has gone. With
-    a :class:`ClientBacklog`, a write waits while the client leaves too much unread (see ``client_backlog``)."""
+class StreamWriter(TurnWriter):
+    """Writes a streamed response's bytes to a Granian stream transport; remembers when the client has gone
+    (``closed``). Events written "soon" in one loop turn go out in one write at its end (``TurnWriter``, native, so
+    that the plain-token path queues without a Python call). With a :class:`ClientBacklog`, a write waits while
+    the client leaves too much unread (see ``client_backlog``)."""
 
-    __slots__ = ("transport", "closed", "backlog", "written", "too_slow", "_next_check", "_queued", "_turn")
+    __slots__ = ("backlog", "too_slow")
 
     def __init__(self, transport, backlog: ClientBacklog | None = None) -> None:
-        self.transport = transport
-        self.closed = False
+        super().__init__(transport, end_of_turn())  # made in the handler, on its loop
         self.backlog = backlog
-        self.written = 0
         self.too_slow: SlowReader | None = None  # set when the client read too slowly (send returned False)
-        self._next_check = backlog.check_every if backlog is not None else 0
-        self._queued: list[bytes] = []  # write_soon's bytes, written at the end of the loop turn
-        self._turn = end_of_turn()  # made in the handler, on its loop
+        if backlog is not None:
+            self.write_limit = backlog.check_every  # ready() is False from there: the backlog check is send's
 
     async def send(self, data: bytes) -> bool:
         """Write; False once the client is gone or, with ``too_slow`` set, has read too slowly (the caller stops
         producing). After ``too_slow`` the writer writes without waiting, for the caller's error event."""
-        self.flush()  # what write_soon queued goes first
-        self._write(data)
+        self.write(data)  # after what write_soon queued
         if self.closed:
             return False
-        if self.backlog is not None and self.written >= self._next_check:
+        if self.backlog is not None and self.written >= self.write_limit:
             return await self._wait_for_reader(self.backlog)
         return True
 
-    def ready(self) -> bool:
-        """Whether :meth:`write_soon` may be used: the client is there and no backlog check is due (that one waits,
-        so it is :meth:`send`'s)."""
-        return not self.closed and (self.backlog is None or self.written < self._next_check)
-
-    def write_soon(self, data: bytes) -> bool:
-        """Write at the end of this event-loop turn, with whatever else the turn writes to this client (one write
-        for several events), without a wait; use it when :meth:`ready`. False once the client is gone."""
-        if self.closed:
-            return False
-        if not self._queued:
-            self._turn.add(self)
-        self._queued.append(data)
-        return True
-
-    def flush(self) -> None:
-        """Write what :meth:`write_soon` queued, in one write."""
-        queued, self._queued = self._queued, []
-        if queued:
-            self._write(queued[0] if len(queued) == 1 else b"".join(queued))
-
-    def _write(self, data: bytes) -> None:
-        """Hand ``data`` to Granian (nothing once the client is gone). Granian's send takes the bytes when called;
-        its awaitable only reports the outcome, at once: it ends, or raises."""
-        if self.closed:
-            return
-        try:
-            for _ in self.transport.send_bytes(data):
-                break
-        except Exception:  # granian's ProtocolClosed (or a connection error): the peer left
-            self.closed = True
-            return
-        self.written += len(data)
-
     async def _wait_for_reader(self, backlog: ClientBacklog) -> bool:
-        self._next_check = self.written + backlog.check_every
+        self.write_limit = self.written + backlog.check_every
         try:
             if await backlog.wait_for_reader(self.written):
                 return True
@@ -117,6 +82,7 @@ class StreamWriter:
             # kept without its traceback, whose frames hold this writer: Granian ends the response only when the
             # transport is freed, which a reference cycle would put off until the garbage collector runs
             self.too_slow, self.backlog = error.with_traceback(None), None
+            self.write_limit = sys.maxsize
             return False
         self.closed = True
         return False
@@ -152,7 +118,7 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
         if len(generations) == 1:  # the common case, without choice_batches' extra hop per batch
             if per_output:  # plain token events are written where they arrive (Generation.write_directly)
                 generations[0].write_directly(writer.ready, lambda delta: _write_soon(writer, encode(0, delta)),
-                                              plain_event, writer.write_soon)
+                                              plain_event, writer)
             async with aclosing(generations[0].batches(per_output=per_output)) as single:
                 async for deltas in single:
                     out = _encoded(encode, 0, deltas)

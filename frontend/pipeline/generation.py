@@ -36,12 +36,13 @@ from ..observability.metrics import GenerationObserver, WorkerTiming
 from ..observability.tracing import CURRENT_TRACE, TracedObserver
 from ..parsers.base import OutputParser, Segment, merge
 from ..postprocess.pipeline import Delta, OutputPipeline
-from ..postprocess.plain_tokens import CLIENT_GONE, NOT_PLAIN, PlainTokens
+from ..postprocess.plain_tokens import PlainTokens
 from ..protocol.engine import (GenerateRequest, GuidedDecoding, RequestOutput, SamplingOptions, StopConditions,
                                TokenLogprob)
 from ..protocol.errors import ContextLengthExceeded, InvalidRequest, RequestError, WorkerGone
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, PromptTokensDetails, Usage
 from ..router.select import Route
+from ..transport.end_of_turn import TurnWriter
 from .disaggregation import first_submission, prefill_result
 from .disconnect import DisconnectSource, DisconnectWatch
 from .nvext import NO_EXTENSIONS, Extensions
@@ -209,6 +210,7 @@ class Generation:
         """The client went away: stop reading and abort the request on the worker."""
         if not self.client_gone:
             self.client_gone = True
+            self.stream.plain = None
             self.stream.wake()
 
     def usage(self) -> Usage:
@@ -220,8 +222,7 @@ class Generation:
                      self.prompt_tokens + pipeline.completion_tokens, details)
 
     def write_directly(self, ready: Callable[[], bool], write: Callable[[Delta], bool],
-                       plain_event: PlainEvent | None = None, write_soon: Callable[[bytes], bool] | None = None
-                       ) -> None:
+                       plain_event: PlainEvent | None = None, writer: TurnWriter | None = None) -> None:
         """Have :meth:`batches` (``per_output``) leave plain outputs to ``write``, called where they arrive (the
         socket callback) while its reader waits with nothing queued: no task wake-up, no generator frames per
         token. An output goes this way when ``ready()`` (the writer need not wait for a slow client), it is not
@@ -231,14 +232,15 @@ class Generation:
         cancels the generation.
 
         ``plain_event`` (the event's bytes around the JSON string of the text, when that is all ``write`` makes of
-        a delta of text alone) and ``write_soon`` (the writer's) let a choice with no stop strings, text stages,
-        output parser or logprobs, whose tokenizer has a piece table, write such outputs in one native call
-        (``postprocess/plain_tokens``: the same bytes, counters and metrics)."""
+        a delta of text alone) and ``writer`` (the response's, which ``ready`` and ``write`` use) let a choice with
+        no stop strings, text stages, output parser or logprobs, whose tokenizer has a piece table, have such
+        outputs written by the gateway in one native call each (``RequestStream.plain``,
+        ``postprocess/plain_tokens``: the same bytes, counters and metrics)."""
         self._direct_ready, self._direct_write = ready, write
-        if (plain_event is not None and write_soon is not None and self.pipeline.plain_text
+        if (plain_event is not None and writer is not None and self.pipeline.plain_text
                 and type(self.observer) is GenerationObserver):
             self._plain = PlainTokens(self.pipeline, self.observer, self.timing, plain_event.prefix,
-                                      plain_event.suffix, write_soon)
+                                      plain_event.suffix, writer, self.output_ids, self.cancel)
 
     def _direct_output(self, output: RequestOutput) -> bool:
         """``RequestStream.direct``: handle ``output`` here (True) or leave it to :meth:`batches` (False)."""
@@ -251,13 +253,6 @@ class Generation:
         try:
             if self.output_ids is not None:
                 self.output_ids += output.token_ids
-            plain = self._plain
-            if plain is not None and output.token_ids and not output.logprobs and not output.cached_tokens:
-                written = plain.write(output.token_ids)
-                if written != NOT_PLAIN:
-                    if written == CLIENT_GONE:
-                        self.cancel()
-                    return True
             before = pipeline.completion_tokens
             delta = pipeline.feed([output])
             self._count_tokens(pipeline.completion_tokens - before)
@@ -295,6 +290,9 @@ class Generation:
             while not finished:
                 stream = self.stream  # another one after a migration or a prefill leg
                 stream.direct = self._direct_output if per_output and self._direct_write is not None else None
+                # the gateway writes plain outputs itself once this worker's first output was read here
+                stream.plain = (self._plain if per_output and self._worker_prefilled and self._prefill is None
+                                and not self.client_gone else None)
                 try:
                     outputs = await stream.next()
                 except WorkerGone:
@@ -377,7 +375,7 @@ class Generation:
 
     def _switch_to(self, submission: Submission) -> None:
         """Read on from ``submission``; the one before ended on its worker (or its worker is gone)."""
-        self.stream.direct = None
+        self.stream.direct = self.stream.plain = None
         self.submission.release(abort=False)
         self.submission, self.stream = submission, submission.stream
         self._worker_prefilled = False
@@ -452,7 +450,7 @@ class Generation:
     def _stop_direct(self) -> None:
         """Drop the direct path's references (its writer holds the response stream, which Granian ends only once
         it is freed)."""
-        self.stream.direct = None
+        self.stream.direct = self.stream.plain = None
         self._direct_ready = self._direct_write = None
         self._plain = None
 

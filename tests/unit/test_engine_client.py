@@ -161,3 +161,44 @@ def test_a_direct_reader_gets_outputs_only_while_the_reader_waits_with_nothing_q
     offered, read = run(scenario())
     assert offered == [[2], [3]]
     assert read == [[[1]], [[3], [4]]]
+
+
+class TakingPlain:
+    """A stand-in for ``PlainTokens.take``: takes every output but those of token 3."""
+
+    def __init__(self) -> None:
+        self.taken: list = []
+
+    def take(self, output: RequestOutput) -> bool:
+        if output.token_ids == [3]:
+            return False
+        self.taken.append(output.token_ids)
+        return True
+
+
+def test_a_plain_writer_is_offered_a_messages_outputs_only_while_the_reader_waits_with_nothing_queued(run):
+    """``RequestStream.plain`` is offered each output of a worker's message the same way ``direct`` is: what it
+    takes does not wake the reader; what it refuses, and all that follows while that is queued, is queued."""
+    async def scenario() -> tuple[list, list, list]:
+        loop = asyncio.get_running_loop()
+        client = EngineClient(loop, 64)
+        stream = client.streams["r1"] = engine_client.RequestStream(client, "r1", "w1")
+        plain = stream.plain = TakingPlain()
+
+        def arrive(*token_ids: list[int]) -> None:
+            batch = OutputBatch([RequestOutput("r1", ids) for ids in token_ids])
+            client._on_frame(memoryview(engine_wire.encoder.encode(batch)))
+
+        arrive([1])  # the reader is not waiting: queued
+        read = [[o.token_ids for o in await stream.next()]]
+        reading = loop.create_task(stream.next())
+        await asyncio.sleep(0)  # the reader waits now
+        arrive([2], [3], [4])  # 2 taken; 3 refused: queued, the reader wakes; 4 after it: queued
+        read.append([o.token_ids for o in await reading])
+        taken_while_busy = list(plain.taken)
+        client.close()
+        return taken_while_busy, read, plain.taken
+
+    taken, read, _ = run(scenario())
+    assert taken == [[2]]
+    assert read == [[[1]], [[3], [4]]]

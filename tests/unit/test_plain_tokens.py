@@ -19,8 +19,9 @@ from frontend.http.reply import TEXT_SLOT, TextEvent
 from frontend.observability.metrics import HISTOGRAMS, GenerationObserver, Metrics, WorkerTiming
 from frontend.postprocess.pipeline import OutputPipeline
 from frontend.postprocess.plain_tokens import CLIENT_GONE, NOT_PLAIN, WRITTEN, PlainTokens
-from frontend.protocol.engine import RequestOutput
+from frontend.protocol.engine import RequestOutput, TokenLogprob
 from frontend.protocol.openai import ChatChunkChoice, ChatCompletionChunk, ChatDelta
+from frontend.transport.end_of_turn import EndOfTurn, TurnWriter
 
 WORKER = "worker-1"
 TEXT = 'Plain words, then "quotes", a back\\slash, a tab\tand a newline\n, héllo wörld, 你好, 🎉 and <|im_end|> end.'
@@ -41,19 +42,27 @@ class Choice:
         self.timing = WorkerTiming(self.metrics, time.perf_counter(), 10)
         self.event = TextEvent(ChatCompletionChunk("chatcmpl-1", 1, "tiny", [ChatChunkChoice(0, ChatDelta(
             content=TEXT_SLOT))]))
-        self.events: list[bytes] = []
-        self.accept = accept
+        self.events: list[bytes] = []  # what the client got: the writer's writes, or the Python path's events
+        self.writer = TurnWriter(self, EndOfTurn(NoLoop()))
+        self.writer.closed = not accept  # a client that has gone
+        self.output_ids: list[int] = []
+        self.cancelled = 0
         self.plain = PlainTokens(self.pipeline, self.observer, self.timing, self.event.prefix, self.event.suffix,
-                                 self.write_soon) if native else None
+                                 self.writer, self.output_ids, self.cancel) if native else None
         self.native_writes = 0
 
-    def write_soon(self, data: bytes) -> bool:
+    def send_bytes(self, data: bytes) -> list:
+        """The writer's transport (Granian's send: its awaitable ends at once)."""
         self.events.append(data)
-        return self.accept
+        return []
+
+    def cancel(self) -> None:
+        self.cancelled += 1
 
     def feed(self, token_ids: list[int]) -> None:
         if self.plain is not None and self.observer.first_token_seen:
             outcome = self.plain.write(token_ids)
+            self.writer.flush()
             if outcome != NOT_PLAIN:
                 assert outcome == WRITTEN
                 self.native_writes += 1
@@ -72,6 +81,13 @@ class Choice:
 
     def itl(self) -> list:
         return self.metrics.histograms[("inter_token_latency_seconds", self.observer.labels)]
+
+
+class NoLoop:
+    """The end of the turn never comes by itself: the test flushes the writer."""
+
+    def call_soon(self, callback) -> None:
+        pass
 
 
 def _steps(token_ids: list[int], sizes: tuple[int, ...]) -> list[list[int]]:
@@ -155,3 +171,57 @@ def test_before_the_first_token_the_python_path_times_it(tokenizer):
     choice = Choice(tokenizer, native=True)
     assert choice.plain.write(tokenizer.encode("Hi").ids) == NOT_PLAIN
     assert choice.pipeline.completion_tokens == 0 and not choice.events
+
+
+def test_take_writes_a_plain_output_and_keeps_its_tokens_for_a_migration(tokenizer):
+    choice = Choice(tokenizer, native=True)
+    choice.feed(tokenizer.encode("Hi").ids)
+    there = tokenizer.encode(" there").ids
+    assert choice.plain.take(RequestOutput("r", there))
+    choice.writer.flush()
+    assert choice.events[-1] == choice.event(" there") and choice.output_ids == there
+    assert choice.pipeline.completion_tokens == len(tokenizer.encode("Hi").ids) + len(there)
+
+
+@pytest.mark.parametrize("output", [
+    RequestOutput("r", [1000], finish_reason="length"),
+    RequestOutput("r", [1000], finish_reason="error", error="engine died", retryable=True),
+    RequestOutput("r", [1000], logprobs=[TokenLogprob(1000, -0.5)]),
+    RequestOutput("r", [1000], cached_tokens=3),
+    RequestOutput("r", []),
+], ids=["finished", "failed", "logprobs", "cached-tokens", "no-token"])
+def test_take_leaves_an_output_that_is_not_only_text_to_the_python_path(tokenizer, output):
+    choice = Choice(tokenizer, native=True)
+    choice.feed(tokenizer.encode("Hi").ids)
+    before = (choice.window(), choice.pipeline.completion_tokens, len(choice.events))
+    assert not choice.plain.take(output)
+    assert (choice.window(), choice.pipeline.completion_tokens, len(choice.events)) == before
+    assert choice.output_ids == [] and choice.cancelled == 0
+
+
+def test_take_waits_for_a_writer_past_its_limit(tokenizer):
+    """A writer at its ``write_limit`` (the backlog check is due, which waits: the Python path's) is not ready."""
+    choice = Choice(tokenizer, native=True)
+    choice.feed(tokenizer.encode("Hi").ids)
+    choice.writer.write_limit = choice.writer.written
+    assert not choice.plain.take(RequestOutput("r", tokenizer.encode(" there").ids))
+    assert choice.output_ids == []
+
+
+def test_take_leaves_an_output_for_a_client_that_has_gone_to_the_python_path(tokenizer):
+    """The Python path's write sees the client gone and ends the stream."""
+    choice = Choice(tokenizer, native=True)
+    choice.feed(tokenizer.encode("Hi").ids)
+    choice.writer.closed = True
+    assert not choice.plain.take(RequestOutput("r", tokenizer.encode(" there").ids))
+    assert choice.output_ids == []
+
+
+def test_a_failure_in_take_cancels_its_stream_only(tokenizer):
+    """An exception while writing (a bug) is logged and cancels this stream; the gateway goes on with the other
+    outputs of the worker's message."""
+    choice = Choice(tokenizer, native=True)
+    choice.feed(tokenizer.encode("Hi").ids)
+    choice.observer.last_token_at = "not a time"
+    assert choice.plain.take(RequestOutput("r", tokenizer.encode(" there").ids))
+    assert choice.cancelled == 1
