@@ -21,7 +21,7 @@ def _extension(name: str, package: str = "frontend.kv") -> Extension:
 setup(
     ext_modules=cythonize(
         [_extension("blockhash"), _extension("kvindex"), _extension("end_of_turn", "frontend.transport"),
-         _extension("plain_tokens", "frontend.postprocess")],
+         _extension("plain_tokens", "frontend.postprocess"), _extension("delivery", "frontend.gateway")],
         include_path=["native", "."],
         compiler_directives={"language_level": 3},
     )

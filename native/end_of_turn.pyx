@@ -55,7 +55,7 @@ def end_of_turn():
 cdef class TurnWriter:
     """Bytes for one client's stream transport (an object with Granian's ``send_bytes(data)``, whose awaitable only
     reports the outcome: it ends at once, or raises). :meth:`write_soon` queues bytes for the end of the turn,
-    :meth:`write` writes at once (after what is queued goes :meth:`flush`). Once a write fails (the client left),
+    :meth:`write` writes at once (with what is queued, in front). Once a write fails (the client left),
     ``closed`` is set and nothing more is written.
 
     ``written`` counts the bytes handed to the transport; :meth:`ready` is False once it reaches ``write_limit``
@@ -83,9 +83,13 @@ cdef class TurnWriter:
         self.flush_queued()
 
     def write(self, bytes data):
-        """Write what is queued, then ``data``, now (nothing once the client is gone)."""
-        self.flush_queued()
-        self.write_now(data)
+        """Write what is queued and ``data``, now, in one write (nothing once the client is gone)."""
+        queued = self._queued
+        if queued:
+            queued.append(data)
+            self.flush_queued()
+        else:
+            self.write_now(data)
 
     cdef bint is_ready(self):
         return not self.closed and self.written < self.write_limit

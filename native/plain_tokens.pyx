@@ -37,7 +37,6 @@ import logging
 
 import msgspec
 
-from frontend.transport.end_of_turn cimport TurnWriter
 
 cdef extern from "Python.h":
     int PyUnicode_IS_ASCII(object)
@@ -69,22 +68,6 @@ cdef class PlainTokens:
     leaves every output to the Python path until the request's first token was counted there (time to first
     token). Every object it is given stays the choice's own for the stream's life; the generation drops it when
     the stream ends (it holds the writer, and the generation's ``cancel``)."""
-
-    cdef dict pieces
-    cdef object table
-    cdef object detokenizer
-    cdef object pipeline
-    cdef object observer
-    cdef list itl_state
-    cdef double* itl_bounds
-    cdef Py_ssize_t n_bounds
-    cdef object timing
-    cdef dict latest
-    cdef bytes prefix
-    cdef bytes suffix
-    cdef TurnWriter writer
-    cdef list output_ids
-    cdef object cancel
 
     def __cinit__(self):
         self.itl_bounds = NULL

@@ -32,6 +32,7 @@ from ..protocol.errors import WorkerGone
 from ..protocol.registry import Instance
 from ..transport.end_of_turn import EndOfTurn
 from ..transport.framing import FramedProtocol, frame, frames, tcp_address
+from .delivery import deliver
 
 HEARTBEAT_IVL_S = 1.0  # a Ping on every connection this often
 HEARTBEAT_TIMEOUT_S = 3.0  # nothing heard from a worker for this long: the connection is lost
@@ -302,12 +303,7 @@ class EngineClient:
             if stream is not None:
                 stream.push(message)
             return
-        for output in message.outputs:  # per streamed token: keep this loop lean
-            stream = streams.get(output.request_id)
-            if stream is not None:
-                plain = stream.plain
-                if plain is None or stream._waiter is None or stream._items or not plain.take(output):
-                    stream.push(output)
+        deliver(message.outputs, streams)
 
     def close(self) -> None:
         for instance_id in list(self.connections):

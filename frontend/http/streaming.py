@@ -110,7 +110,8 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
     """Write every choice's deltas as ``encode(choice index, delta)`` makes them, as they arrive (nothing is
     written for empty bytes); a worker's failure as ``encode_error(error)``. Each engine output is its own
     delta (one SSE event) unless ``--stream-coalesce`` folds what a stream has queued into one; the events of
-    the outputs that arrived together go out in one write. ``plain_event``: the event ``encode`` makes of the
+    the outputs that arrived together go out in one write, and so do the last events and the door's closing ones
+    (they are written in the same loop turn). ``plain_event``: the event ``encode`` makes of the
     first choice's delta of text alone, if that is all it makes of one (such outputs may then be written by the
     native plain-token path)."""
     per_output = not generations[0].gateway.settings.stream_coalesce
@@ -122,13 +123,13 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
             async with aclosing(generations[0].batches(per_output=per_output)) as single:
                 async for deltas in single:
                     out = _encoded(encode, 0, deltas)
-                    if out and not await writer.send(out):
+                    if out and not await _put(writer, out):
                         return await _stopped(writer, encode_error)  # closing the batches aborts the generation
         else:
             async with aclosing(choice_batches(generations, per_output=per_output)) as batches:
                 async for index, deltas in batches:
                     out = _encoded(encode, index, deltas)
-                    if out and not await writer.send(out):
+                    if out and not await _put(writer, out):
                         return await _stopped(writer, encode_error)  # closing `batches` aborts the generations
     except RequestError as error:
         return StreamEnd.FAILED if await writer.send(encode_error(error)) else StreamEnd.CLIENT_GONE
@@ -137,6 +138,12 @@ async def stream_deltas(writer: StreamWriter, generations: list[Generation], enc
 
 def _write_soon(writer: StreamWriter, data: bytes) -> bool:
     return not data or writer.write_soon(data)
+
+
+async def _put(writer: StreamWriter, data: bytes) -> bool:
+    """Write ``data`` at the end of this loop turn when the writer is ready (with the other events of the turn,
+    or the door's closing events, sent in the same turn: one write), else now, waiting for a slow reader."""
+    return writer.write_soon(data) if writer.ready() else await writer.send(data)
 
 
 def _encoded(encode: Callable[[int, Delta], bytes], index: int, deltas: list[Delta]) -> bytes:

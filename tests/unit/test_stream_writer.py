@@ -1,5 +1,5 @@
 """The streamed response writer (frontend/http/streaming.py): events written "soon" in one loop turn go to the
-client in one write at the end of the turn, before anything written after them; a client gone is seen."""
+client in one write at the end of the turn, or with what is sent after them in the turn; a client gone is seen."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class FakeTransport:
         return Sent()
 
 
-def test_one_turns_events_are_one_write_and_a_later_send_comes_after_them(run):
+def test_one_turns_events_are_one_write_and_a_send_takes_what_is_queued_in_front_in_one_write(run):
     async def scenario() -> tuple[list[bytes], int, bool]:
         transport = FakeTransport()
         writer = StreamWriter(transport)
@@ -47,11 +47,11 @@ def test_one_turns_events_are_one_write_and_a_later_send_comes_after_them(run):
         assert transport.writes == []  # not before the end of the turn
         await asyncio.sleep(0)
         writer.write_soon(b"c")
-        assert await writer.send(b"d")  # what was queued goes first
+        assert await writer.send(b"d")  # what was queued goes first, in the same write
         await asyncio.sleep(0)
         return transport.writes, writer.written, writer.closed
 
-    assert run(scenario()) == ([b"ab", b"c", b"d"], 4, False)
+    assert run(scenario()) == ([b"ab", b"cd"], 4, False)
 
 
 def test_a_client_gone_is_seen_at_the_write_and_nothing_more_is_queued(run):
