@@ -100,6 +100,8 @@ cdef class PlainTokens:
         self.writer = writer
         self.output_ids = output_ids
         self.cancel = cancel
+        self.first_token_seen = False
+        self.latest_labels = self.latest_key = None
 
     def __dealloc__(self):
         free(self.itl_bounds)
@@ -149,18 +151,26 @@ cdef class PlainTokens:
     cpdef int write(self, list token_ids) except -2:
         """Write the event of an output of ``token_ids`` (not empty): ``WRITTEN``, ``CLIENT_GONE`` (the writer
         refused: the caller cancels), or ``NOT_PLAIN`` with nothing changed."""
-        if not self.observer.first_token_seen:  # the worker's first outputs carried no token: TTFT is still due
-            return NOT_PLAIN
+        if not self.first_token_seen:
+            if not self.observer.first_token_seen:  # the worker's first outputs carried no token: TTFT is due
+                return NOT_PLAIN
+            self.first_token_seen = True  # for good
         detokenizer = self.detokenizer
-        if detokenizer._read != len(detokenizer._ids):  # not at a clean boundary: the general path decodes
+        cdef list ids = detokenizer._ids
+        if detokenizer._read != len(ids):  # not at a clean boundary: the general path decodes
             return NOT_PLAIN
         text = self._text(token_ids)
         if text is None:
             return NOT_PLAIN
         cdef Py_ssize_t count = len(token_ids)
         last = token_ids[count - 1]
-        detokenizer._ids = [last]  # as IncrementalDetokenizer._from_pieces leaves it
-        detokenizer._read = 1
+        # the window becomes the last id, fully read, as IncrementalDetokenizer._from_pieces leaves it (the list is
+        # the detokenizer's own: reused when it holds one id)
+        if len(ids) == 1:
+            ids[0] = last
+        else:
+            detokenizer._ids = [last]
+            detokenizer._read = 1
         detokenizer._done_len = PyUnicode_GET_LENGTH(text if count == 1 else self.pieces[last])
         detokenizer._held_steps = 0
         self.pipeline.completion_tokens += count
@@ -188,7 +198,11 @@ cdef class PlainTokens:
         state[self.n_bounds + 1] = state[self.n_bounds + 1] + gap * count  # the sum, after the +Inf bucket
         observer.last_token_at = now
         timing = self.timing
-        key = (_ITL_LATEST, timing.labels)
+        labels = timing.labels
+        if labels is not self.latest_labels:  # another worker's (after a migration)
+            self.latest_labels = labels
+            self.latest_key = (_ITL_LATEST, labels)
+        key = self.latest_key
         current = self.latest.get(key)
         if current is None or now >= <double>current[1]:
             self.latest[key] = ((now - <double>timing.last_at) / count, now)

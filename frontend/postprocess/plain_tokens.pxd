@@ -15,11 +15,14 @@ cdef class PlainTokens:
     cdef Py_ssize_t n_bounds
     cdef object timing
     cdef dict latest
+    cdef object latest_labels
+    cdef tuple latest_key
     cdef bytes prefix
     cdef bytes suffix
     cdef TurnWriter writer
     cdef list output_ids
     cdef object cancel
+    cdef bint first_token_seen
 
     cdef object _piece(self, object token_id)
     cdef object _text(self, list token_ids)

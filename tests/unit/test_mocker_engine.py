@@ -424,28 +424,37 @@ def test_decode_ms(usage, expected):
     assert math.isclose(decode_ms(usage), expected, rel_tol=1e-12)
 
 
-def test_run_sleeps_step_time_over_speedup(corpus, monkeypatch):
+def test_a_step_lasts_its_time_over_speedup_with_the_mocks_own_work_counted(corpus, monkeypatch):
+    """On a clock the test keeps: each step's work takes 1 ms, and the step then sleeps what is left of its
+    simulated time; the next step starts when the one before ended."""
+    clock = [100.0]
     delays: list[float] = []
     real_sleep = asyncio.sleep
 
     async def fake_sleep(delay, result=None):
         delays.append(delay)
+        clock[0] += delay
         return await real_sleep(0)
 
     monkeypatch.setattr(engine_module.asyncio, "sleep", fake_sleep)
-    engine = MockEngine(corpus, EngineSettings(speedup_ratio=4.0))
+    engine = MockEngine(corpus, EngineSettings(speedup_ratio=2.0))
     step_ms: list[float] = []
     real_step = engine.step
 
     def recording_step() -> float:
         step_ms.append(real_step())
+        clock[0] += 0.001  # the mock's own work in the step
         return step_ms[-1]
 
+    async def on_the_clock() -> list[FakeSink]:
+        asyncio.get_running_loop().time = lambda: clock[0]
+        return await _generate(engine, [request("t", list(range(100, 300)), max_tokens=3, ignore_eos=True)])
+
     engine.step = recording_step
-    sinks = asyncio.run(_generate(engine, [request("t", list(range(100, 300)), max_tokens=3, ignore_eos=True)]))
+    sinks = asyncio.run(on_the_clock())
     assert len(sinks[0].tokens) == 3
     assert len(step_ms) == 3
-    assert delays == [ms / 1000.0 / 4.0 for ms in step_ms]
+    assert delays == pytest.approx([ms / 1000.0 / 2.0 - 0.001 for ms in step_ms], abs=1e-9), (delays, step_ms)
     assert step_ms[0] > step_ms[1] > 0  # the first step prefills 200 tokens
 
 

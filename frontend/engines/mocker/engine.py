@@ -1,7 +1,7 @@
 """A mock inference engine: readable text from a corpus, a real paged KV cache, vLLM-like scheduling.
 
-A step's outputs are delivered when its simulated duration has passed, so time to first token includes
-the prefill that produced it. Each step spends a token budget (``max_num_batched_tokens``): one token for every request in decode, the
+A step's outputs are delivered when its simulated duration has passed since it started (the mock's own work
+counts towards it, as an engine's does), so time to first token includes the prefill that produced it. Each step spends a token budget (``max_num_batched_tokens``): one token for every request in decode, the
 rest on prompt chunks of requests in prefill (chunked prefill), admitting waiting requests while the KV cache
 has room and fewer than ``max_num_seqs`` run. A prompt's cached prefix (prefix caching) is not recomputed.
 Everything a step produced is reported together, so the SDK sends one message per step per gateway, and the
@@ -190,15 +190,21 @@ class MockEngine(Engine):
     # ---- scheduler ------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run steps forever; idle while there is nothing to do."""
+        """Run steps forever, each lasting its simulated duration from its start, the mock's own work included
+        (as an engine's step time is its whole step): while the mock keeps up, a step starts when the one before
+        ended, and its outputs go when it ends. Idle while there is nothing to do."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
             if not self.waiting and all(s.paused for s in self.running.values()):
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            step_ms = self.step()
-            delay = step_ms / 1000.0 / self.settings.speedup_ratio
-            await asyncio.sleep(delay if delay >= MIN_SLEEP_S else 0)
+                started = loop.time()
+            ends = started + self.step() / 1000.0 / self.settings.speedup_ratio
+            wait = ends - loop.time()
+            await asyncio.sleep(wait if wait >= MIN_SLEEP_S else 0)
             self.deliver()
+            started = ends if wait > 0 else loop.time()  # behind (a step shorter than the mock's work): from now
 
     def deliver(self) -> None:
         """Hand the last step's outputs to their requests (and its KV events to the publisher)."""
