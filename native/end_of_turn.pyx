@@ -55,7 +55,8 @@ def end_of_turn():
 cdef class TurnWriter:
     """Bytes for one client's stream transport (an object with Granian's ``send_bytes(data)``, whose awaitable only
     reports the outcome: it ends at once, or raises). :meth:`write_soon` queues bytes for the end of the turn,
-    :meth:`write` writes at once (with what is queued, in front). Once a write fails (the client left),
+    :meth:`write` writes at once (with what is queued, in front), :meth:`write_later` queues bytes for the next
+    write. Once a write fails (the client left),
     ``closed`` is set and nothing more is written.
 
     ``written`` counts the bytes handed to the transport; :meth:`ready` is False once it reaches ``write_limit``
@@ -67,11 +68,18 @@ cdef class TurnWriter:
         self.written = 0
         self.write_limit = sys.maxsize
         self._queued = []
+        self._flush_due = False
         self._turn = turn
 
     def ready(self):
         """Whether :meth:`write_soon` may be used: the client is there and ``written`` is below ``write_limit``."""
         return self.is_ready()
+
+    def write_later(self, bytes data):
+        """Queue ``data`` without a write of its own: it goes out in front of the next write (the end-of-turn one
+        of :meth:`write_soon`, or :meth:`write`). Nothing once the client is gone."""
+        if not self.closed:
+            self._queued.append(data)
 
     def write_soon(self, bytes data):
         """Write at the end of this event-loop turn, with whatever else the turn writes to this client (one write
@@ -97,12 +105,14 @@ cdef class TurnWriter:
     cdef bint queue(self, bytes data) except -1:
         if self.closed:
             return False
-        if not self._queued:
+        if not self._flush_due:
+            self._flush_due = True
             self._turn.add(self)
         self._queued.append(data)
         return True
 
     cdef int flush_queued(self) except -1:
+        self._flush_due = False
         queued = self._queued
         if queued:
             self._queued = []

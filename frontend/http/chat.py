@@ -110,7 +110,7 @@ async def _stream(session: ChatSession, writer: StreamWriter, response_id: str, 
     if session.ext.annotations:
         head = prompt_annotations(session.ext, session.request_id, [session.prompt_ids],
                                   session.generation.tokenizer) + head
-    await writer.send(head)
+    writer.write_later(head)  # with the first token's event, as vLLM sends it (the headers went already)
     encode = feeders[0][1] if len(feeders) == 1 else lambda index, delta: feeders[index][1](index, delta)
     ended = await stream_deltas(writer, [choice.generation for choice in session.choices], encode, sse_error,
                                 plain_event=feeders[0][2])

@@ -15,6 +15,7 @@ cdef class TurnWriter:
     cdef public Py_ssize_t written
     cdef public Py_ssize_t write_limit
     cdef list _queued
+    cdef bint _flush_due
     cdef EndOfTurn _turn
 
     cdef bint is_ready(self)

@@ -49,4 +49,6 @@ def test_one_event_per_engine_output_even_when_behind(daemon, tok):
 def test_stream_coalesce_folds_what_queued(start_daemon):
     server = start_daemon("--stream-coalesce", mock_workers=1)
     contents, tokens = stream_events(server.base_url)
-    assert len(contents) < tokens / 2, f"{len(contents)} content events for {tokens} tokens"
+    # how much folds depends on how far the gateway's reader falls behind the mock (it got faster: at times only a
+    # little over half); without the flag every token is its own event (the test above)
+    assert len(contents) < tokens * 0.9, f"{len(contents)} content events for {tokens} tokens"

@@ -64,3 +64,20 @@ def test_a_client_gone_is_seen_at_the_write_and_nothing_more_is_queued(run):
         return writer.closed, writer.ready(), writer.write_soon(b"b")
 
     assert run(scenario()) == (True, False, False)
+
+
+def test_what_is_written_later_goes_in_front_of_the_next_write(run):
+    """``write_later`` (the chat stream's role chunk) has no write of its own: it goes with the first event."""
+    async def scenario() -> list[bytes]:
+        transport = FakeTransport()
+        writer = StreamWriter(transport)
+        writer.write_later(b"head")
+        await asyncio.sleep(0)
+        assert transport.writes == []  # nothing at the end of the turn
+        writer.write_soon(b"a")
+        await asyncio.sleep(0)
+        writer.write_later(b"more")
+        assert await writer.send(b"b")
+        return transport.writes
+
+    assert run(scenario()) == [b"heada", b"moreb"]
