@@ -165,7 +165,7 @@ def _check_dynamo_names(values: dict[str, float], count: int) -> None:
     assert values[f"dynamo_frontend_model_ready{model}"] == 1
     assert values[f"dynamo_frontend_model_context_length{model}"] == 32768
     assert values[f"dynamo_frontend_model_kv_cache_block_size{model}"] == 16
-    assert values[f"dynamo_frontend_model_total_kv_blocks{model}"] == 16384
+    assert values[f"dynamo_frontend_model_total_kv_blocks{model}"] == 65536
     assert values[f"dynamo_frontend_model_max_num_seqs{model}"] == 256
     assert values[f"dynamo_frontend_model_migration_limit{model}"] == 3
     for name in ("time_to_first_token_seconds", "inter_token_latency_seconds", "input_sequence_tokens"):

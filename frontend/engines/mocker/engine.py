@@ -86,7 +86,7 @@ class EngineSettings:
     speedup_ratio: float = 1.0
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
-    num_gpu_blocks: int = 16384
+    num_gpu_blocks: int = 65536  # 1 Mi tokens at block size 16: the KV capacity of Dynamo's mocker (16384 x 64)
     block_size: int = 16
     kv_bytes_per_token: int = 131072  # a 7-8B model in 16 bits: 32 layers x 8 KV heads x 128 x 2 (K, V) x 2 bytes
     kv_transfer_gbps: float = 64.0  # GB/s between a prefill and a decode worker (Dynamo's mocker default)

@@ -45,7 +45,8 @@ FLAGS = worker_flags(
     Option("max_num_batched_tokens", int, 8192, "Token budget of one step (decode tokens + prefill chunks)."),
     Option("block_size", int, 16, "KV cache block size in tokens (also --kv-block-size).",
            flag_aliases=("--kv-block-size",)),
-    Option("num_gpu_blocks", int, 16384, "KV cache capacity in blocks."),
+    Option("num_gpu_blocks", int, 65536, "KV cache capacity in blocks (the default holds 1 Mi tokens at the default "
+           "block size, as Dynamo's mocker's 16384 blocks of 64: decode time grows with the share in use)."),
     Option("kv_events", str, "array", "Publish KV events: array | map (vLLM's two encodings) | off.",
            validate=one_of("array", "map", "off")),
     Option("context_length", int, 0, "Context window (0 = from config.json)."),
