@@ -20,7 +20,7 @@ def deliver(list outputs, dict streams):
         if stream is None:
             continue
         plain = stream.plain
-        if plain is None or stream._waiter is None or stream._items:
-            stream.push(output)
-        elif not ((<PlainTokens>plain).take(output) if type(plain) is PlainTokens else plain.take(output)):
-            stream.push(output)
+        if plain is not None and stream._waiter is not None and not stream._items and (
+                (<PlainTokens>plain).take(output) if type(plain) is PlainTokens else plain.take(output)):
+            continue
+        stream.push(output)

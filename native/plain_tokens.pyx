@@ -78,7 +78,7 @@ cdef class PlainTokens:
         ``observer``: its ``GenerationObserver``; ``timing``: its ``WorkerTiming``; ``prefix``/``suffix``: the
         door's text event around the JSON string of the text; ``writer``: the response's; ``output_ids``: the
         generation's tokens so far, which :meth:`take` extends (None: not kept); ``cancel()``: what :meth:`take`
-        calls when the client has gone."""
+        calls when writing fails."""
         metrics = observer.metrics
         bounds, state = metrics.histogram_state("inter_token_latency_seconds", observer.labels)
         self.n_bounds = len(bounds)
@@ -127,8 +127,9 @@ cdef class PlainTokens:
 
     cpdef bint take(self, output) except -1:
         """Write ``output`` (a ``RequestOutput``) if it is plain text and the writer is ready: True when it was
-        taken (written, or the client has gone: ``cancel`` called), False to leave it to the Python path with
-        nothing changed. A failure here cancels this stream only, not the other streams of the worker's message."""
+        taken, False to leave it to the Python path with nothing changed. A client that has gone is the Python
+        path's (the writer is not ready, so :meth:`write` never meets a refusal here). A failure here cancels this
+        stream only, not the other streams of the worker's message."""
         if (output.finish_reason is not None or output.retryable or output.logprobs or output.cached_tokens
                 or self.pipeline.finish_reason is not None or not self.writer.is_ready()):
             return False
@@ -141,8 +142,6 @@ cdef class PlainTokens:
                 return False
             if self.output_ids is not None:
                 self.output_ids.extend(token_ids)
-            if written == CLIENT_GONE:
-                self.cancel()
         except Exception:
             log.exception("streaming an output failed", extra={"request_id": output.request_id})
             self.cancel()

@@ -66,7 +66,7 @@ class StreamWriter(TurnWriter):
     async def send(self, data: bytes) -> bool:
         """Write; False once the client is gone or, with ``too_slow`` set, has read too slowly (the caller stops
         producing). After ``too_slow`` the writer writes without waiting, for the caller's error event."""
-        self.write(data)  # after what write_soon queued
+        self.write(data)  # with what write_soon queued in front, in one write
         if self.closed:
             return False
         if self.backlog is not None and self.written >= self.write_limit:

@@ -117,17 +117,16 @@ class IncrementalDetokenizer:
     def _seed(self, tail: list[int]) -> None:
         """Start the window with prompt ids so that the first generated token decodes in context (their text from
         the piece table when each is self-contained: no decode call per request)."""
-        text = self._pieces_text(tail) if self._pieces is not None else None
-        if text is None:
-            text = self._decode(tail, self._skip)
+        parts = self._piece_parts(tail) if self._pieces is not None else None
+        text = "".join(parts) if parts is not None else self._decode(tail, self._skip)
         if text.endswith(REPLACEMENT_CHAR):
             return  # the prompt ends inside a character: decoding in context would misalign lengths
         self._ids = tail
         self._read = len(tail)
         self._done_len = len(text)
 
-    def _pieces_text(self, token_ids: list[int]) -> str | None:
-        """The text of ``token_ids`` from the piece table, or None when one is not self-contained."""
+    def _piece_parts(self, token_ids: list[int]) -> list[str] | None:
+        """The text of each of ``token_ids`` from the piece table, or None when one is not self-contained."""
         pieces = self._pieces
         cache = pieces.cache
         parts = []
@@ -138,7 +137,7 @@ class IncrementalDetokenizer:
             if piece is None:
                 return None
             parts.append(piece)
-        return "".join(parts)
+        return parts
 
     @property
     def pieces(self) -> TokenPieces | None:
@@ -171,15 +170,14 @@ class IncrementalDetokenizer:
     def _from_pieces(self, token_ids: list[int]) -> str | None:
         """The text of ``token_ids`` from the piece table when every one is self-contained (None otherwise);
         the window becomes the last id, as the general path would leave it."""
-        text = self._pieces_text(token_ids)
-        if text is None:
+        parts = self._piece_parts(token_ids)
+        if parts is None:
             return None
-        last = token_ids[-1]
-        self._ids = [last]
+        self._ids = [token_ids[-1]]
         self._read = 1
-        self._done_len = len(text) if len(token_ids) == 1 else len(self._pieces.cache[last])
+        self._done_len = len(parts[-1])
         self._held_steps = 0
-        return text
+        return "".join(parts)
 
     def flush(self) -> str:
         """At the end of the stream, return any held text (an incomplete UTF-8 sequence decodes with U+FFFD)."""
