@@ -68,6 +68,7 @@ cdef class TurnWriter:
         self.written = 0
         self.write_limit = sys.maxsize
         self._queued = []
+        self._queued_bytes = 0
         self._flush_due = False
         self._turn = turn
 
@@ -80,6 +81,12 @@ cdef class TurnWriter:
         of :meth:`write_soon`, or :meth:`write`). Nothing once the client is gone."""
         if not self.closed:
             self._queued.append(data)
+            self._queued_bytes += len(data)
+
+    def fits(self, Py_ssize_t size):
+        """Whether ``size`` more bytes may be queued with :meth:`write_soon`: the client is there, and what is
+        written and queued stays below ``write_limit`` with them (else write now, and look at the client)."""
+        return not self.closed and self.written + self._queued_bytes + size < self.write_limit
 
     def write_soon(self, bytes data):
         """Write at the end of this event-loop turn, with whatever else the turn writes to this client (one write
@@ -95,6 +102,7 @@ cdef class TurnWriter:
         queued = self._queued
         if queued:
             queued.append(data)
+            self._queued_bytes += len(data)
             self.flush_queued()
         else:
             self.write_now(data)
@@ -109,6 +117,7 @@ cdef class TurnWriter:
             self._flush_due = True
             self._turn.add(self)
         self._queued.append(data)
+        self._queued_bytes += len(data)
         return True
 
     cdef int flush_queued(self) except -1:
@@ -116,6 +125,7 @@ cdef class TurnWriter:
         queued = self._queued
         if queued:
             self._queued = []
+            self._queued_bytes = 0
             self.write_now(queued[0] if len(queued) == 1 else b"".join(queued))
         return 0
 

@@ -141,9 +141,10 @@ def _write_soon(writer: StreamWriter, data: bytes) -> bool:
 
 
 async def _put(writer: StreamWriter, data: bytes) -> bool:
-    """Write ``data`` at the end of this loop turn when the writer is ready (with the other events of the turn,
-    or the door's closing events, sent in the same turn: one write), else now, waiting for a slow reader."""
-    return writer.write_soon(data) if writer.ready() else await writer.send(data)
+    """Write ``data`` at the end of this loop turn when it keeps the writer below its limit (with the other events
+    of the turn, or the door's closing events, sent in the same turn: one write), else now, and wait for a slow
+    reader as :meth:`StreamWriter.send` does: the batch that reaches the limit is followed by the check."""
+    return writer.write_soon(data) if writer.fits(len(data)) else await writer.send(data)
 
 
 def _encoded(encode: Callable[[int, Delta], bytes], index: int, deltas: list[Delta]) -> bytes:

@@ -15,6 +15,7 @@ cdef class TurnWriter:
     cdef public Py_ssize_t written
     cdef public Py_ssize_t write_limit
     cdef list _queued
+    cdef Py_ssize_t _queued_bytes
     cdef bint _flush_due
     cdef EndOfTurn _turn
 

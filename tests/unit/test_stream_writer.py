@@ -81,3 +81,18 @@ def test_what_is_written_later_goes_in_front_of_the_next_write(run):
         return transport.writes
 
     assert run(scenario()) == [b"heada", b"moreb"]
+
+
+def test_what_would_reach_the_limit_with_what_is_queued_does_not_fit(run):
+    """``fits`` counts the bytes queued for the end of the turn: the batch that reaches ``write_limit`` is written
+    at once by ``send``, which then looks at the client (``stream_deltas``)."""
+    async def scenario() -> tuple[bool, bool, bool, bool]:
+        writer = StreamWriter(FakeTransport())
+        writer.write_limit = 10
+        first = writer.fits(6)
+        writer.write_soon(b"123456")
+        second, third = writer.fits(3), writer.fits(4)
+        await asyncio.sleep(0)  # flushed: 6 written, nothing queued
+        return first, second, third, writer.fits(3)
+
+    assert run(scenario()) == (True, True, False, True)
