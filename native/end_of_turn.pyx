@@ -42,10 +42,12 @@ cdef class EndOfTurn:
 _PER_LOOP = weakref.WeakKeyDictionary()
 
 
-def end_of_turn():
-    """The running loop's shared :class:`EndOfTurn`. Look it up once per object that uses it, not per use:
-    ``asyncio.get_running_loop()`` makes a ``getpid()`` system call (it checks the loop is this process's)."""
-    loop = asyncio.get_running_loop()
+def end_of_turn(loop=None):
+    """The shared :class:`EndOfTurn` of ``loop`` (default: the running loop). Give the loop where it is known, and
+    look this up once per object that uses it, not per use: ``asyncio.get_running_loop()`` makes a ``getpid()``
+    system call (it checks the loop is this process's)."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
     turn = _PER_LOOP.get(loop)
     if turn is None:
         turn = _PER_LOOP[loop] = EndOfTurn(loop)

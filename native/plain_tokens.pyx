@@ -28,6 +28,8 @@ replaces is a dozen calls with their frames.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
+from cpython.list cimport PyList_GET_ITEM
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -40,6 +42,7 @@ import msgspec
 
 cdef extern from "Python.h":
     int PyUnicode_IS_ASCII(object)
+    Py_ssize_t PyLong_AsSsize_t(object)  # -1 with an error set for a non-int or one out of range: checked
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
 
 WRITTEN = 1
@@ -92,7 +95,8 @@ cdef class PlainTokens:
         self.pipeline = pipeline
         self.detokenizer = pipeline.detokenizer
         self.table = self.detokenizer.pieces
-        self.pieces = self.table.cache
+        self.texts = self.table.texts  # never resized: its length is kept
+        self.n_texts = len(self.texts)
         self.observer = observer
         self.timing = timing
         self.prefix = prefix
@@ -107,10 +111,15 @@ cdef class PlainTokens:
         free(self.itl_bounds)
 
     cdef object _piece(self, object token_id):
-        piece = self.pieces.get(token_id, False)
-        if piece is False:
-            piece = self.table.piece(token_id)
-        return piece
+        """``token_id``'s text from the table (a C index), decoded by the table when not seen yet."""
+        cdef Py_ssize_t index = PyLong_AsSsize_t(token_id)
+        if index == -1 and PyErr_Occurred():
+            PyErr_Clear()  # not a vocabulary id: the table decodes it (and fails as the Python path does)
+        elif 0 <= index < self.n_texts:
+            piece = <object>PyList_GET_ITEM(self.texts, index)
+            if piece is not False:
+                return piece
+        return self.table.piece(token_id)
 
     cdef object _text(self, list token_ids):
         """The text of ``token_ids`` from the piece table, or None when one is not self-contained."""
@@ -170,7 +179,7 @@ cdef class PlainTokens:
         else:
             detokenizer._ids = [last]
             detokenizer._read = 1
-        detokenizer._done_len = PyUnicode_GET_LENGTH(text if count == 1 else self.pieces[last])
+        detokenizer._done_len = PyUnicode_GET_LENGTH(text if count == 1 else self._piece(last))
         detokenizer._held_steps = 0
         self.pipeline.completion_tokens += count
         self._count(count)
@@ -201,10 +210,9 @@ cdef class PlainTokens:
         if labels is not self.latest_labels:  # another worker's (after a migration)
             self.latest_labels = labels
             self.latest_key = (_ITL_LATEST, labels)
-        key = self.latest_key
-        current = self.latest.get(key)
-        if current is None or now >= <double>current[1]:
-            self.latest[key] = ((now - <double>timing.last_at) / count, now)
+        # set_latest without its comparison: this loop's clock only moves on, so no value in this process's table
+        # is later than now
+        self.latest[self.latest_key] = ((now - <double>timing.last_at) / count, now)
         timing.last_at = now
 
     cdef bytes _event(self, str text):

@@ -30,7 +30,7 @@ from ..protocol.engine import (AbortRequest, GenerateRequest, OutputBatch, Pause
                                UnaryRequest)
 from ..protocol.errors import WorkerGone
 from ..protocol.registry import Instance
-from ..transport.end_of_turn import EndOfTurn
+from ..transport.end_of_turn import end_of_turn
 from ..transport.framing import FramedProtocol, frame, frames, tcp_address
 from .delivery import deliver
 
@@ -231,7 +231,7 @@ class EngineClient:
         self.streams: dict[str, RequestStream] = {}
         self.unreachable: set[str] = set()  # connected instances whose connection is lost (not routed to)
         self.malformed_batches = 0
-        self._end_of_turn = EndOfTurn(loop)  # connections with requests queued in this loop turn
+        self._end_of_turn = end_of_turn(loop)  # connections with requests queued in this loop turn (and streams)
         self._heartbeats: asyncio.TimerHandle | None = None
 
     def sync_instances(self, instances: list[Instance]) -> None:

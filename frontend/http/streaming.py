@@ -7,6 +7,7 @@ door's ``encode_error``. The door only says how a delta and an error look on its
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import sys
 from contextlib import aclosing
@@ -56,8 +57,10 @@ class StreamWriter(TurnWriter):
 
     __slots__ = ("backlog", "too_slow")
 
-    def __init__(self, transport, backlog: ClientBacklog | None = None) -> None:
-        super().__init__(transport, end_of_turn())  # made in the handler, on its loop
+    def __init__(self, transport, backlog: ClientBacklog | None = None, loop: asyncio.AbstractEventLoop | None = None
+                 ) -> None:
+        """``loop``: the running loop, when known (else asked for: a ``getpid()`` system call)."""
+        super().__init__(transport, end_of_turn(loop))
         self.backlog = backlog
         self.too_slow: SlowReader | None = None  # set when the client read too slowly (send returned False)
         if backlog is not None:
@@ -93,7 +96,7 @@ def open_stream(gateway: Gateway, scope, proto, headers: list[tuple[str, str]]) 
     (``--max-stream-backlog-mb``)."""
     backlog = ClientBacklog.watch(gateway.tcp_diag, scope.server, scope.client, gateway.settings.limits,
                                   gateway.metrics)
-    return StreamWriter(proto.response_stream(200, headers), backlog)
+    return StreamWriter(proto.response_stream(200, headers), backlog, gateway.loop)
 
 
 class StreamEnd(enum.Enum):

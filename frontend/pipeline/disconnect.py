@@ -32,11 +32,14 @@ class DisconnectWatch:
 
     __slots__ = ("_disconnected", "_future", "_on_disconnect")
 
-    def __init__(self, disconnected: DisconnectSource, on_disconnect: Callable[[], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, disconnected: DisconnectSource,
+                 on_disconnect: Callable[[], None]) -> None:
+        """``loop``: the running loop, given rather than asked for (``asyncio.get_running_loop()`` makes a
+        ``getpid()`` system call per request)."""
         self._disconnected: DisconnectSource | None = disconnected
         self._on_disconnect: Callable[[], None] | None = on_disconnect
         self._future: asyncio.Future | None = None
-        _Waiting.add(asyncio.get_running_loop(), self)
+        _Waiting.add(loop, self)
 
     def _start(self) -> None:
         if self._disconnected is None:  # stopped before it was due

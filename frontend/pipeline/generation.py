@@ -190,7 +190,8 @@ class Generation:
         self._prefilled = self._worker_prefilled = False
         self.client_gone = False
         self._errored = self._released = False
-        self._watcher = DisconnectWatch(disconnected, self.cancel) if disconnected is not None else None
+        self._watcher = (DisconnectWatch(gateway.loop, disconnected, self.cancel) if disconnected is not None
+                         else None)
         self._direct_ready: Callable[[], bool] | None = None  # see write_directly
         self._direct_write: Callable[[Delta], bool] | None = None
         self._direct_end: list[Delta] = []  # a delta the direct path made that ends the stream, for batches()
@@ -554,7 +555,7 @@ class Choices:
             observer.drop(len(prompts) * n - started)
             raise
         if self._disconnected is not None:  # one watch for all the choices
-            self._shared = DisconnectWatch(self._disconnected, self._cancel_all)
+            self._shared = DisconnectWatch(gateway.loop, self._disconnected, self._cancel_all)
         return self
 
     def _cancel_all(self) -> None:

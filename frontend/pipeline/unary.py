@@ -36,7 +36,8 @@ class UnaryCall:
         self.submission = gateway.submit(model, request, prompt_tokens=input_tokens, pinned=pinned)
         gateway.metrics.add_gauge("inflight_requests", self._labels, 1)
         self._finished = self._released = False
-        self._watcher = DisconnectWatch(disconnected, self._on_disconnect) if disconnected is not None else None
+        self._watcher = (DisconnectWatch(gateway.loop, disconnected, self._on_disconnect) if disconnected is not None
+                         else None)
 
     async def __aenter__(self) -> "UnaryCall":
         return self

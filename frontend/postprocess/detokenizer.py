@@ -31,7 +31,7 @@ an invalid byte). This version keeps streaming in that case.
 
 Byte-level decoders (GPT-2, Llama 3, Qwen, DeepSeek) decode a sequence as the UTF-8 of its tokens' bytes put
 together, so a token whose bytes are complete UTF-8 on their own decodes to the same text wherever it stands.
-For them, at a clean boundary, a step of such tokens is emitted from a per-tokenizer cache of each token's text
+For them, at a clean boundary, a step of such tokens is emitted from a per-tokenizer table of each token's text
 (:class:`TokenPieces`) without any ``decode`` call; any other token (part of a character, or one whose text holds
 U+FFFD) takes the general path above. Every other decoder always takes it.
 
@@ -58,20 +58,24 @@ from the model."""
 
 
 class TokenPieces:
-    """Each token's own text, for a byte-level tokenizer, filled as tokens are seen; ``None`` for a token whose
-    text is not self-contained (its bytes are part of a character, or it decodes to U+FFFD)."""
+    """Each token's own text, for a byte-level tokenizer, filled as tokens are seen: ``texts[token_id]`` is the
+    text, ``None`` for a token whose text is not self-contained (its bytes are part of a character, or it decodes
+    to U+FFFD), ``False`` for a token not seen yet. A list over the whole vocabulary, not a dict: a streamed token's
+    lookup is one index (``plain_tokens.PlainTokens`` reads it from C), 8 bytes per vocabulary entry."""
 
-    __slots__ = ("tokenizer", "skip_special_tokens", "cache")
+    __slots__ = ("tokenizer", "skip_special_tokens", "texts")
 
     def __init__(self, tokenizer: tokenizers.Tokenizer, skip_special_tokens: bool) -> None:
         self.tokenizer = tokenizer  # kept: the table is keyed by its id()
         self.skip_special_tokens = skip_special_tokens
-        self.cache: dict[int, str | None] = {}
+        self.texts: list[str | None | bool] = [False] * tokenizer.get_vocab_size(with_added_tokens=True)
 
     def piece(self, token_id: int) -> str | None:
+        """``token_id``'s text, decoded (and kept, for an id of the vocabulary)."""
         text = self.tokenizer.decode([token_id], self.skip_special_tokens)
         piece = None if REPLACEMENT_CHAR in text else text
-        self.cache[token_id] = piece
+        if 0 <= token_id < len(self.texts):
+            self.texts[token_id] = piece
         return piece
 
 
@@ -128,10 +132,11 @@ class IncrementalDetokenizer:
     def _piece_parts(self, token_ids: list[int]) -> list[str] | None:
         """The text of each of ``token_ids`` from the piece table, or None when one is not self-contained."""
         pieces = self._pieces
-        cache = pieces.cache
+        texts = pieces.texts
+        known = len(texts)
         parts = []
         for token_id in token_ids:
-            piece = cache.get(token_id, False)
+            piece = texts[token_id] if 0 <= token_id < known else False
             if piece is False:
                 piece = pieces.piece(token_id)
             if piece is None:

@@ -5,7 +5,8 @@ from frontend.transport.end_of_turn cimport TurnWriter
 
 
 cdef class PlainTokens:
-    cdef dict pieces
+    cdef list texts
+    cdef Py_ssize_t n_texts
     cdef object table
     cdef object detokenizer
     cdef object pipeline

@@ -34,7 +34,7 @@ def test_fires_when_the_client_disconnects(monkeypatch):
 
     async def scenario():
         source, owner = Source(asyncio.get_running_loop()), Owner()
-        DisconnectWatch(source, owner.gone)
+        DisconnectWatch(asyncio.get_running_loop(), source, owner.gone)
         await asyncio.sleep(0.01)
         source.future.set_result(None)
         await asyncio.sleep(0)
@@ -47,8 +47,8 @@ def test_a_short_request_never_asks_and_an_early_disconnect_is_seen_when_the_wat
     async def scenario():
         loop = asyncio.get_running_loop()
         short, long, owner = Source(loop), Source(loop), Owner()
-        DisconnectWatch(short, owner.gone).stop()  # answered before WATCH_AFTER_S
-        DisconnectWatch(long, owner.gone)
+        DisconnectWatch(loop, short, owner.gone).stop()  # answered before WATCH_AFTER_S
+        DisconnectWatch(loop, long, owner.gone)
         long.future.set_result(None)  # the client left at once: Granian keeps the notice
         await asyncio.sleep(WATCH_AFTER_S / 2)
         calls_before = owner.calls
@@ -65,12 +65,13 @@ def test_stop_drops_the_callback_so_the_owner_can_be_freed(monkeypatch):
         # stands in for Granian's awaitable, which keeps done callbacks after cancel: keep it referenced
         source, owner = Source(asyncio.get_running_loop()), Owner()
         ref = weakref.ref(owner)
-        watch = DisconnectWatch(source, owner.gone)
+        watch = DisconnectWatch(asyncio.get_running_loop(), source, owner.gone)
         await asyncio.sleep(0.01)
         assert source.asked == 1
         watch.stop()
         watch.stop()  # idempotent
-        unstarted = DisconnectWatch(source, owner.gone)  # stopped before it asks: the timer goes too
+        # stopped before it asks: the timer goes too
+        unstarted = DisconnectWatch(asyncio.get_running_loop(), source, owner.gone)
         unstarted.stop()
         del owner, watch, unstarted
         await asyncio.sleep(0)
@@ -89,7 +90,7 @@ def test_watches_made_apart_start_no_sooner_than_due_and_stopped_ones_never_ask(
         made = []
         for index in range(20):
             source = Source(loop)
-            watch = DisconnectWatch(source, Owner().gone)
+            watch = DisconnectWatch(loop, source, Owner().gone)
             made.append((loop.time(), source))
             if index % 2:
                 watch.stop()
