@@ -41,6 +41,14 @@
    (every one is held to some depth by several workers). Hashing the prompt (``block_hashes``) does not depend
    on N and is reported once, separately.
 
+3. With ``--peer-dynamo DIR`` (the directory of ``start-dynamo.sh`` and ``stop-dynamo.sh``, e.g.
+   ``../shared/peers/dynamo``), the same stream levels run against NVIDIA Dynamo's frontend with 2 mock workers
+   (``NUM_MOCKERS=2 ROUTER_MODE=round-robin SPEEDUP=1``), whose frontend CPU is its frontend process's (the pid
+   file ``$PEER_HOME/run/pids/frontend.pid``), and a table gives ours / Dynamo per level. Tokens are counted as
+   they arrive in the window, not per finished response, so the figure does not step with the responses that
+   happen to finish inside it (``side_by_side.py``'s paced figure does: docs/BENCHMARKS.md). For its paced
+   figure: ``--streams 32 --max-tokens 128 --skip-routing --peer-dynamo ../shared/peers/dynamo``.
+
 Only 127.0.0.1 is used. Every wait is bounded (daemon start 60 s, connections, drain --drain seconds).
 """
 
@@ -63,6 +71,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/scaling.py`
@@ -298,8 +307,12 @@ def machine_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def snapshot(sid: int, clients: list[int]) -> dict:
-    frontend, mockers = session_pids(sid)
+Processes = Callable[[], tuple[list[int], list[int]]]
+"""What gives the (frontend pids, mock worker pids) of the server under test."""
+
+
+def snapshot(processes: Processes, clients: list[int]) -> dict:
+    frontend, mockers = processes()
     return {"frontend": {p: proc_ticks(p) for p in frontend}, "mockers": {p: proc_ticks(p) for p in mockers},
             "clients": {p: proc_ticks(p) for p in clients}, "machine": machine_ticks(), "t": time.monotonic()}
 
@@ -317,10 +330,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_model(port: int, proc: subprocess.Popen, timeout_s: float = 60) -> str:
+def wait_for_model(port: int, proc: subprocess.Popen | None = None, timeout_s: float = 60) -> str:
+    """The first model listed on ``port``; fails early when ``proc`` (the server, if this benchmark started it)
+    exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the daemon exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://{HOST}:{port}/v1/models", timeout=2) as response:
@@ -353,7 +368,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
 
 
-def run_level(n: int, port: int, sid: int, request: bytes, args) -> dict:
+def run_level(n: int, port: int, processes: Processes, request: bytes, args) -> dict:
     procs_n = max(1, min(args.client_procs, n))
     shares = [n // procs_n + (1 if i < n % procs_n else 0) for i in range(procs_n)]
     ctx = multiprocessing.get_context("fork")
@@ -376,9 +391,9 @@ def run_level(n: int, port: int, sid: int, request: bytes, args) -> dict:
         t_win1 = t_win0 + int(args.duration * 1e9)
         client_pids = [p.pid for p in procs]
         time.sleep(max(0, t_win0 - time.monotonic_ns()) / 1e9)
-        before = snapshot(sid, client_pids)
+        before = snapshot(processes, client_pids)
         time.sleep(max(0, t_win1 - time.monotonic_ns()) / 1e9)
-        after = snapshot(sid, client_pids)
+        after = snapshot(processes, client_pids)
         results = []
         for pipe in pipes:
             if not pipe.poll(args.drain + 30):
@@ -422,7 +437,7 @@ def run_level(n: int, port: int, sid: int, request: bytes, args) -> dict:
     }
 
 
-def streams_table(args) -> tuple[list[dict], str]:
+def streams_table(args) -> tuple[list[dict], str, float]:
     port, registry = free_port(), free_port()
     command = ["./scripts/serve", "--http-port", str(port), "--registry-endpoint", f"tcp://{HOST}:{registry}",
                "--mock-workers", "2", "--mock-speedup-ratio", "1", "--router-mode", "round_robin",
@@ -430,31 +445,74 @@ def streams_table(args) -> tuple[list[dict], str]:
     with open(args.daemon_log, "wb") as log:  # the child keeps its own descriptor
         daemon = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True)
-    rows = []
-    idle_cores = float("nan")
     try:
         model = wait_for_model(port, daemon)
-        request = request_bytes(port, model, args.max_tokens)
-        time.sleep(1.0)  # let the workers' registration settle
-        before = snapshot(daemon.pid, [])
-        time.sleep(args.idle)
-        after = snapshot(daemon.pid, [])
-        idle_cores = sum(delta(before["frontend"], after["frontend"]).values()) / CLK_TCK / (after["t"] - before["t"])
-        print(f"  idle frontend (no requests, {args.idle:g} s): {idle_cores:.3f} cores", flush=True)
-        for n in args.streams:
-            row = run_level(n, port, daemon.pid, request, args)
-            rows.append(row)
-            print(f"  {n:>5} streams: {row['tokens_per_s']:,.0f} tok/s, frontend "
-                  f"{row['frontend_us_per_token']:.1f} us/token ({row['frontend_cores']:.2f} cores), ITL p99 "
-                  f"{row['itl_p99_ms']:.2f} ms, client {row['client_cores']:.2f} cores "
-                  f"(max proc {row['client_max_pct']:.0f} %), machine {row['machine_busy_pct']:.0f} % busy, "
-                  f"errors {row['errors']}", flush=True)
-            if row["error_sample"]:
-                print(f"        first error: {row['error_sample']}", flush=True)
-            time.sleep(1.0)
+        rows, idle_cores = run_levels(port, model, lambda: session_pids(daemon.pid), args)
     finally:
         stop_daemon(daemon)
     return rows, " ".join(command), idle_cores
+
+
+def run_levels(port: int, model: str, processes: Processes, args) -> tuple[list[dict], float]:
+    """The idle server's CPU, then each level of ``--streams``; prints a line per level."""
+    request = request_bytes(port, model, args.max_tokens)
+    time.sleep(1.0)  # let the workers' registration settle
+    before = snapshot(processes, [])
+    time.sleep(args.idle)
+    after = snapshot(processes, [])
+    idle_cores = sum(delta(before["frontend"], after["frontend"]).values()) / CLK_TCK / (after["t"] - before["t"])
+    print(f"  idle frontend (no requests, {args.idle:g} s): {idle_cores:.3f} cores", flush=True)
+    rows = []
+    for n in args.streams:
+        row = run_level(n, port, processes, request, args)
+        rows.append(row)
+        print(f"  {n:>5} streams: {row['tokens_per_s']:,.0f} tok/s, frontend "
+              f"{row['frontend_us_per_token']:.1f} us/token ({row['frontend_cores']:.2f} cores), ITL p99 "
+              f"{row['itl_p99_ms']:.2f} ms, client {row['client_cores']:.2f} cores "
+              f"(max proc {row['client_max_pct']:.0f} %), machine {row['machine_busy_pct']:.0f} % busy, "
+              f"errors {row['errors']}", flush=True)
+        if row["error_sample"]:
+            print(f"        first error: {row['error_sample']}", flush=True)
+        time.sleep(1.0)
+    return rows, idle_cores
+
+
+def dynamo_streams_table(args) -> tuple[list[dict], float]:
+    """The stream levels against NVIDIA Dynamo's frontend, started and stopped with the peer's scripts."""
+    peer = os.path.abspath(args.peer_dynamo)
+    port = free_port()
+    env = {**os.environ, "HTTP_PORT": str(port), "NUM_MOCKERS": "2", "ROUTER_MODE": "round-robin", "SPEEDUP": "1",
+           "DYN_LOG": "warn"}
+    pid_dir = os.path.join(os.environ.get("PEER_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dynamo-peer"), "run", "pids")
+    subprocess.run([os.path.join(peer, "start-dynamo.sh")], env=env, capture_output=True, timeout=300, check=True)
+    try:
+        model = wait_for_model(port, timeout_s=90)
+
+        def processes() -> tuple[list[int], list[int]]:
+            frontend, mockers = [], []
+            for name in os.listdir(pid_dir):
+                with open(os.path.join(pid_dir, name)) as f:
+                    pid = int(f.read().strip())
+                if name == "frontend.pid":
+                    frontend.append(pid)
+                elif name.startswith("mocker"):
+                    mockers.append(pid)
+            return frontend, mockers
+
+        return run_levels(port, model, processes, args)
+    finally:
+        subprocess.run([os.path.join(peer, "stop-dynamo.sh")], capture_output=True, timeout=120)
+
+
+def format_ratios(ours: list[dict], dynamo: list[dict]) -> str:
+    lines = ["| streams | frontend CPU / token, ours (µs) | Dynamo (µs) | ours / Dynamo | tokens/s, ours | Dynamo "
+             "| ITL p99 ours / Dynamo (ms) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for o, d in zip(ours, dynamo):
+        lines.append(f"| {o['streams']:,} | {o['frontend_us_per_token']:.1f} | {d['frontend_us_per_token']:.1f} "
+                     f"| {o['frontend_us_per_token'] / d['frontend_us_per_token']:.2f} | {o['tokens_per_s']:,.0f} "
+                     f"| {d['tokens_per_s']:,.0f} | {o['itl_p99_ms']:.2f} / {d['itl_p99_ms']:.2f} |")
+    return "\n".join(lines)
 
 
 def format_streams(rows: list[dict]) -> str:
@@ -592,6 +650,8 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--serve-arg", action="append", default=[], help="extra flag for ./scripts/serve")
     group.add_argument("--daemon-log", default="/tmp/bench-scaling-daemon.log")
     group.add_argument("--skip-streams", action="store_true")
+    group.add_argument("--peer-dynamo", metavar="DIR", help="also run the stream levels against NVIDIA Dynamo's "
+                       "frontend, started with DIR/start-dynamo.sh (e.g. ../shared/peers/dynamo)")
     group = parser.add_argument_group("routing")
     group.add_argument("--workers", type=int_list, default=[8, 64, 256], help="worker counts")
     group.add_argument("--decisions", type=int, default=3000, help="timed decisions per worker count")
@@ -626,6 +686,12 @@ def main(argv: list[str] | None = None) -> None:
         print(format_streams(rows))
         print("(ITL: share of gaps under 0.05 ms, i.e. events read together: "
               + ", ".join(f"{r['streams']}: {r['itl_zero_pct']:.0f} %" for r in rows) + ")")
+        if args.peer_dynamo:
+            print("NVIDIA Dynamo's frontend, same levels:", flush=True)
+            dynamo_rows, dynamo_idle = dynamo_streams_table(args)
+            print(f"idle frontend: {dynamo_idle:.3f} cores")
+            print(format_streams(dynamo_rows))
+            print(format_ratios(rows, dynamo_rows))
     print(f"({time.perf_counter() - started:.0f} s)")
 
 
