@@ -226,3 +226,17 @@ def test_a_failure_in_take_cancels_its_stream_only(tokenizer):
     choice.observer.last_token_at = "not a time"
     assert choice.plain.take(RequestOutput("r", tokenizer.encode(" there").ids))
     assert choice.cancelled == 1
+
+
+@pytest.mark.parametrize("token_id", [-1, 2**63, 2**64 - 1], ids=["negative", "past-int64", "max-uint64"])
+def test_an_id_no_tokenizer_knows_cancels_its_stream_only(tokenizer, token_id):
+    """A worker's id that is no int64 vocabulary index (msgpack carries up to uint64) cannot be decoded: ``take``
+    cancels that stream and leaves its window and counts as they were."""
+    choice = Choice(tokenizer, native=True)
+    choice.feed(tokenizer.encode("Hi").ids)
+    ids, *offsets = choice.window()
+    before = (list(ids), offsets, choice.pipeline.completion_tokens, len(choice.events))  # a copy of the window
+    assert choice.plain.take(RequestOutput("r", [token_id]))
+    assert choice.cancelled == 1 and choice.output_ids == []
+    ids, *offsets = choice.window()
+    assert (ids, offsets, choice.pipeline.completion_tokens, len(choice.events)) == before
