@@ -485,8 +485,9 @@ def dynamo_streams_table(args) -> tuple[list[dict], float]:
            "DYN_LOG": "warn"}
     pid_dir = os.path.join(os.environ.get("PEER_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dynamo-peer"), "run", "pids")
-    subprocess.run([os.path.join(peer, "start-dynamo.sh")], env=env, capture_output=True, timeout=300, check=True)
-    try:
+    try:  # the stop script ends what the start script recorded, also after a start that failed halfway
+        subprocess.run([os.path.join(peer, "start-dynamo.sh")], env=env, capture_output=True, timeout=300,
+                       check=True)
         model = wait_for_model(port, timeout_s=90)
 
         def processes() -> tuple[list[int], list[int]]:
