@@ -9,6 +9,10 @@ Sockets:
     send_status          PUB     bind     ipc in the run directory       IndexerStatus every second
 
 A worker gets a slot in the index when it registers and loses it (with all its blocks) when it goes. A worker
+with a replay endpoint is asked for everything its engine still buffers as soon as it joins (``catch-up``): a
+restarted indexer, or a frontend started next to running workers, routes by their caches at once instead of
+after their next events. A replay that has not ended within ``REPLAY_TIMEOUT_S``, or that holds more than
+``MAX_HELD_BATCHES`` live batches, is given up as a gap without replay. A worker
 that advertises a ``load_endpoint`` reports its own load, which the indexer stores in the slot for the routers
 (in every router mode).
 With ``use_kv_events`` off (``--no-kv-events``), only the routers' own decisions (RoutedBlocks) populate the
@@ -37,6 +41,8 @@ from .worker_state import WorkerKvState
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 1.0
+REPLAY_TIMEOUT_S = 5.0  # an engine answers from memory in milliseconds; one that does not is gone or wedged
+MAX_HELD_BATCHES = 10_000  # live batches kept while a replay runs (one per engine step)
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
@@ -52,6 +58,7 @@ class WorkerFeed:
         self.replay: zmq.Socket | None = None
         self.load: zmq.Socket | None = None
         self.replaying = False
+        self.replay_deadline = 0.0  # time.monotonic() past which the running replay is given up
         self.held: list[tuple[int, bytes]] = []  # live batches that arrived during a replay
         load_endpoint = config.get("load_endpoint")
         if load_endpoint:
@@ -108,7 +115,10 @@ class Indexer:
             return
         state = WorkerKvState(instance.instance_id, slot, instance.card.kv_block_size, self.writer,
                               local_block_hashes, chain_hashes)
-        self.feeds[instance.instance_id] = WorkerFeed(self.context, instance, state, self.use_kv_events)
+        feed = WorkerFeed(self.context, instance, state, self.use_kv_events)
+        self.feeds[instance.instance_id] = feed
+        if feed.replay is not None and feed.events is not None:
+            self._request_replay(feed, 0)  # catch-up: the blocks the engine stored before we subscribed
 
     # ---- events --------------------------------------------------------------------------------------
 
@@ -123,6 +133,8 @@ class Indexer:
             return
         if feed.replaying:
             feed.held.append((seq, frames[2]))
+            if len(feed.held) > MAX_HELD_BATCHES:
+                self._give_up_replay(feed, "too many live batches held")
             return
         self._apply(feed, seq, frames[2])
 
@@ -152,21 +164,36 @@ class Indexer:
         state.apply_batch(seq, events)
 
     def _start_replay(self, feed: WorkerFeed, seq: int, payload: bytes) -> None:
-        feed.replaying = True
+        self._request_replay(feed, feed.state.last_seq + 1)
         feed.held = [(seq, payload)]
-        feed.replay.send_multipart([b"", events_wire.encode_seq(feed.state.last_seq + 1)])
+
+    def _request_replay(self, feed: WorkerFeed, start_seq: int) -> None:
+        feed.replaying = True
+        feed.replay_deadline = time.monotonic() + REPLAY_TIMEOUT_S
+        feed.held = []
+        feed.replay.send_multipart([b"", events_wire.encode_seq(start_seq)])
 
     def on_replay_frames(self, feed: WorkerFeed, frames: list[bytes]) -> None:
         if len(frames) != 3:
             self.malformed += 1
             return
+        if not feed.replaying:  # the late answer to a replay given up on: its batches are accounted for
+            return
         _, seq_frame, payload = frames
         if seq_frame == events_wire.END_OF_REPLAY:
             self._finish_replay(feed)
             return
+        try:
+            seq = events_wire.decode_seq(seq_frame)
+        except events_wire.EventDecodeError:
+            self.malformed += 1
+            return
+        self._apply_without_replay(feed, seq, payload)  # a gap here: the engine no longer has what we missed
+
+    def _apply_without_replay(self, feed: WorkerFeed, seq: int, payload: bytes) -> None:
+        """Apply a batch whose predecessors cannot be had: past a gap, the worker's blocks start over."""
         state = feed.state
-        seq = events_wire.decode_seq(seq_frame)
-        if state.check_seq(seq) == "gap":  # the engine no longer has what we missed
+        if state.check_seq(seq) == "gap":
             state.drop_all()
             state.last_seq = seq - 1
         if state.check_seq(seq) == "next":
@@ -178,6 +205,25 @@ class Indexer:
         for seq, payload in held:
             if feed.state.check_seq(seq) != "duplicate":
                 self._apply(feed, seq, payload)
+
+    def _give_up_replay(self, feed: WorkerFeed, why: str) -> None:
+        """Treat the replay's gap as one without replay: drop the worker's blocks and follow on from the held
+        batches (the blocks come back as the engine stores them again)."""
+        log.warning("KV event replay given up; dropping the worker's blocks",
+                    extra={"instance": feed.instance.instance_id, "reason": why})
+        feed.replaying = False
+        held, feed.held = feed.held, []
+        state = feed.state
+        state.drop_all()
+        state.last_seq = None
+        for seq, payload in held:
+            self._apply_without_replay(feed, seq, payload)
+
+    def expire_replays(self, now: float) -> None:
+        """Give up the replays that have run past their deadline (housekeeping)."""
+        for feed in self.feeds.values():
+            if feed.replaying and now >= feed.replay_deadline:
+                self._give_up_replay(feed, f"no end of replay within {REPLAY_TIMEOUT_S:g} s")
 
     def on_load_frames(self, feed: WorkerFeed, frames: list[bytes]) -> None:
         try:
@@ -267,6 +313,7 @@ def _serve(context: zmq.Context, writer: KvIndexWriter, endpoints: Endpoints, se
         now = time.monotonic()
         if now >= next_housekeeping:
             writer.expire_predictions(now - indexer.prediction_ttl_s)
+            indexer.expire_replays(now)
             send_status.send(indexer_wire.encoder.encode(indexer.status()))
             next_housekeeping = now + STATUS_INTERVAL_S
 

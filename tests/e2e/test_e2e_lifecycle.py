@@ -178,7 +178,8 @@ def test_a_registry_restart_fails_no_request(start_daemon):
 
 def test_an_indexer_restart_fails_no_request(start_daemon):
     """The indexer (the KV index's writer) dies: its successor adopts the shared segment the gateways mapped,
-    requests are served throughout, and KV-aware routing resumes with the workers' next events."""
+    requests are served throughout, and it gets back the blocks stored meanwhile from the workers' replay
+    buffers, with no further request (no next event) needed."""
     server = start_daemon("--mock-extra-models", "none", "--router-mode", "kv", mock_workers=2)
     [indexer] = [pid for pid in descendants(server.pid) if _comm(pid) == "dyn-indexer"]
     os.kill(indexer, signal.SIGKILL)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+import zmq
+
+from frontend.indexer import server
 from frontend.indexer.server import Indexer
 from frontend.kv import block_hashes
 from frontend.kv.index_reference import ReferenceKvIndex
@@ -105,3 +111,83 @@ def test_routed_blocks_become_predictions_and_a_leaving_worker_frees_its_slot():
     assert index.find_matches(hashes, 0.0, 1e12) == {feed.state.slot: 2}
     indexer.sync([])
     assert index.slots() == []
+
+
+# ---- catch-up on join, and replays that never end (a real ROUTER socket plays the engine) -----------------
+
+@pytest.fixture
+def joined():
+    """An indexer following KV events that has just learnt of worker ``w``, and ``w``'s replay ROUTER (the test
+    plays the engine behind it)."""
+    context = zmq.Context()
+    engine_replay = context.socket(zmq.ROUTER)
+    port = engine_replay.bind_to_random_port("tcp://127.0.0.1")
+    index = ReferenceKvIndex(capacity_blocks=1000, max_workers=4)
+    indexer = Indexer(context, index, use_kv_events=True, ttl_s=120, pending_ttl_s=10)
+    card = ModelCard(name="m", model_path="/unused", kv_block_size=BS, runtime_config={
+        "kv_events_endpoint": "tcp://127.0.0.1:9", "kv_events_replay_endpoint": f"tcp://127.0.0.1:{port}"})
+    indexer.sync([Instance("w", "tcp://x", card)])
+    yield indexer, index, indexer.feeds["w"], engine_replay
+    indexer.sync([])  # closes the feed's sockets
+    engine_replay.close(0)
+    context.term()
+
+
+def replay_request(engine_replay: zmq.Socket) -> tuple[bytes, int]:
+    assert engine_replay.poll(5000), "the indexer asked for no replay"
+    identity, empty, start = engine_replay.recv_multipart()
+    assert empty == b""
+    return identity, wire.decode_seq(start)
+
+
+def answer(indexer: Indexer, feed, reply: list[bytes]) -> None:
+    assert feed.replay.poll(5000)
+    indexer.on_replay_frames(feed, feed.replay.recv_multipart())
+
+
+def test_a_worker_that_joins_is_asked_for_its_whole_buffer_and_live_batches_wait_for_it(joined):
+    indexer, index, feed, engine_replay = joined
+    identity, start = replay_request(engine_replay)
+    assert start == 0 and feed.replaying
+    indexer.on_event_frames(feed, batch(2, [9, 10, 11, 12], 13, parent=12))  # live, while the replay runs
+    for seq, tokens, engine_hash, parent in ((0, [1, 2, 3, 4], 11, None), (1, [5, 6, 7, 8], 12, 11)):
+        frames = batch(seq, tokens, engine_hash, parent)
+        engine_replay.send_multipart([identity, b"", frames[1], frames[2]])
+        answer(indexer, feed, frames)
+    assert not held(index, feed.state.slot, list(range(1, 13)))  # the live batch waits for the end of the replay
+    engine_replay.send_multipart([identity, b"", wire.END_OF_REPLAY, b""])
+    answer(indexer, feed, [])
+    assert held(index, feed.state.slot, list(range(1, 13))) and feed.state.last_seq == 2
+    assert not feed.replaying and feed.held == []
+
+
+def test_a_replay_that_never_ends_is_given_up_and_the_live_batches_go_on(joined):
+    indexer, index, feed, engine_replay = joined  # the engine takes the request and never answers
+    replay_request(engine_replay)
+    indexer.on_event_frames(feed, batch(7, [1, 2, 3, 4], 11))
+    indexer.expire_replays(time.monotonic())
+    assert feed.replaying  # not yet: the engine has REPLAY_TIMEOUT_S to answer
+    indexer.expire_replays(time.monotonic() + server.REPLAY_TIMEOUT_S + 0.1)
+    assert not feed.replaying and feed.held == []
+    assert held(index, feed.state.slot, [1, 2, 3, 4]) and feed.state.last_seq == 7
+    late = batch(0, [5, 5, 5, 5], 21)
+    indexer.on_replay_frames(feed, [b"", late[1], late[2]])  # the answer, too late: ignored
+    assert not held(index, feed.state.slot, [5, 5, 5, 5]) and feed.state.last_seq == 7
+
+
+def test_live_batches_held_during_a_replay_are_bounded(joined, monkeypatch):
+    monkeypatch.setattr(server, "MAX_HELD_BATCHES", 3)
+    indexer, index, feed, engine_replay = joined
+    replay_request(engine_replay)
+    for seq in range(4):
+        indexer.on_event_frames(feed, batch(10 + seq, [seq] * BS, 100 + seq))
+    assert not feed.replaying and feed.held == [] and feed.state.last_seq == 13
+    assert all(held(index, feed.state.slot, [seq] * BS) for seq in range(4))
+
+
+def test_a_malformed_replay_frame_is_counted_not_fatal(joined):
+    indexer, index, feed, engine_replay = joined
+    replay_request(engine_replay)
+    for frames in ([b"", b"\x00" * 7, b"x"], [b"", wire.encode_seq(0), b"\xc1"], [b"only"]):
+        indexer.on_replay_frames(feed, frames)
+    assert indexer.malformed == 3 and feed.replaying
