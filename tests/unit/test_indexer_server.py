@@ -11,9 +11,8 @@ from frontend.indexer import server
 from frontend.indexer.server import Indexer
 from frontend.kv import block_hashes
 from frontend.kv.index_reference import ReferenceKvIndex
-from frontend.protocol import kv_events as wire
+from frontend.protocol import kv_events as wire, load as load_wire
 from frontend.protocol.indexer import RoutedBlocks, encoder
-from frontend.protocol import load as load_wire
 from frontend.protocol.kv_events import BlockStored
 from frontend.protocol.load import LoadReport
 from frontend.protocol.registry import Instance, ModelCard
