@@ -12,7 +12,9 @@ Process tree (``ps`` titles in brackets)::
 Start-up waits for a READY message from the registry and every tokenizer process (with a timeout and a
 liveness check). A watcher thread waits on the children's sentinels and restarts any that dies; a child
 that dies more than ``CRASH_LOOP_LIMIT`` times within ``CRASH_LOOP_WINDOW_S`` stops the daemon. Children
-get SIGTERM when the daemon exits (``PR_SET_PDEATHSIG``), so none outlives it.
+get SIGTERM when the daemon exits (``PR_SET_PDEATHSIG``); a thread in each waits on the daemon's pidfd, sends its
+main thread SIGTERM again (the first can be lost while it blocks in C) and ends it ``PARENT_GONE_GRACE_S``
+later, so none outlives it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from ..observability.logs import setup_logging
 from ..observability.tracing import ENABLED_ENV, sdk_missing
 from ..protocol.errors import ConfigError, FrontendError
 from ..stores.responses import prepare_response_store
-from ..transport.process import die_with_parent, set_process_title
+from ..transport.process import die_with_parent, set_process_title, watch_parent
 from .sdnotify import Notifier
 from .tls import check_tls
 
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+PARENT_GONE_GRACE_S = 5.0  # a child whose daemon died has this long for its finally blocks, then it is ended
 CRASH_LOOP_LIMIT = 5
 CRASH_LOOP_WINDOW_S = 60.0
 EXIT_CHILD_CRASH_LOOP = 4
@@ -71,6 +74,7 @@ def _child_main(title: str, log_level: str, log_format: str, target: Callable[..
     (ZeroMQ's context waiting forever on a socket the SIGTERM interrupted while it was made) would leave the
     process behind its dead daemon."""
     die_with_parent(parent=parent)  # the daemon may have died while this child was still importing
+    watch_parent(parent, PARENT_GONE_GRACE_S)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon decides
     signal.signal(signal.SIGTERM, _exit_cleanly)  # run finally blocks (the indexer unlinks its shared memory)
     set_process_title(title)
@@ -100,6 +104,7 @@ def _exit_code(outcome: BaseException | None) -> int:
 
 
 def _exit_cleanly(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a repeat (watch_parent's) must not cut the finally blocks
     raise SystemExit(0)
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import select
 import signal
 import sys
 import threading
+import time
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -25,6 +27,34 @@ def die_with_parent(signum: int = signal.SIGTERM, parent: int | None = None) -> 
         libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
         if os.getppid() != parent:
             os.kill(os.getpid(), signum)
+
+
+def watch_parent(parent: int, grace_s: float, signum: int = signal.SIGTERM) -> None:
+    """Backstop to ``die_with_parent`` for a process whose main thread waits in C (a blocking ZeroMQ receive).
+    The parent-death signal can land while that thread is between Python's last signal check and its ``poll``:
+    the handler's flag is set and nothing wakes the thread. A daemon thread therefore waits on the parent's
+    pidfd and, once the parent is gone, sends ``signum`` to the main thread every half second (its handler
+    should ignore repeats), then ends the process after ``grace_s`` if it still lives. Linux only."""
+    if not hasattr(os, "pidfd_open"):
+        return
+    try:
+        pidfd: int | None = os.pidfd_open(parent)
+    except ProcessLookupError:  # gone already: nudge the main thread at once
+        pidfd = None
+    main = threading.main_thread().ident
+    threading.Thread(target=_nudge_after_parent, args=(pidfd, main, grace_s, signum), name="parent-watch",
+                     daemon=True).start()
+
+
+def _nudge_after_parent(pidfd: int | None, main: int, grace_s: float, signum: int) -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})  # the kernel must not pick this thread for the signal
+    if pidfd is not None:
+        select.select([pidfd], [], [])  # readable once the parent has exited
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        signal.pthread_kill(main, signum)
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def set_process_title(title: str) -> None:

@@ -357,9 +357,13 @@ def test_no_child_outlives_a_sigkilled_daemon(start_daemon):
         for pid in children:
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
-                rows.append(f"{pid}: {command!r}")
+                title = Path(f"/proc/{pid}/comm").read_text().strip()
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                threads = sorted(f"{task.name}:{(task / 'comm').read_text().strip()}:{(task / 'wchan').read_text()}"
+                                 for task in Path(f"/proc/{pid}/task").iterdir())
+                rows.append(f"{pid} ({title}, state {stat}): {command!r}; threads {threads}")
             except OSError:
                 continue
-        return "\n".join(rows)
+        return "\n".join(rows) + "\n" + server.log_text()
 
     wait_until(all_gone, 20, "every child of the killed daemon to exit", on_timeout=survivors)

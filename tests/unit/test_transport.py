@@ -17,7 +17,7 @@ import pytest
 import zmq
 from async_support import until
 
-from frontend.transport.process import batch_schedule_helper_threads, die_with_parent
+from frontend.transport.process import batch_schedule_helper_threads, die_with_parent, watch_parent
 from frontend.transport.sockets import (DEFAULT_HWM, KV_EVENTS_HWM, LINGER_MS, ROUTED_BLOCKS_HWM, bind_random_port,
                                         open_socket)
 from frontend.transport.zmqloop import SocketDrainer
@@ -253,6 +253,44 @@ def test_close_stops_watching_and_closes_the_socket(context, endpoint, run):
 def _ask_with_a_parent_that_is_gone() -> None:
     die_with_parent(parent=os.getppid() + 1_000_000)  # "the parent I was started by": not the one alive now
     time.sleep(5)
+
+
+def _block_in_zmq_after_watching(parent: int) -> None:
+    """A supervised child's shape: a handler that exits once, a main thread waiting in a blocking ZeroMQ receive,
+    and no parent-death signal (as if it had been lost): only watch_parent can end the wait."""
+    def exit_once(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(7)
+
+    signal.signal(signal.SIGTERM, exit_once)
+    watch_parent(parent, grace_s=30.0)
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.bind_to_random_port("tcp://127.0.0.1")
+    router.recv_multipart()
+
+
+def _ignore_sigterm_after_watching(parent: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a child stuck past its handler (a finalizer that blocks)
+    watch_parent(parent, grace_s=1.0)
+    time.sleep(30)
+
+
+@pytest.mark.parametrize("target, exitcode", [(_block_in_zmq_after_watching, 7), (_ignore_sigterm_after_watching, 1)])
+def test_watch_parent_signals_the_main_thread_then_ends_the_process(target, exitcode):
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("pidfd_open is Linux only")
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])  # the "daemon" to outlive
+    child = multiprocessing.get_context("fork").Process(target=target, args=(parent.pid,))
+    child.start()
+    try:
+        assert parent.wait(10) == 0
+        child.join(10)
+        assert child.exitcode == exitcode
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
 
 
 def test_a_child_whose_parent_died_before_it_asked_exits_at_once():
