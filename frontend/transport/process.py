@@ -41,15 +41,23 @@ def watch_parent(parent: int, grace_s: float, signum: int = signal.SIGTERM) -> N
         pidfd: int | None = os.pidfd_open(parent)
     except ProcessLookupError:  # gone already: nudge the main thread at once
         pidfd = None
+    except OSError:  # no pidfds here (an old kernel, a seccomp profile): PR_SET_PDEATHSIG alone
+        return
     main = threading.main_thread().ident
-    threading.Thread(target=_nudge_after_parent, args=(pidfd, main, grace_s, signum), name="parent-watch",
-                     daemon=True).start()
+    # the thread starts with the signal blocked, so that the kernel never picks it to take the signal
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    try:
+        threading.Thread(target=_nudge_after_parent, args=(pidfd, main, grace_s, signum), name="parent-watch",
+                         daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
 
 
 def _nudge_after_parent(pidfd: int | None, main: int, grace_s: float, signum: int) -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})  # the kernel must not pick this thread for the signal
     if pidfd is not None:
-        select.select([pidfd], [], [])  # readable once the parent has exited
+        parent_exit = select.poll()
+        parent_exit.register(pidfd, select.POLLIN)
+        parent_exit.poll()  # readable once the parent has exited
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         signal.pthread_kill(main, signum)
