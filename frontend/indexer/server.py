@@ -4,7 +4,8 @@ Sockets:
     recv_from_registry   SUB     connect  registry PUB (ipc)             Snapshot: which workers exist
     recv_kv_events[w]    SUB     connect  worker w's KV event PUB (tcp)  [topic, seq, EventBatch]
     recv_load[w]         SUB     connect  worker w's load PUB (tcp)      LoadReport (protocol.load)
-    request_replay[w]    DEALER  connect  worker w's replay ROUTER       [b"", start_seq] -> batches, end marker
+    request_replay[w]    DEALER  connect  worker w's replay ROUTER       [b"", start_seq] ->
+                                                                          [b"", (topic,) seq, batch]..., end (seq -1)
     recv_routed          PULL    bind     ipc in the run directory       RoutedBlocks from the gateways
     send_status          PUB     bind     ipc in the run directory       IndexerStatus every second
 
@@ -174,12 +175,14 @@ class Indexer:
         feed.replay.send_multipart([b"", events_wire.encode_seq(start_seq)])
 
     def on_replay_frames(self, feed: WorkerFeed, frames: list[bytes]) -> None:
-        if len(frames) != 3:
+        """One message of a replay's answer: ``[b"", seq, payload]`` (our publisher, vLLM before the topic frame)
+        or ``[b"", topic, seq, payload]`` (vLLM since); the end marker has seq -1."""
+        if len(frames) not in (3, 4):
             self.malformed += 1
             return
         if not feed.replaying:  # the late answer to a replay given up on: its batches are accounted for
             return
-        _, seq_frame, payload = frames
+        seq_frame, payload = frames[-2], frames[-1]
         if seq_frame == events_wire.END_OF_REPLAY:
             self._finish_replay(feed)
             return

@@ -19,6 +19,7 @@ import httpx
 import jsonschema
 import pytest
 from e2e_support import Daemon, VllmWorker, error_of, free_port, sse_events, wait_until
+from test_e2e_lifecycle import _comm, descendants
 from tokenizers import Tokenizer
 from vllm_support import make_tiny_model, require_vllm, vllm_greedy
 
@@ -172,11 +173,33 @@ def test_shared_prefix_goes_to_the_worker_vllm_says_holds_it(frontend):
         prefix = " ".join(f"{topic}{i}" for i in range(150))  # > 8 blocks of 32 tokens
         first = _completion_with_worker(frontend, prefix + " first question")
         instance = first["nvext"]["worker_id"]["decode_worker_id"]
-        wait_until(lambda: _health(frontend)["kv_index"]["workers"][instance].get("blocks_mapped", 0) >= 8, 10.0,
+        wait_until(lambda: _blocks_mapped(frontend).get(instance, 0) >= 8, 10.0,
                    f"vLLM's KV events for {instance} to reach the index")
         second = _completion_with_worker(frontend, prefix + " second question")
         assert second["nvext"]["worker_id"]["decode_worker_id"] == instance, topic
         assert second["usage"]["prompt_tokens_details"]["cached_tokens"] >= 8 * 32
+
+
+def test_a_restarted_indexer_gets_the_blocks_back_from_vllms_replay_buffer(frontend):
+    """The indexer dies; its successor asks each vLLM engine for its whole replay buffer when it learns of the
+    worker, so it maps every block again with no new request (no next event) to show them."""
+    _completion_with_worker(frontend, " ".join(f"lantern{i}" for i in range(150)))  # blocks, whatever ran before
+    time.sleep(0.5)  # the events of that request reach the index
+    before = _blocks_mapped(frontend)
+    assert sum(before.values()) >= 8, before
+    def indexers() -> list[int]:  # the restarted one is the child of the daemon's watcher thread
+        return [pid for pid in descendants(frontend.pid) if _comm(pid) == "dyn-indexer"]
+
+    [indexer] = indexers()
+    os.kill(indexer, signal.SIGKILL)
+    wait_until(lambda: indexers() not in ([], [indexer]), 20.0, "the indexer to be restarted")
+    wait_until(lambda: _blocks_mapped(frontend) == before, 20.0, "the restarted indexer to map every block again",
+               on_timeout=lambda: f"before the kill {before}, now {_blocks_mapped(frontend)}")
+
+
+def _blocks_mapped(daemon: Daemon) -> dict[str, int]:
+    """Each worker's blocks in the KV index (a worker the indexer has not reported yet is absent)."""
+    return {instance: info.get("blocks_mapped", 0) for instance, info in _health(daemon)["kv_index"]["workers"].items()}
 
 
 def _completion_with_worker(daemon: Daemon, prompt: str) -> dict:

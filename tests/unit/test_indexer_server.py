@@ -160,6 +160,18 @@ def test_a_worker_that_joins_is_asked_for_its_whole_buffer_and_live_batches_wait
     assert not feed.replaying and feed.held == []
 
 
+def test_vllms_replay_answer_with_its_topic_frame_is_understood(joined):
+    """vLLM answers ``[identity, b"", topic, seq, payload]`` and ends with ``[identity, b"", b"", -1, b""]``."""
+    indexer, index, feed, engine_replay = joined
+    identity, start = replay_request(engine_replay)
+    frames = batch(0, [1, 2, 3, 4], 11)
+    engine_replay.send_multipart([identity, b"", b"kv-events", frames[1], frames[2]])
+    answer(indexer, feed, frames)
+    engine_replay.send_multipart([identity, b"", b"", wire.END_OF_REPLAY, b""])
+    answer(indexer, feed, frames)
+    assert held(index, feed.state.slot, [1, 2, 3, 4]) and not feed.replaying and indexer.malformed == 0
+
+
 def test_a_replay_that_never_ends_is_given_up_and_the_live_batches_go_on(joined):
     indexer, index, feed, engine_replay = joined  # the engine takes the request and never answers
     replay_request(engine_replay)
@@ -187,6 +199,6 @@ def test_live_batches_held_during_a_replay_are_bounded(joined, monkeypatch):
 def test_a_malformed_replay_frame_is_counted_not_fatal(joined):
     indexer, index, feed, engine_replay = joined
     replay_request(engine_replay)
-    for frames in ([b"", b"\x00" * 7, b"x"], [b"", wire.encode_seq(0), b"\xc1"], [b"only"]):
+    for frames in ([b"", b"\x00" * 7, b"x"], [b"", wire.encode_seq(0), b"\xc1"], [b"only"], [b""] * 5):
         indexer.on_replay_frames(feed, frames)
-    assert indexer.malformed == 3 and feed.replaying
+    assert indexer.malformed == 4 and feed.replaying
