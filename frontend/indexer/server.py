@@ -119,7 +119,7 @@ class Indexer:
         feed = WorkerFeed(self.context, instance, state, self.use_kv_events)
         self.feeds[instance.instance_id] = feed
         if feed.replay is not None and feed.events is not None:
-            self._request_replay(feed, 0)  # catch-up: the blocks the engine stored before we subscribed
+            self._request_replay(feed, 0, [])  # catch-up: the blocks the engine stored before we subscribed
 
     # ---- events --------------------------------------------------------------------------------------
 
@@ -149,7 +149,7 @@ class Indexer:
         elif verdict == "gap":
             state.gaps += 1
             if feed.replay is not None:
-                self._start_replay(feed, seq, payload)
+                self._request_replay(feed, state.last_seq + 1, [(seq, payload)])
                 return
             log.warning("KV event gap without replay; dropping the worker's blocks",
                         extra={"instance": feed.instance.instance_id, "expected": state.last_seq + 1, "got": seq})
@@ -164,14 +164,11 @@ class Indexer:
             return
         state.apply_batch(seq, events)
 
-    def _start_replay(self, feed: WorkerFeed, seq: int, payload: bytes) -> None:
-        self._request_replay(feed, feed.state.last_seq + 1)
-        feed.held = [(seq, payload)]
-
-    def _request_replay(self, feed: WorkerFeed, start_seq: int) -> None:
+    def _request_replay(self, feed: WorkerFeed, start_seq: int, held: list[tuple[int, bytes]]) -> None:
+        """Ask for the batches from ``start_seq`` on; ``held``, and the live batches that come meanwhile, wait."""
         feed.replaying = True
         feed.replay_deadline = time.monotonic() + REPLAY_TIMEOUT_S
-        feed.held = []
+        feed.held = held
         feed.replay.send_multipart([b"", events_wire.encode_seq(start_seq)])
 
     def on_replay_frames(self, feed: WorkerFeed, frames: list[bytes]) -> None:
